@@ -1,0 +1,119 @@
+"""``python -m export``: train the three models, export them to ONNX and publish a bundle."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from scoring.bundle import read_manifest, verify_files
+from scoring.cli_support import run_cli
+from scoring.errors import BundleError, UsageError
+from scoring.paths import DEFAULT_ARTIFACTS_ROOT, DEFAULT_DATA_DIR
+from scoring.publish import resolve_latest
+from scoring.schema import MODEL_NAMES
+
+from .config import RunConfig
+from .loading import DataSource, load_dataset
+from .metrics import POST_RMSE_UNIT
+from .pipeline import build_bundle, code_fingerprint, run_fingerprint, seeds, train_model
+
+log = logging.getLogger("export")
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def parse_models(text: str) -> tuple[str, ...]:
+    """Comma-separated model names, validated against the known families."""
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    unknown = [n for n in names if n not in MODEL_NAMES]
+    if unknown or not names:
+        raise UsageError(f"--models: unknown model {unknown or text!r}; expected a comma-separated "
+                         f"subset of {','.join(MODEL_NAMES)}")
+    return tuple(n for n in MODEL_NAMES if n in names)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m export",
+        description="Train MF, dense and LSTM rating models on MovieLens 100K (or given files), "
+                    "export each to ONNX, check ONNX against torch, and publish a model bundle "
+                    "under ARTIFACTS/<bundle-id> with ARTIFACTS/latest pointing at it. A bundle "
+                    "whose data, settings and code are unchanged is reused, not retrained.")
+    data = parser.add_argument_group("data (default: download and cache MovieLens 100K)")
+    data.add_argument("--data-dir", type=Path, help="an ml-100k folder with u.data (and optional u.item)")
+    data.add_argument("--train-file", type=Path, help="training ratings in u.data format, e.g. u1.base")
+    data.add_argument("--test-file", type=Path, help="test ratings in u.data format, e.g. u1.test")
+    data.add_argument("--cache-dir", type=Path, default=DEFAULT_DATA_DIR,
+                      help="download cache (default: %(default)s)")
+    parser.add_argument("--artifacts", type=Path, default=DEFAULT_ARTIFACTS_ROOT,
+                        help="bundle root (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=RunConfig.seed, help="the one seed (default: %(default)s)")
+    parser.add_argument("--models", default=",".join(MODEL_NAMES),
+                        help="comma-separated models to train (default: %(default)s)")
+    parser.add_argument("--max-epochs", type=int, help="cap every model's epochs (for quick runs)")
+    parser.add_argument("--window", type=int, default=10, help="LSTM sequence length L (default: %(default)s)")
+    parser.add_argument("--force", action="store_true", help="retrain even if an identical bundle exists")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return parser
+
+
+def make_config(args: argparse.Namespace) -> RunConfig:
+    """The run configuration the options describe."""
+    config = RunConfig(seed=args.seed, models=parse_models(args.models))
+    if args.window < 2:
+        raise UsageError(f"--window: expected an integer >= 2 (history plus the item to rate), got {args.window}")
+    config = dataclasses.replace(config, lstm=dataclasses.replace(config.lstm, window=args.window))
+    if args.max_epochs is not None:
+        if args.max_epochs < 1:
+            raise UsageError(f"--max-epochs: expected a positive integer, got {args.max_epochs}")
+        for name in MODEL_NAMES:
+            sub = config.model_config(name)
+            sub = dataclasses.replace(sub, training=dataclasses.replace(sub.training, max_epochs=args.max_epochs))
+            config = dataclasses.replace(config, **{name: sub})
+    return config
+
+
+def reusable_bundle(artifacts: Path, fingerprint: str) -> Path | None:
+    """The latest bundle if it was built from the same fingerprint and its files are intact."""
+    latest = resolve_latest(artifacts)
+    if latest is None:
+        return None
+    try:
+        manifest = read_manifest(latest)
+        verify_files(latest, manifest, list(manifest["files"]))
+    except BundleError as exc:
+        log.warning("existing bundle is not reusable: %s", exc)
+        return None
+    return latest if manifest.get("fingerprint") == fingerprint else None
+
+
+def train_and_export(args: argparse.Namespace) -> Path:
+    """Load data, train each model, export and publish; reuse an up-to-date bundle."""
+    config = make_config(args)
+    source = DataSource(args.data_dir, args.train_file, args.test_file, args.cache_dir)
+    child = seeds(config.seed)
+    dataset, checksums = load_dataset(source, config, np.random.default_rng(child["split"]))
+    fingerprint = run_fingerprint(config, checksums, code_fingerprint(PROJECT_ROOT))
+    if not args.force and (existing := reusable_bundle(args.artifacts, fingerprint)) is not None:
+        log.info("bundle %s is up to date (same data, settings and code); not retraining", existing.name)
+        return existing
+    trained = [train_model(name, dataset, config, child[name]) for name in config.models]
+    bundle = build_bundle(dataset, trained, config, fingerprint, checksums, args.artifacts)
+    for model in trained:
+        m = model.test_metrics
+        print(f"{model.name:6s} test RMSE {m['rmse_stars']:.4f} stars, MAE {m['mae_stars']:.4f}, "
+              f"RMSE {m['rmse_unit']:.4f} on [0,1] (post: {POST_RMSE_UNIT[model.name]:.2f})")
+    print(f"bundle: {bundle}")
+    return bundle
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run_cli(lambda: train_and_export(args), args.verbose)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

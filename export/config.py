@@ -1,0 +1,92 @@
+"""Run configuration as frozen dataclasses; every field is recorded in the bundle manifest."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """How one model is fitted."""
+
+    learning_rate: float = 3e-3
+    """Adam step size."""
+    embedding_decay: float = 0.0
+    """L2 penalty on the embeddings and biases of the rows in each mini-batch (training scale)."""
+    weight_decay: float = 0.0
+    """Adam weight decay on the dense layers' weights."""
+    batch_size: int = 1024
+    """Ratings per mini-batch."""
+    max_epochs: int = 40
+    """Upper bound on passes over the training ratings."""
+    patience: int = 3
+    """Stop after this many epochs without a better validation RMSE; the best epoch is kept."""
+
+
+@dataclass(frozen=True)
+class MFConfig:
+    """Biased matrix factorisation."""
+
+    dim: int = 64
+    """Size of the user and item embeddings."""
+    training: TrainingConfig = TrainingConfig(learning_rate=2e-3, embedding_decay=2e-3)
+
+
+@dataclass(frozen=True)
+class DenseConfig:
+    """Feed-forward net on concatenated user and item embeddings."""
+
+    dim: int = 32
+    """Size of each of the user and item embeddings."""
+    hidden: int = 64
+    """Width of the hidden ReLU layer."""
+    training: TrainingConfig = TrainingConfig(learning_rate=2e-3, embedding_decay=2e-3, weight_decay=1e-5)
+
+
+@dataclass(frozen=True)
+class LSTMConfig:
+    """LSTM over each user's latest items."""
+
+    window: int = 10
+    """Sequence length L: the L - 1 latest history items, then the item to rate."""
+    dim: int = 32
+    """Size of the item embeddings."""
+    hidden: int = 32
+    """LSTM state size."""
+    training: TrainingConfig = TrainingConfig(learning_rate=3e-3, embedding_decay=1e-3, weight_decay=1e-5)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that determines a trained bundle besides the data."""
+
+    seed: int = 42
+    """The one seed; numpy and torch generators are derived from it."""
+    split: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    """Train / validation / test fractions when a single ratings file is split."""
+    validation_fraction: float = 0.1
+    """Share of an explicit training file held out for early stopping."""
+    models: tuple[str, ...] = ("mf", "dense", "lstm")
+    """Which models to train and export."""
+    mf: MFConfig = field(default_factory=MFConfig)
+    dense: DenseConfig = field(default_factory=DenseConfig)
+    lstm: LSTMConfig = field(default_factory=LSTMConfig)
+
+    def model_config(self, name: str) -> MFConfig | DenseConfig | LSTMConfig:
+        return getattr(self, name)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+PARITY_TOLERANCE = 1e-5
+"""Largest allowed |onnxruntime - torch| on the [0, 1] scale."""
+
+PARITY_SAMPLE_PAIRS = 10_000
+"""Minimum number of (user, item) pairs per model in the parity sample."""
+
+PARITY_FULL_USERS = 5
+"""Users whose every item is in the parity sample."""
+
+ONNX_OPSET = 17
+"""Opset of the exported graphs."""

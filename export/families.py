@@ -1,0 +1,122 @@
+"""One entry per model family: how to build it and how to turn ratings into its inputs.
+
+Pairwise inputs follow the scoring semantics: MF and the dense net see (user, item); the LSTM
+sees the user's latest history window from a given context, followed by the item.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from .config import DenseConfig, LSTMConfig, MFConfig
+from .dataset import Interactions
+from .models import BiasedMF, DenseNet, SequenceLSTM
+from .sequences import Windows, latest_history, training_windows, windows_for_pairs
+
+Inputs = tuple[torch.Tensor, ...]
+
+
+@dataclass(frozen=True)
+class History:
+    """Each user's latest ``window - 1`` items and ratings: the LSTM's context for new pairs."""
+
+    items: np.ndarray
+    ratings: np.ndarray
+
+    @classmethod
+    def of(cls, interactions: Interactions, n_users: int, n_items: int, window: int) -> "History":
+        return cls(*latest_history(interactions, n_users, window - 1, pad=n_items))
+
+
+def _ids(users: np.ndarray, items: np.ndarray) -> Inputs:
+    return torch.as_tensor(users, dtype=torch.int64), torch.as_tensor(items, dtype=torch.int64)
+
+
+def _windows(w: Windows) -> Inputs:
+    return (torch.as_tensor(w.users, dtype=torch.int64), torch.as_tensor(w.items, dtype=torch.int64),
+            torch.as_tensor(w.ratings, dtype=torch.float32))
+
+
+@dataclass(frozen=True)
+class Family:
+    """How one model family is built, fed and penalised."""
+
+    name: str
+    build: Callable[[MFConfig | DenseConfig | LSTMConfig, int, int, float], nn.Module]
+    predict: Callable[[nn.Module, Inputs], torch.Tensor]
+    """Scores [B] for a batch of encoded pairs."""
+    penalty: Callable[[nn.Module, Inputs], torch.Tensor]
+    """Mean squared norm of the embedding rows the batch touches."""
+    sequential: bool = False
+
+    def training_inputs(self, train: Interactions, config, n_items: int) -> tuple[Inputs, torch.Tensor]:
+        """Inputs and [0, 1] targets for every training rating."""
+        if self.sequential:
+            w = training_windows(train, config.window, pad=n_items)
+            return _windows(w), torch.as_tensor(w.ratings[:, -1].copy())
+        return _ids(train.users, train.items), torch.as_tensor(train.unit)
+
+    def pair_inputs(self, users: np.ndarray, items: np.ndarray, history: History | None) -> Inputs:
+        """Inputs for arbitrary (user, item) index pairs; the LSTM needs the users' history."""
+        if self.sequential:
+            if history is None:
+                raise ValueError("the LSTM needs each user's history to score pairs")
+            return _windows(windows_for_pairs(history.items, history.ratings, users, items))
+        return _ids(users, items)
+
+
+def _pair_penalty(model: nn.Module, batch: Inputs) -> torch.Tensor:
+    users, items = batch[0], batch[1]
+    return ((model.user_embedding(users) ** 2).sum(-1) + (model.item_embedding(items) ** 2).sum(-1)
+            + model.user_bias(users)[:, 0] ** 2 + model.item_bias(items)[:, 0] ** 2).mean()
+
+
+def _sequence_penalty(model: nn.Module, batch: Inputs) -> torch.Tensor:
+    users, items = batch[0], batch[1][:, -1]
+    return ((model.item_embedding(items) ** 2).sum(-1) + model.user_bias(users)[:, 0] ** 2
+            + model.item_bias(items)[:, 0] ** 2).mean()
+
+
+FAMILIES: dict[str, Family] = {
+    "mf": Family(
+        name="mf",
+        build=lambda c, n_users, n_items, mean: BiasedMF(n_users, n_items, c.dim, mean),
+        predict=lambda model, batch: model(*batch),
+        penalty=_pair_penalty,
+    ),
+    "dense": Family(
+        name="dense",
+        build=lambda c, n_users, n_items, mean: DenseNet(n_users, n_items, c.dim, c.hidden, mean),
+        predict=lambda model, batch: model(*batch),
+        penalty=_pair_penalty,
+    ),
+    "lstm": Family(
+        name="lstm",
+        build=lambda c, n_users, n_items, mean: SequenceLSTM(n_users, n_items, c.dim, c.hidden, mean),
+        predict=lambda model, batch: model(*batch)[:, -1],
+        penalty=_sequence_penalty,
+        sequential=True,
+    ),
+}
+
+
+def init_parameters(model: nn.Module, generator: torch.Generator) -> None:
+    """Initialise every parameter from ``generator`` (no global RNG): embeddings N(0, 0.05),
+    biases zero, Linear and LSTM weights uniform(+-1/sqrt(fan)) as torch's defaults, padding zero."""
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            if isinstance(module, nn.Embedding):
+                if name.endswith("bias"):
+                    module.weight.zero_()
+                else:
+                    module.weight.normal_(0.0, 0.05, generator=generator)
+                if module.padding_idx is not None:
+                    module.weight[module.padding_idx].zero_()
+            elif isinstance(module, (nn.Linear, nn.LSTM)):
+                fan = module.in_features if isinstance(module, nn.Linear) else module.hidden_size
+                for param in module.parameters(recurse=False):
+                    param.uniform_(-fan ** -0.5, fan ** -0.5, generator=generator)

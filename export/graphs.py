@@ -1,0 +1,125 @@
+"""Export wrappers: the graphs written to ONNX, each returning ``score`` and ``rating``.
+
+Pairwise graphs are the trained modules as they are. All-items graphs score every item for
+a batch of users, ``[B] -> [B, n_items]``, with the same arithmetic rearranged: MF is one
+matrix product, the dense net's first layer is split into a user half and a precomputed item
+half, and the LSTM runs each history once and then one step per candidate item.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from scoring.bundle import PAIRWISE_INPUTS
+
+from .models import BiasedMF, DenseNet, SequenceLSTM
+from .ratings import MAX_RATING, MIN_RATING
+
+
+def stars(score: torch.Tensor) -> torch.Tensor:
+    """Scores on [0, 1] to stars, clipped to [1, 5]."""
+    return torch.clamp(score * (MAX_RATING - MIN_RATING) + MIN_RATING, MIN_RATING, MAX_RATING)
+
+
+class PairwiseGraph(nn.Module):
+    """The trained module, one prediction per row (for the LSTM, the window's last step)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.sequential = isinstance(model, SequenceLSTM)
+
+    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        score = self.model(*inputs)
+        if self.sequential:
+            score = score[:, -1]
+        return score, stars(score)
+
+
+class AllItemsMF(nn.Module):
+    """``mean + b_u + b_i + P[u] @ Q^T`` for every item at once."""
+
+    def __init__(self, model: BiasedMF) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        m = self.model
+        score = (m.user_embedding(users) @ m.item_embedding.weight.T
+                 + m.user_bias(users) + m.item_bias.weight[:, 0] + m.global_mean)
+        return score, stars(score)
+
+
+class AllItemsDense(nn.Module):
+    """Dense net with its first layer split: ``W [u; i] + b = W_u u + (W_i i + b)``."""
+
+    def __init__(self, model: DenseNet) -> None:
+        super().__init__()
+        self.model = model
+        dim = model.user_embedding.embedding_dim
+        with torch.no_grad():
+            weight = model.hidden.weight
+            self.register_buffer("user_weight", weight[:, :dim].T.contiguous())
+            item_half = model.item_embedding.weight @ weight[:, dim:].T + model.hidden.bias
+            self.register_buffer("item_half", item_half.contiguous())
+            self.register_buffer("item_offset", (model.item_bias.weight[:, 0] + model.output.bias).contiguous())
+            self.register_buffer("output_weight", model.output.weight[0].contiguous())
+
+    def forward(self, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        m = self.model
+        user_half = m.user_embedding(users) @ self.user_weight            # [B, H]
+        hidden = torch.relu(user_half[:, None, :] + self.item_half[None, :, :])  # [B, n_items, H]
+        score = (hidden @ self.output_weight + self.item_offset
+                 + m.user_bias(users) + m.global_mean)
+        return score, stars(score)
+
+
+class AllItemsLSTM(nn.Module):
+    """Run each user's history once, then one LSTM step for every candidate item.
+
+    The candidate step's input projection ``W_ih [emb(j); r_prev]`` splits into a per-item part,
+    precomputed for the whole catalogue, and a per-user part from the last history rating.
+    """
+
+    def __init__(self, model: SequenceLSTM) -> None:
+        super().__init__()
+        self.model = model
+        lstm = model.lstm
+        n_items = model.padding_index
+        dim = model.item_embedding.embedding_dim
+        with torch.no_grad():
+            w_ih, w_hh = lstm.weight_ih_l0, lstm.weight_hh_l0
+            bias = lstm.bias_ih_l0 + lstm.bias_hh_l0
+            self.register_buffer("item_gates", (model.item_embedding.weight[:n_items] @ w_ih[:, :dim].T
+                                                + bias).contiguous())        # [n_items, 4H]
+            self.register_buffer("rating_gate", w_ih[:, dim].contiguous())    # [4H]
+            self.register_buffer("hidden_weight", w_hh.T.contiguous())        # [H, 4H]
+            self.register_buffer("output_weight", model.output.weight[0].contiguous())
+            self.register_buffer("item_offset", (model.item_bias.weight[:n_items, 0]
+                                                 + model.output.bias).contiguous())
+
+    def forward(self, users: torch.Tensor, history_items: torch.Tensor,
+                history_ratings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        m = self.model
+        steps = m.step_inputs(history_items, history_ratings)
+        _, (h, c) = m.lstm(steps)
+        h, c = h[0], c[0]                                                     # [B, H]
+        known = (history_items[:, -1] != m.padding_index).to(history_ratings.dtype)
+        last = (history_ratings[:, -1] - m.global_mean) * known               # [B]
+        user_gates = h @ self.hidden_weight + last[:, None] * self.rating_gate   # [B, 4H]
+        gates = user_gates[:, None, :] + self.item_gates[None, :, :]            # [B, n_items, 4H]
+        i, f, g, o = gates.chunk(4, dim=-1)
+        c_next = torch.sigmoid(f) * c[:, None, :] + torch.sigmoid(i) * torch.tanh(g)
+        h_next = torch.sigmoid(o) * torch.tanh(c_next)
+        score = h_next @ self.output_weight + self.item_offset + m.user_bias(users) + m.global_mean
+        return score, stars(score)
+
+
+def all_items_graph(name: str, model: nn.Module) -> nn.Module:
+    """The all-items wrapper for a trained model of family ``name``."""
+    wrappers = {"mf": AllItemsMF, "dense": AllItemsDense, "lstm": AllItemsLSTM}
+    return wrappers[name](model).eval()
+
+
+def pairwise_input_names(name: str) -> tuple[str, ...]:
+    return PAIRWISE_INPUTS[name]

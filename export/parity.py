@@ -1,0 +1,73 @@
+"""ONNX-versus-torch parity: the reference pairs, onnxruntime scoring of them, and the check."""
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+
+from scoring.bundle import ALL_ITEMS_INPUTS, PAIRWISE_INPUTS, SCORE_OUTPUT
+from scoring.errors import ParityError
+
+from .config import PARITY_FULL_USERS, PARITY_SAMPLE_PAIRS, PARITY_TOLERANCE
+from .families import History
+
+ORT_BATCH = 65_536
+
+
+def reference_pairs(n_users: int, n_items: int, test_users: np.ndarray, test_items: np.ndarray,
+                    rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Every test pair, every item for a few seeded users, and random pairs up to the sample size."""
+    full = np.sort(rng.choice(n_users, size=min(PARITY_FULL_USERS, n_users), replace=False))
+    users = [test_users, np.repeat(full, n_items)]
+    items = [test_items, np.tile(np.arange(n_items), len(full))]
+    extra = max(0, min(PARITY_SAMPLE_PAIRS, n_users * n_items) - len(full) * n_items)
+    users.append(rng.integers(0, n_users, extra))
+    items.append(rng.integers(0, n_items, extra))
+    return np.concatenate(users).astype(np.int64), np.concatenate(items).astype(np.int64)
+
+
+def session(path: str) -> ort.InferenceSession:
+    """A CPU onnxruntime session for parity checks at export time."""
+    return ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+
+
+def pairwise_scores(sess: ort.InferenceSession, model: str, inputs: tuple[np.ndarray, ...]) -> np.ndarray:
+    """Run a pairwise graph over encoded pair inputs in batches."""
+    names = PAIRWISE_INPUTS[model]
+    n = inputs[0].shape[0]
+    return np.concatenate([
+        sess.run([SCORE_OUTPUT], {k: v[i:i + ORT_BATCH] for k, v in zip(names, inputs)})[0]
+        for i in range(0, n, ORT_BATCH)
+    ]) if n else np.empty(0, np.float32)
+
+
+def all_items_scores(sess: ort.InferenceSession, model: str, users: np.ndarray, items: np.ndarray,
+                     history: History, batch_users: int = 128) -> np.ndarray:
+    """Scores of (users, items) pairs gathered from the all-items graph run on their users."""
+    unique, inverse = np.unique(users, return_inverse=True)
+    rows = []
+    for i in range(0, len(unique), batch_users):
+        chunk = unique[i:i + batch_users]
+        feeds = {"user": chunk}
+        if ALL_ITEMS_INPUTS[model] != ("user",):
+            feeds["history_items"] = history.items[chunk]
+            feeds["history_ratings"] = history.ratings[chunk]
+        rows.append(sess.run([SCORE_OUTPUT], feeds)[0])
+    matrix = np.concatenate(rows) if rows else np.empty((0, 0), np.float32)
+    return matrix[inverse, items]
+
+
+def check_parity(model: str, expected: np.ndarray, actual: np.ndarray, users_raw: np.ndarray,
+                 items_raw: np.ndarray, context: str, tolerance: float = PARITY_TOLERANCE) -> float:
+    """Largest |actual - expected|; ParityError naming the worst pair if it exceeds ``tolerance``."""
+    if expected.shape != actual.shape:
+        raise ParityError(model, float("inf"), tolerance, (-1, -1), f"{context} (shape {actual.shape} "
+                          f"!= {expected.shape})")
+    if expected.size == 0:
+        return 0.0
+    diff = np.abs(actual.astype(np.float64) - expected.astype(np.float64))
+    diff[np.isnan(diff)] = np.inf
+    worst = int(np.argmax(diff))
+    if diff[worst] > tolerance:
+        raise ParityError(model, float(diff[worst]), tolerance,
+                          (int(users_raw[worst]), int(items_raw[worst])), context)
+    return float(diff[worst])

@@ -1,0 +1,105 @@
+"""Mini-batch training with early stopping: a function over a model, its data and a config."""
+from __future__ import annotations
+
+import copy
+import logging
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from .config import TrainingConfig
+
+log = logging.getLogger(__name__)
+
+Inputs = tuple[torch.Tensor, ...]
+Predict = Callable[[nn.Module, Inputs], torch.Tensor]
+Penalty = Callable[[nn.Module, Inputs], torch.Tensor]
+
+EVAL_BATCH = 16_384
+
+
+@dataclass
+class FitResult:
+    """What happened during a fit: per-epoch curves and the epoch whose weights were kept."""
+
+    best_epoch: int = 0
+    best_val_rmse: float = float("inf")
+    epochs: list[dict[str, float]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def predict_in_batches(model: nn.Module, predict: Predict, inputs: Inputs, batch: int = EVAL_BATCH) -> torch.Tensor:
+    """Evaluate ``predict`` over ``inputs`` without gradients, in slices of ``batch`` rows."""
+    model.eval()
+    with torch.no_grad():
+        n = inputs[0].shape[0]
+        return torch.cat([predict(model, tuple(x[i:i + batch] for x in inputs)) for i in range(0, n, batch)]) \
+            if n else torch.empty(0)
+
+
+def rmse_unit(predicted: torch.Tensor, target: torch.Tensor) -> float:
+    """RMSE on the [0, 1] scale of predictions clipped to that scale."""
+    return float(torch.sqrt(torch.mean((predicted.clamp(0, 1) - target) ** 2)))
+
+
+def _optimizer(model: nn.Module, config: TrainingConfig) -> torch.optim.Optimizer:
+    dense = [p for n, p in model.named_parameters() if "embedding" not in n and "bias." not in n
+             and p.dim() > 1]
+    dense_ids = {id(p) for p in dense}
+    rest = [p for p in model.parameters() if id(p) not in dense_ids]
+    return torch.optim.Adam([{"params": dense, "weight_decay": config.weight_decay},
+                             {"params": rest, "weight_decay": 0.0}], lr=config.learning_rate)
+
+
+def fit(model: nn.Module, predict: Predict, penalty: Penalty,
+        train: tuple[Inputs, torch.Tensor], validation: tuple[Inputs, torch.Tensor],
+        config: TrainingConfig, generator: torch.Generator, name: str) -> FitResult:
+    """Fit ``model`` by MSE on [0, 1] targets; keep the weights of the best validation epoch.
+
+    ``penalty`` returns the L2 term of the embedding rows a batch touches, scaled by
+    ``config.embedding_decay`` here.
+    """
+    inputs, targets = train
+    optimizer = _optimizer(model, config)
+    result = FitResult()
+    best_state = copy.deepcopy(model.state_dict())
+    started = time.perf_counter()
+    n = targets.shape[0]
+    for epoch in range(1, config.max_epochs + 1):
+        model.train()
+        order = torch.randperm(n, generator=generator)
+        total, seen = 0.0, 0
+        batches = range(0, n, config.batch_size)
+        for start in tqdm(batches, desc=f"{name} epoch {epoch}", leave=False, unit="batch",
+                          disable=not sys.stderr.isatty()):
+            index = order[start:start + config.batch_size]
+            batch = tuple(x[index] for x in inputs)
+            mse = torch.mean((predict(model, batch) - targets[index]) ** 2)
+            loss = mse + config.embedding_decay * penalty(model, batch) if config.embedding_decay else mse
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += float(mse) * len(index)
+            seen += len(index)
+        val_rmse = rmse_unit(predict_in_batches(model, predict, validation[0]), validation[1])
+        result.epochs.append({"epoch": epoch, "train_mse": total / seen, "train_rmse": (total / seen) ** 0.5,
+                              "validation_rmse": val_rmse})
+        improved = val_rmse < result.best_val_rmse
+        log.info("%s epoch %2d: train RMSE %.4f, validation RMSE %.4f (0-1 scale)%s",
+                 name, epoch, (total / seen) ** 0.5, val_rmse, " *" if improved else "")
+        if improved:
+            result.best_epoch, result.best_val_rmse = epoch, val_rmse
+            best_state = copy.deepcopy(model.state_dict())
+        elif epoch - result.best_epoch >= config.patience:
+            break
+    model.load_state_dict(best_state)
+    model.eval()
+    result.seconds = time.perf_counter() - started
+    log.info("%s: best epoch %d of %d, validation RMSE %.4f, %.1f s", name, result.best_epoch,
+             len(result.epochs), result.best_val_rmse, result.seconds)
+    return result

@@ -1,0 +1,1 @@
+"""Batch scoring of exported ONNX rating models into Parquet tables (onnxruntime only, no torch)."""

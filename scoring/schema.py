@@ -1,0 +1,37 @@
+"""Parquet schemas of the published tables, defined once and imported wherever tables are built."""
+from __future__ import annotations
+
+import pyarrow as pa
+
+MODEL_NAMES: tuple[str, ...] = ("mf", "dense", "lstm")
+"""The three model families, in the order they are trained and scored."""
+
+TABLE_NAMES: tuple[str, ...] = ("predictions", "recommendations")
+"""Tables a scoring run can write; each is Hive-partitioned by ``model=<name>``."""
+
+PREDICTIONS = pa.schema(
+    [
+        pa.field("user_id", pa.int32(), nullable=False),
+        pa.field("item_id", pa.int32(), nullable=False),
+        pa.field("prediction", pa.float32(), nullable=False),
+    ],
+    metadata={"description": "Predicted rating in stars, clipped to [1, 5], for every user-item pair."},
+)
+
+RECOMMENDATIONS = pa.schema(
+    [
+        pa.field("user_id", pa.int32(), nullable=False),
+        pa.field("rank", pa.int16(), nullable=False),
+        pa.field("item_id", pa.int32(), nullable=False),
+        pa.field("prediction", pa.float32(), nullable=False),
+    ],
+    metadata={"description": "Top-N unseen items per user, rank 1 = best, ranked by unclipped score."},
+)
+
+SCHEMAS: dict[str, pa.Schema] = {"predictions": PREDICTIONS, "recommendations": RECOMMENDATIONS}
+
+PARQUET_COMPRESSION = "zstd"
+"""Codec of every published Parquet file."""
+
+PARQUET_COMPRESSION_LEVEL = 3
+"""zstd level: level 3 is the library default; higher levels cost write time for little gain here."""
