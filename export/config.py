@@ -79,9 +79,6 @@ class RunConfig:
         return asdict(self)
 
 
-PARITY_TOLERANCE = 1e-5
-"""Largest allowed |onnxruntime - torch| on the [0, 1] scale."""
-
 PARITY_SAMPLE_PAIRS = 10_000
 """Minimum number of (user, item) pairs per model in the parity sample."""
 

@@ -1,13 +1,12 @@
-"""ONNX-versus-torch parity: the reference pairs, onnxruntime scoring of them, and the check."""
+"""ONNX-versus-torch parity at export: the reference pairs and onnxruntime scoring of them."""
 from __future__ import annotations
 
 import numpy as np
 import onnxruntime as ort
 
 from scoring.bundle import ALL_ITEMS_INPUTS, PAIRWISE_INPUTS, SCORE_OUTPUT
-from scoring.errors import ParityError
 
-from .config import PARITY_FULL_USERS, PARITY_SAMPLE_PAIRS, PARITY_TOLERANCE
+from .config import PARITY_FULL_USERS, PARITY_SAMPLE_PAIRS
 from .families import History
 
 ORT_BATCH = 65_536
@@ -54,20 +53,3 @@ def all_items_scores(sess: ort.InferenceSession, model: str, users: np.ndarray, 
         rows.append(sess.run([SCORE_OUTPUT], feeds)[0])
     matrix = np.concatenate(rows) if rows else np.empty((0, 0), np.float32)
     return matrix[inverse, items]
-
-
-def check_parity(model: str, expected: np.ndarray, actual: np.ndarray, users_raw: np.ndarray,
-                 items_raw: np.ndarray, context: str, tolerance: float = PARITY_TOLERANCE) -> float:
-    """Largest |actual - expected|; ParityError naming the worst pair if it exceeds ``tolerance``."""
-    if expected.shape != actual.shape:
-        raise ParityError(model, float("inf"), tolerance, (-1, -1), f"{context} (shape {actual.shape} "
-                          f"!= {expected.shape})")
-    if expected.size == 0:
-        return 0.0
-    diff = np.abs(actual.astype(np.float64) - expected.astype(np.float64))
-    diff[np.isnan(diff)] = np.inf
-    worst = int(np.argmax(diff))
-    if diff[worst] > tolerance:
-        raise ParityError(model, float(diff[worst]), tolerance,
-                          (int(users_raw[worst]), int(items_raw[worst])), context)
-    return float(diff[worst])

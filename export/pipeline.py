@@ -21,16 +21,19 @@ import pyarrow.parquet as pq
 import torch
 
 from scoring import bundle as layout
+from scoring.bundle import PARITY_TOLERANCE
 from scoring.checksums import sha256_file
 from scoring.publish import RootLock, new_staging_dir, prepare_root, publish, remove_stale_staging
 
-from .config import PARITY_TOLERANCE, RunConfig
+from .config import RunConfig
 from .dataset import Dataset
 from .families import FAMILIES, History, init_parameters
 from .graphs import PairwiseGraph, all_items_graph
 from .metrics import POST_RMSE_UNIT, clipped_stars, rating_errors
 from .onnx_export import EXPORTER_SETTINGS, export_graph
-from .parity import all_items_scores, check_parity, pairwise_scores, reference_pairs, session
+from scoring.parity import check_parity
+
+from .parity import all_items_scores, pairwise_scores, reference_pairs, session
 from .training import FitResult, fit, predict_in_batches
 
 log = logging.getLogger(__name__)

@@ -26,6 +26,9 @@ ITEMS = "items.parquet"
 HISTORY = "history.npz"
 REFERENCE = "reference.npz"
 
+PARITY_TOLERANCE = 1e-5
+"""Largest allowed |onnxruntime - torch| on the [0, 1] scale, at export and before every publish."""
+
 SCORE_OUTPUT = "score"
 """Graph output on the training scale [0, 1], unclipped; ranking and parity use it."""
 RATING_OUTPUT = "rating"

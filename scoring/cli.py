@@ -1,0 +1,68 @@
+"""``python -m scoring``: score every user-item pair with a model bundle and publish Parquet tables."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .cli_support import run_cli
+from .engine import available_cpus
+from .errors import UsageError
+from .paths import DEFAULT_ARTIFACTS_ROOT, DEFAULT_OUTPUT_ROOT
+from .publish import LATEST
+from .runner import DEFAULT_CHUNK_PAIRS, ScoringOptions, run_scoring
+from .schema import MODEL_NAMES, TABLE_NAMES
+
+
+def parse_names(option: str, text: str, allowed: tuple[str, ...]) -> tuple[str, ...]:
+    """Comma-separated names, each one of ``allowed``; returned in ``allowed``'s order."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in allowed]
+    if unknown or not names:
+        raise UsageError(f"{option}: unknown name {unknown or text!r}; expected a comma-separated "
+                         f"subset of {','.join(allowed)}")
+    return tuple(n for n in allowed if n in names)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m scoring",
+        description="Score every (user, item) pair of a model bundle's catalogue with onnxruntime, "
+                    "write predictions and top-N recommendations as Hive-partitioned Parquet, check "
+                    "the results against the bundle's torch reference, and publish the run "
+                    "atomically under OUTPUT_ROOT/<run-id> with OUTPUT_ROOT/latest pointing at it.")
+    parser.add_argument("--bundle", type=Path, default=DEFAULT_ARTIFACTS_ROOT / LATEST,
+                        help="model bundle directory (default: %(default)s)")
+    parser.add_argument("--output-root", type=Path, default=DEFAULT_OUTPUT_ROOT,
+                        help="where runs are published (default: %(default)s)")
+    parser.add_argument("--top-n", type=int, default=10, help="recommendations per user (default: %(default)s)")
+    parser.add_argument("--models", default=",".join(MODEL_NAMES), help="models to score (default: %(default)s)")
+    parser.add_argument("--tables", default=",".join(TABLE_NAMES), help="tables to write (default: %(default)s)")
+    parser.add_argument("--chunk-pairs", type=int, default=DEFAULT_CHUNK_PAIRS,
+                        help="user-item pairs per onnxruntime call; bounds memory (default: %(default)s)")
+    parser.add_argument("--threads", type=int, default=available_cpus(),
+                        help="onnxruntime intra-op threads (default: the CPUs this process may use, %(default)s)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="onnxruntime execution provider (default: %(default)s)")
+    parser.add_argument("--wait", action="store_true",
+                        help="wait for another run on the same output root instead of exiting")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+
+    def action() -> None:
+        options = ScoringOptions(
+            bundle=args.bundle, output_root=args.output_root, top_n=args.top_n,
+            models=parse_names("--models", args.models, MODEL_NAMES),
+            tables=parse_names("--tables", args.tables, TABLE_NAMES),
+            chunk_pairs=args.chunk_pairs, threads=args.threads, device=args.device, wait=args.wait)
+        print(run_scoring(options))
+
+    return run_cli(action, args.verbose)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,66 @@
+"""Parquet output: one file per (table, model) in Hive layout, written in sized row groups."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .errors import PublishError
+from .schema import PARQUET_COMPRESSION, PARQUET_COMPRESSION_LEVEL, SCHEMAS
+
+ROW_GROUP_ROWS = 1 << 20
+"""Rows buffered before a row group is written: large enough for fast scans, small enough to
+keep the writer's memory at a few tens of MB."""
+
+PART_FILE = "part-00000.parquet"
+
+
+def table_file(run_dir: Path, table: str, model: str) -> Path:
+    """Where a model's partition of a table lives inside a run directory."""
+    return run_dir / table / f"model={model}" / PART_FILE
+
+
+class PartitionWriter:
+    """Streams record batches of one table and one model into a single Parquet file."""
+
+    def __init__(self, run_dir: Path, table: str, model: str, row_group_rows: int = ROW_GROUP_ROWS) -> None:
+        self.path = table_file(run_dir, table, model)
+        self.schema = SCHEMAS[table]
+        self.row_group_rows = row_group_rows
+        self.rows = 0
+        self._pending: list[pa.RecordBatch] = []
+        self._pending_rows = 0
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._writer = pq.ParquetWriter(self.path, self.schema, compression=PARQUET_COMPRESSION,
+                                            compression_level=PARQUET_COMPRESSION_LEVEL)
+        except OSError as exc:
+            raise PublishError(f"{self.path}: cannot create Parquet file ({exc})") from exc
+
+    def write(self, columns: dict[str, pa.Array]) -> None:
+        """Append rows given as arrays in schema order; flush a row group when enough are buffered."""
+        batch = pa.RecordBatch.from_arrays([columns[f.name] for f in self.schema], schema=self.schema)
+        self._pending.append(batch)
+        self._pending_rows += batch.num_rows
+        if self._pending_rows >= self.row_group_rows:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        table = pa.Table.from_batches(self._pending, schema=self.schema)
+        try:
+            self._writer.write_table(table, row_group_size=max(table.num_rows, 1))
+        except OSError as exc:
+            raise PublishError(f"{self.path}: write failed ({exc})") from exc
+        self.rows += table.num_rows
+        self._pending, self._pending_rows = [], 0
+
+    def close(self) -> None:
+        """Write what is buffered and the file footer."""
+        self._flush()
+        try:
+            self._writer.close()
+        except OSError as exc:
+            raise PublishError(f"{self.path}: closing the file failed ({exc})") from exc
