@@ -54,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--models", default=",".join(MODEL_NAMES),
                         help="comma-separated models to train (default: %(default)s)")
     parser.add_argument("--max-epochs", type=int, help="cap every model's epochs (for quick runs)")
+    parser.add_argument("--batch-size", type=int, help="override every model's mini-batch size")
     parser.add_argument("--window", type=int, default=10, help="LSTM sequence length L (default: %(default)s)")
     parser.add_argument("--force", action="store_true", help="retrain even if an identical bundle exists")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -66,12 +67,15 @@ def make_config(args: argparse.Namespace) -> RunConfig:
     if args.window < 2:
         raise UsageError(f"--window: expected an integer >= 2 (history plus the item to rate), got {args.window}")
     config = dataclasses.replace(config, lstm=dataclasses.replace(config.lstm, window=args.window))
-    if args.max_epochs is not None:
-        if args.max_epochs < 1:
-            raise UsageError(f"--max-epochs: expected a positive integer, got {args.max_epochs}")
+    overrides = {"max_epochs": args.max_epochs, "batch_size": args.batch_size}
+    for option, value in overrides.items():
+        if value is None:
+            continue
+        if value < 1:
+            raise UsageError(f"--{option.replace('_', '-')}: expected a positive integer, got {value}")
         for name in MODEL_NAMES:
             sub = config.model_config(name)
-            sub = dataclasses.replace(sub, training=dataclasses.replace(sub.training, max_epochs=args.max_epochs))
+            sub = dataclasses.replace(sub, training=dataclasses.replace(sub.training, **{option: value}))
             config = dataclasses.replace(config, **{name: sub})
     return config
 

@@ -87,3 +87,10 @@ PARITY_FULL_USERS = 5
 
 ONNX_OPSET = 17
 """Opset of the exported graphs."""
+
+
+def model_config_from_dict(name: str, values: dict[str, Any]) -> MFConfig | DenseConfig | LSTMConfig:
+    """Rebuild a model's config from the dictionary a manifest recorded."""
+    kinds = {"mf": MFConfig, "dense": DenseConfig, "lstm": LSTMConfig}
+    fields = {k: v for k, v in values.items() if k != "training"}
+    return kinds[name](**fields, training=TrainingConfig(**values.get("training", {})))

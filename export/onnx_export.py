@@ -41,6 +41,7 @@ def export_graph(graph: nn.Module, example: tuple[torch.Tensor, ...], input_name
         warnings.simplefilter("ignore", category=DeprecationWarning)
         warnings.simplefilter("ignore", category=FutureWarning)
         warnings.simplefilter("ignore", category=UserWarning)
+        warnings.simplefilter("ignore", category=torch.jit.TracerWarning)
         torch.onnx.export(graph, example, buffer, dynamo=False, opset_version=ONNX_OPSET,
                           input_names=list(input_names), output_names=[SCORE_OUTPUT, RATING_OUTPUT],
                           dynamic_axes=dynamic_axes, do_constant_folding=True)

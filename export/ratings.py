@@ -58,11 +58,12 @@ def parse_ratings(path: Path) -> pd.DataFrame:
     for index, line in enumerate(lines):
         line_no = index + 1
         fields = line.split("\t")
+        if line_no == 1 and any(c.isalpha() for c in fields[0]):
+            raise DataError(f"{path}, line 1: looks like a header line ({line[:_PREVIEW]!r}); "
+                            "u.data files have no header, expected 'user_id<TAB>item_id<TAB>rating<TAB>timestamp' integers")
         if len(fields) != 4:
-            hint = " (a header line?)" if line_no == 1 and any(c.isalpha() for c in line) else ""
             raise DataError(f"{path}, line {line_no}: expected 4 tab-separated fields "
-                            f"(user_id, item_id, rating, timestamp), got {len(fields)}{hint}: "
-                            f"{line[:_PREVIEW]!r}")
+                            f"(user_id, item_id, rating, timestamp), got {len(fields)}: {line[:_PREVIEW]!r}")
         for column, (field, text) in enumerate(zip(FIELDS, fields)):
             text = text.strip()
             if field == "rating":

@@ -1,0 +1,43 @@
+# Every target sets up what it needs: a virtual environment in .venv, the data in data/.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+
+TRAIN_ARGS ?=
+SCORE_ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: help venv data train score verify test bench clean distclean
+
+help:  ## list the targets
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[train,test]'
+	touch $(STAMP)
+
+venv: $(STAMP)  ## create .venv and install the project (torch pinned to 2.13.0, CPU)
+
+data: $(STAMP)  ## fetch MovieLens 100K into data/ (verified by checksum; cached)
+	$(PY) -m export.fetch
+
+train: data  ## train and export the three models into artifacts/latest (reused when unchanged)
+	$(PY) -m export $(TRAIN_ARGS)
+
+score: train  ## score every user-item pair and publish Parquet tables under output/latest
+	$(PY) -m scoring $(SCORE_ARGS)
+
+verify: $(STAMP)  ## compare every row of output/latest with the torch models
+	$(PY) -m export.verify
+
+test: data  ## run the whole test suite
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+clean:  ## remove trained bundles, published runs and caches (keeps .venv and data)
+	rm -rf artifacts output bench .pytest_cache .hypothesis
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+distclean: clean  ## also remove the virtual environment and the data cache
+	rm -rf $(VENV) data

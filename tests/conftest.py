@@ -1,0 +1,58 @@
+"""Shared fixtures: a small structured synthetic data set, and one trained bundle and run per session."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from export.synthetic import generate_ratings, write_u_data
+
+ROOT = Path(__file__).resolve().parent.parent
+SYNTHETIC_SHAPE = (100, 60, 3_000)
+SYNTHETIC_SEED = 7
+QUICK_ARGS = ("--max-epochs", "25", "--batch-size", "128", "--seed", "3")
+
+
+def run_cli(module: str, *args: str, cwd: Path | None = None, env: dict | None = None,
+            block_torch: bool = False) -> subprocess.CompletedProcess:
+    """Run ``python -m module args`` as a user would; with ``block_torch`` torch cannot be imported."""
+    if block_torch:
+        code = ("import sys, runpy; sys.modules['torch'] = None; sys.argv = [%r] + sys.argv[1:]; "
+                "runpy.run_module(%r, run_name='__main__', alter_sys=True)" % (module, module))
+        command = [sys.executable, "-c", code, *args]
+    else:
+        command = [sys.executable, "-m", module, *args]
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    return subprocess.run(command, cwd=cwd or ROOT, env=full_env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="session")
+def synthetic_dir(tmp_path_factory) -> Path:
+    """An ml-100k-like folder with a deterministic synthetic ``u.data`` (100 users x 60 items)."""
+    folder = tmp_path_factory.mktemp("synthetic")
+    write_u_data(generate_ratings(*SYNTHETIC_SHAPE, seed=SYNTHETIC_SEED), folder / "u.data")
+    (folder / "u.item").write_text("".join(f"{i}|Movie {i} (1990)|||\n" for i in range(1, SYNTHETIC_SHAPE[1] + 1)), encoding="latin-1")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory, synthetic_dir) -> Path:
+    """Artifacts root holding one bundle trained on the synthetic data through the real CLI."""
+    artifacts = tmp_path_factory.mktemp("artifacts")
+    result = run_cli("export", "--data-dir", str(synthetic_dir), "--artifacts", str(artifacts),
+                     *QUICK_ARGS)
+    assert result.returncode == 0, result.stderr
+    return artifacts
+
+
+@pytest.fixture(scope="session")
+def scored(tmp_path_factory, trained) -> Path:
+    """Output root holding one published scoring run of the ``trained`` bundle, made without torch."""
+    output = tmp_path_factory.mktemp("output")
+    result = run_cli("scoring", "--bundle", str(trained / "latest"), "--output-root", str(output),
+                     "--top-n", "5", block_torch=True)
+    assert result.returncode == 0, result.stderr
+    return output

@@ -1,0 +1,73 @@
+"""Vocabulary round trips, the split rule, and the LSTM's windows on hand-checkable cases."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from export.config import RunConfig
+from export.dataset import Interactions, Vocabulary
+from export.loading import build_dataset
+from export.sequences import latest_history, training_windows, windows_for_pairs
+from export.split import split_frame
+from export.synthetic import generate_ratings
+from scoring.errors import DataError
+
+
+def frame(rows):
+    return pd.DataFrame(rows, columns=["user_id", "item_id", "rating", "timestamp"])
+
+
+def test_vocabulary_round_trip_raw_index_raw():
+    f = frame([(10, 7, 5, 1), (3, 200, 1, 2), (10, 1, 3, 3)])
+    vocab = Vocabulary.from_frame(f)
+    assert vocab.user_ids.tolist() == [3, 10] and vocab.item_ids.tolist() == [1, 7, 200]
+    assert vocab.user_ids[vocab.user_index(f["user_id"])].tolist() == f["user_id"].tolist()
+    assert vocab.item_ids[vocab.item_index(f["item_id"])].tolist() == f["item_id"].tolist()
+    with pytest.raises(DataError, match=r"item ids \[8\] not in the training vocabulary"):
+        vocab.item_index(np.array([8]))
+
+
+def test_split_is_seeded_complete_and_warm():
+    ratings = generate_ratings(50, 30, 600, seed=1)
+    parts, moved = split_frame(ratings, np.random.default_rng(5), (0.8, 0.1, 0.1))
+    again, _ = split_frame(ratings, np.random.default_rng(5), (0.8, 0.1, 0.1))
+    assert all(a.equals(b) for a, b in zip(parts, again))
+    assert sum(len(p) for p in parts) == len(ratings)
+    assert pd.concat(parts).sort_index().equals(ratings)
+    train = parts[0]
+    for held in parts[1:]:
+        assert held["user_id"].isin(train["user_id"]).all() and held["item_id"].isin(train["item_id"]).all()
+    assert moved >= 0 and abs(len(parts[2]) - 60) <= moved
+
+
+def test_explicit_split_drops_cold_start_test_pairs_and_keeps_history_to_train_file():
+    train = frame([(1, 1, 5, 1), (1, 2, 4, 2), (2, 1, 3, 3), (2, 2, 2, 4), (3, 1, 1, 5), (3, 2, 5, 6)])
+    test = frame([(1, 3, 5, 9), (9, 1, 4, 9), (2, 1, 3, 9)])
+    dataset = build_dataset([train, test], RunConfig(), np.random.default_rng(0))
+    assert dataset.notes["cold_start_test_dropped"] == 2  # item 3 and user 9 were never trained on
+    assert len(dataset.test) == 1
+    assert len(dataset.history) == len(train)
+
+
+def interactions(users, items, stars, times):
+    return Interactions(np.array(users), np.array(items), np.array(stars, np.float32), np.array(times))
+
+
+def test_training_windows_hold_the_preceding_items_in_time_order():
+    # user 0 rates items 5, 3, 4 at times 10, 5, 5 -> timeline 3, 4 (tie by item), 5
+    data = interactions([0, 0, 0, 1], [5, 3, 4, 1], [1, 5, 3, 2], [10, 5, 5, 1])
+    w = training_windows(data, length=3, pad=9)
+    assert w.items.tolist() == [[9, 9, 3], [9, 3, 4], [3, 4, 5], [9, 9, 1]]
+    assert w.ratings[:, -1].tolist() == [1.0, 0.5, 0.0, 0.25]
+    assert w.ratings[2, :2].tolist() == [1.0, 0.5]
+
+
+def test_latest_history_is_left_padded_and_most_recent():
+    data = interactions([0, 0, 0, 1], [5, 3, 4, 1], [1, 5, 3, 2], [10, 5, 5, 1])
+    items, ratings = latest_history(data, n_users=3, length=2, pad=9)
+    assert items.tolist() == [[4, 5], [9, 1], [9, 9]]
+    assert ratings.tolist() == [[0.5, 0.0], [0.0, 0.25], [0.0, 0.0]]
+    w = windows_for_pairs(items, ratings, np.array([1, 2]), np.array([7, 8]))
+    assert w.items.tolist() == [[9, 1, 7], [9, 9, 8]]
+    assert w.ratings[:, -1].tolist() == [0.0, 0.0]

@@ -1,0 +1,164 @@
+"""Both CLIs on the synthetic data set: bundle, tables, schemas, parity, verify, determinism."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import QUICK_ARGS, SYNTHETIC_SHAPE, run_cli
+from scoring.bundle import load_bundle
+from scoring.schema import MODEL_NAMES, SCHEMAS
+
+N_USERS, N_ITEMS, _ = SYNTHETIC_SHAPE
+TOP_N = 5
+
+
+def manifest(path):
+    return json.loads((path / "manifest.json").read_text())
+
+
+def read(run, table):
+    return ds.dataset(run / table, format="parquet", partitioning="hive").to_table().to_pandas()
+
+
+def test_bundle_is_complete_and_every_model_beats_the_global_mean(trained):
+    bundle = manifest(trained / "latest")
+    assert (trained / "latest" / "_SUCCESS").exists()
+    assert bundle["n_users"] == N_USERS and bundle["n_items"] == N_ITEMS
+    baseline = bundle["baseline_global_mean"]["rmse_stars"]
+    for name in MODEL_NAMES:
+        model = bundle["models"][name]
+        assert model["test_metrics"]["rmse_stars"] < baseline, (name, model["test_metrics"], baseline)
+        assert model["parity"]["pairwise_max_abs_diff"] <= 1e-5
+        assert model["parity"]["all_items_max_abs_diff"] <= 1e-5
+        assert model["parity"]["pairs"] >= min(10_000, N_USERS * N_ITEMS)
+        assert model["learning_curve"][0]["epoch"] == 1
+    assert set(bundle["files"]) >= {"mf.onnx", "dense.onnx", "lstm.onnx", "mf.all_items.onnx", "history.npz"}
+    assert bundle["exporter"]["external_data"] is False
+    load_bundle(trained / "latest")  # every checksum holds
+
+
+def test_tables_have_the_schema_counts_and_raw_ids(scored, trained):
+    run = scored / "latest"
+    assert (run / "_SUCCESS").exists()
+    for table, schema in SCHEMAS.items():
+        for model in MODEL_NAMES:
+            file_schema = pq.read_schema(run / table / f"model={model}" / "part-00000.parquet")
+            assert file_schema.remove_metadata().equals(schema.remove_metadata())
+    predictions = read(run, "predictions")
+    assert len(predictions) == 3 * N_USERS * N_ITEMS
+    for model, group in predictions.groupby("model", observed=True):
+        assert len(group) == N_USERS * N_ITEMS
+        assert not group.duplicated(["user_id", "item_id"]).any()
+        assert group["prediction"].between(1, 5).all()
+    bundle = load_bundle(trained / "latest")
+    assert sorted(predictions["user_id"].unique()) == sorted(bundle.user_ids.tolist())
+    assert sorted(predictions["item_id"].unique()) == bundle.item_ids.tolist()
+    run_manifest = manifest(run)
+    assert run_manifest["row_counts"]["predictions"] == {m: N_USERS * N_ITEMS for m in MODEL_NAMES}
+    assert all(p["max_abs_diff"] <= 1e-5 for p in run_manifest["parity"].values())
+
+
+def test_top_n_excludes_history_and_is_ranked(scored, trained, synthetic_dir):
+    recs = read(scored / "latest", "recommendations")
+    rated = set(map(tuple, np.loadtxt(synthetic_dir / "u.data", dtype=np.int64)[:, :2].tolist()))
+    assert not any((u, i) in rated for u, i in zip(recs["user_id"], recs["item_id"]))
+    predictions = read(scored / "latest", "predictions").set_index(["model", "user_id", "item_id"])
+    for (model, user), group in recs.groupby(["model", "user_id"], observed=True):
+        assert group["rank"].tolist() == list(range(1, len(group) + 1))
+        unseen = N_ITEMS - sum(1 for u, _ in rated if u == user)
+        assert len(group) == min(TOP_N, unseen)
+        assert (np.diff(group["prediction"].to_numpy()) <= 1e-6).all()
+        stored = predictions.loc[[(model, user, i) for i in group["item_id"]], "prediction"].to_numpy()
+        np.testing.assert_allclose(group["prediction"].to_numpy(), stored)
+
+
+def test_make_verify_compares_every_row_with_torch(scored):
+    result = run_cli("export.verify", "--run", str(scored / "latest"))
+    assert result.returncode == 0, result.stderr
+    figures = json.loads(result.stdout)["verified"]
+    assert set(figures) == set(MODEL_NAMES)
+    assert all(f["max_abs_diff_stars"] <= 4e-5 for f in figures.values())
+
+
+def test_verify_fails_on_a_tampered_table(scored, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(scored / "latest", run)
+    path = run / "predictions" / "model=mf" / "part-00000.parquet"
+    table = pq.read_table(path)
+    values = table.column("prediction").to_numpy().copy()
+    values[17] = 5.0 if values[17] < 4 else 1.0
+    pq.write_table(table.set_column(2, "prediction", [values.astype(np.float32)]), path)
+    result = run_cli("export.verify", "--run", str(run))
+    assert result.returncode != 0
+    assert "differs from torch" in result.stderr and "model=mf" in result.stderr
+
+
+def test_same_seed_gives_identical_tables(trained, synthetic_dir, tmp_path):
+    artifacts = tmp_path / "again"
+    result = run_cli("export", "--data-dir", str(synthetic_dir), "--artifacts", str(artifacts),
+                     *QUICK_ARGS)
+    assert result.returncode == 0, result.stderr
+    outputs = []
+    for root in (trained, artifacts):
+        out = tmp_path / f"out-{root.name}"
+        assert run_cli("scoring", "--bundle", str(root / "latest"), "--output-root", str(out),
+                       "--top-n", str(TOP_N)).returncode == 0
+        outputs.append(manifest(out / "latest"))
+    assert outputs[0]["files"] == outputs[1]["files"]  # byte-identical Parquet files
+    assert outputs[0]["run_id"] != outputs[1]["run_id"]
+
+
+def test_unchanged_inputs_reuse_the_bundle(trained, synthetic_dir):
+    before = (trained / "latest").resolve()
+    result = run_cli("export", "--data-dir", str(synthetic_dir), "--artifacts", str(trained),
+                     *QUICK_ARGS)
+    assert result.returncode == 0, result.stderr
+    assert "up to date" in result.stderr
+    assert (trained / "latest").resolve() == before
+
+
+def test_a_failed_run_leaves_latest_untouched(scored, trained, tmp_path):
+    bundle = tmp_path / "bundle"
+    shutil.copytree(trained / "latest", bundle)
+    graph = bundle / "lstm.all_items.onnx"
+    graph.write_bytes(graph.read_bytes()[: graph.stat().st_size // 2])
+    before = {p: p.read_bytes() for p in (scored / "latest").rglob("*") if p.is_file()}
+    link = (scored / "latest").resolve()
+    result = run_cli("scoring", "--bundle", str(bundle), "--output-root", str(scored))
+    assert result.returncode != 0
+    assert "lstm.all_items.onnx" in result.stderr and "sha256" in result.stderr
+    assert (scored / "latest").resolve() == link
+    assert {p: p.read_bytes() for p in (scored / "latest").rglob("*") if p.is_file()} == before
+    assert not list(scored.glob(".staging-*"))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--top-n", "0"], "--top-n: expected an integer from 1 to the catalogue size 60"),
+    (["--top-n", "61"], "--top-n"),
+    (["--models", "mf,svd"], "--models: unknown name ['svd']"),
+])
+def test_bad_options_exit_non_zero_with_a_message(trained, tmp_path, args, message):
+    result = run_cli("scoring", "--bundle", str(trained / "latest"), "--output-root", str(tmp_path), *args)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert not (tmp_path / "latest").exists()
+
+
+def test_scoring_imports_and_runs_without_torch(scored):
+    # The `scored` fixture ran the whole job with `import torch` made to fail; check it again here.
+    result = run_cli("scoring", "--help", block_torch=True)
+    assert result.returncode == 0 and "--top-n" in result.stdout
+    probe = run_cli("scoring", "--bundle", "/nonexistent", "--output-root", str(scored), block_torch=True)
+    assert "No module named" not in probe.stderr and "model bundle directory not found" in probe.stderr
+
+
+@pytest.mark.parametrize("module", ["export", "export.fetch", "export.verify", "scoring"])
+def test_every_command_has_help(module):
+    result = run_cli(module, "--help")
+    assert result.returncode == 0
+    assert "usage: python -m " + module in result.stdout

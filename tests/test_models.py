@@ -1,0 +1,134 @@
+"""One contract suite for the three families: shapes, batch == single row, all-items == pairwise,
+and ONNX == torch, plus hand-computed cases for the arithmetic."""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from export.config import RunConfig
+from export.families import FAMILIES, History, init_parameters
+from export.graphs import PairwiseGraph, all_items_graph, stars
+from export.models import BiasedMF
+from export.onnx_export import export_graph
+from export.training import predict_in_batches
+from scoring.bundle import ALL_ITEMS_INPUTS, PAIRWISE_INPUTS
+
+N_USERS, N_ITEMS, WINDOW = 7, 11, 4
+
+
+@pytest.fixture(params=["mf", "dense", "lstm"])
+def family(request):
+    return FAMILIES[request.param]
+
+
+def build(family, seed=0):
+    config = RunConfig().model_config(family.name)
+    model = family.build(config, N_USERS, N_ITEMS, 0.55)
+    init_parameters(model, torch.Generator().manual_seed(seed))
+    with torch.no_grad():  # make biases non-trivial so the wrappers must carry them
+        model.user_bias.weight.normal_(0, 0.1, generator=torch.Generator().manual_seed(seed + 1))
+        model.item_bias.weight[:N_ITEMS].normal_(0, 0.1, generator=torch.Generator().manual_seed(seed + 2))
+    return model.eval()
+
+
+def history(seed=0):
+    rng = np.random.default_rng(seed)
+    items = rng.integers(0, N_ITEMS, (N_USERS, WINDOW - 1))
+    items[0, :2] = N_ITEMS  # a user with a short, padded history
+    items[1, :] = N_ITEMS   # a user with no history at all
+    ratings = np.where(items == N_ITEMS, 0, rng.integers(0, 5, items.shape) / 4).astype(np.float32)
+    return History(items, ratings)
+
+
+def all_pairs():
+    return np.repeat(np.arange(N_USERS), N_ITEMS), np.tile(np.arange(N_ITEMS), N_USERS)
+
+
+def test_same_seed_same_parameters(family):
+    a, b = build(family, seed=3), build(family, seed=3)
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_batch_equals_single_rows_and_a_batch_of_one_works(family):
+    model, hist = build(family), history()
+    users, items = all_pairs()
+    batch = predict_in_batches(model, family.predict, family.pair_inputs(users, items, hist))
+    assert batch.shape == (N_USERS * N_ITEMS,)
+    singles = torch.cat([predict_in_batches(model, family.predict, family.pair_inputs(users[k:k + 1], items[k:k + 1], hist))
+                         for k in range(len(users))])
+    torch.testing.assert_close(batch, singles, rtol=0, atol=1e-6)
+
+
+def test_all_items_graph_equals_the_pairwise_model(family):
+    model, hist = build(family), history()
+    users, items = all_pairs()
+    pairwise = predict_in_batches(model, family.predict, family.pair_inputs(users, items, hist))
+    graph = all_items_graph(family.name, model)
+    feeds = [torch.arange(N_USERS)]
+    if family.sequential:
+        feeds += [torch.as_tensor(hist.items), torch.as_tensor(hist.ratings)]
+    with torch.no_grad():
+        score, rating = graph(*feeds)
+        one, _ = graph(*(f[2:3] for f in feeds))
+    assert score.shape == (N_USERS, N_ITEMS)
+    torch.testing.assert_close(score.reshape(-1), pairwise, rtol=0, atol=1e-6)
+    torch.testing.assert_close(rating, stars(score))
+    torch.testing.assert_close(one[0], score[2], rtol=0, atol=1e-6)
+
+
+def test_onnx_graphs_match_torch_and_stand_alone(family, tmp_path):
+    model, hist = build(family), history()
+    users, items = all_pairs()
+    inputs = family.pair_inputs(users, items, hist)
+    expected = predict_in_batches(model, family.predict, inputs).numpy()
+
+    pairwise_path = tmp_path / "pairwise.onnx"
+    export_graph(PairwiseGraph(model), tuple(x[:2] for x in inputs), PAIRWISE_INPUTS[family.name],
+                 pairwise_path, {"model": family.name})
+    session = ort.InferenceSession(str(pairwise_path), providers=["CPUExecutionProvider"])
+    score, rating = session.run(None, dict(zip(PAIRWISE_INPUTS[family.name], (x.numpy() for x in inputs))))
+    np.testing.assert_allclose(score, expected, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(rating, np.clip(1 + 4 * expected, 1, 5), rtol=0, atol=4e-5)
+    one = session.run(None, dict(zip(PAIRWISE_INPUTS[family.name], (x[:1].numpy() for x in inputs))))[0]
+    assert one.shape == (1,)
+
+    all_path = tmp_path / "all.onnx"
+    feeds = {"user": np.arange(N_USERS)}
+    if family.sequential:
+        feeds |= {"history_items": hist.items, "history_ratings": hist.ratings}
+    export_graph(all_items_graph(family.name, model), tuple(torch.as_tensor(v[:2]) for v in feeds.values()),
+                 ALL_ITEMS_INPUTS[family.name], all_path, {"model": family.name})
+    session = ort.InferenceSession(str(all_path), providers=["CPUExecutionProvider"])
+    score = session.run(["score"], feeds)[0]
+    np.testing.assert_allclose(score.reshape(-1), expected, rtol=0, atol=1e-5)
+
+    proto = onnx.load(str(all_path))
+    assert {p.key: p.value for p in proto.metadata_props}["model"] == family.name
+    assert [p.name for p in tmp_path.iterdir() if p.suffix != ".onnx"] == []  # no external data files
+
+
+def test_mf_is_mean_plus_biases_plus_dot_product():
+    model = BiasedMF(n_users=2, n_items=2, dim=2, global_mean=0.5)
+    with torch.no_grad():
+        model.user_embedding.weight.copy_(torch.tensor([[1.0, 2.0], [0.0, -1.0]]))
+        model.item_embedding.weight.copy_(torch.tensor([[0.5, 0.25], [2.0, 0.0]]))
+        model.user_bias.weight.copy_(torch.tensor([[0.1], [0.2]]))
+        model.item_bias.weight.copy_(torch.tensor([[-0.05], [0.0]]))
+    out = model(torch.tensor([0, 1]), torch.tensor([0, 1]))
+    torch.testing.assert_close(out, torch.tensor([0.5 + 0.1 - 0.05 + 1.0, 0.5 + 0.2 + 0.0 + 0.0]))
+    torch.testing.assert_close(stars(torch.tensor([-0.1, 0.5, 1.2])), torch.tensor([1.0, 3.0, 5.0]))
+
+
+def test_lstm_step_never_sees_its_own_rating():
+    family = FAMILIES["lstm"]
+    model, hist = build(family), history()
+    inputs = family.pair_inputs(np.array([3]), np.array([5]), hist)
+    changed = (inputs[0], inputs[1], inputs[2].clone())
+    changed[2][0, -1] = 1.0
+    with torch.no_grad():
+        torch.testing.assert_close(model(*inputs)[:, -1], model(*changed)[:, -1])
+        changed[2][0, -2] = 0.0 if float(inputs[2][0, -2]) else 1.0
+        assert not torch.allclose(model(*inputs)[:, -1], model(*changed)[:, -1])
