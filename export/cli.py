@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from scoring.bundle import read_manifest, verify_files
+from scoring.cli import parse_names
 from scoring.cli_support import run_cli
 from scoring.errors import BundleError, UsageError
 from scoring.paths import DEFAULT_ARTIFACTS_ROOT, DEFAULT_DATA_DIR
@@ -23,16 +24,6 @@ from .pipeline import build_bundle, code_fingerprint, run_fingerprint, seeds, tr
 
 log = logging.getLogger("export")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-
-
-def parse_models(text: str) -> tuple[str, ...]:
-    """Comma-separated model names, validated against the known families."""
-    names = tuple(n.strip() for n in text.split(",") if n.strip())
-    unknown = [n for n in names if n not in MODEL_NAMES]
-    if unknown or not names:
-        raise UsageError(f"--models: unknown model {unknown or text!r}; expected a comma-separated "
-                         f"subset of {','.join(MODEL_NAMES)}")
-    return tuple(n for n in MODEL_NAMES if n in names)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def make_config(args: argparse.Namespace) -> RunConfig:
     """The run configuration the options describe."""
-    config = RunConfig(seed=args.seed, models=parse_models(args.models))
+    config = RunConfig(seed=args.seed, models=parse_names("--models", args.models, MODEL_NAMES))
     if args.window < 2:
         raise UsageError(f"--window: expected an integer >= 2 (history plus the item to rate), got {args.window}")
     config = dataclasses.replace(config, lstm=dataclasses.replace(config.lstm, window=args.window))
