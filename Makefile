@@ -3,20 +3,27 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
+EVAL_STAMP := $(VENV)/.eval-stamp
 
 TRAIN_ARGS ?=
 SCORE_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: help venv data train score verify test bench clean distclean
+EVAL_ARGS ?=
+
+.PHONY: help venv data train score verify evaluate report test bench clean distclean
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[train,test]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[train,report,test]'
 	touch $(STAMP)
+
+$(EVAL_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[train,report,test,eval]'
+	touch $(EVAL_STAMP)
 
 venv: $(STAMP)  ## create .venv and install the project (torch pinned to 2.13.0, CPU)
 
@@ -31,6 +38,12 @@ score: train  ## score every user-item pair and publish Parquet tables under out
 
 verify: $(STAMP)  ## compare every row of output/latest with the torch models
 	$(PY) -m export.verify
+
+evaluate: data $(EVAL_STAMP)  ## 5-fold CV + temporal hold-out vs baselines and Surprise (~15 min)
+	$(PY) -m export.evaluate $(EVAL_ARGS)
+
+report: $(STAMP)  ## (re)write output/latest/report.html, with make evaluate's results if present
+	$(PY) -m scoring.report
 
 test: data  ## run the whole test suite
 	$(PY) -m pytest $(PYTEST_ARGS)

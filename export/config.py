@@ -13,8 +13,13 @@ class TrainingConfig:
     """Adam step size."""
     embedding_decay: float = 0.0
     """L2 penalty on the embeddings and biases of the rows in each mini-batch (training scale)."""
+    bias_decay: float = 0.0
+    """L2 penalty on the user and item biases of the rows in each mini-batch."""
     weight_decay: float = 0.0
     """Adam weight decay on the dense layers' weights."""
+    rank_weight: float = 0.5
+    """Weight of the ranking head's loss: binary cross-entropy of rated pairs (label 1) against
+    as many uniformly sampled items (label 0), added to the rating MSE."""
     batch_size: int = 1024
     """Ratings per mini-batch."""
     max_epochs: int = 40
@@ -27,20 +32,20 @@ class TrainingConfig:
 class MFConfig:
     """Biased matrix factorisation."""
 
-    dim: int = 64
+    dim: int = 128
     """Size of the user and item embeddings."""
-    training: TrainingConfig = TrainingConfig(learning_rate=2e-3, embedding_decay=2e-3)
+    training: TrainingConfig = TrainingConfig(learning_rate=2e-3, embedding_decay=0.025, patience=5)
 
 
 @dataclass(frozen=True)
 class DenseConfig:
     """Feed-forward net on concatenated user and item embeddings."""
 
-    dim: int = 32
+    dim: int = 64
     """Size of each of the user and item embeddings."""
-    hidden: int = 64
+    hidden: int = 128
     """Width of the hidden ReLU layer."""
-    training: TrainingConfig = TrainingConfig(learning_rate=2e-3, embedding_decay=2e-3, weight_decay=1e-5)
+    training: TrainingConfig = TrainingConfig(learning_rate=1e-3, embedding_decay=0.03, weight_decay=1e-4, patience=5)
 
 
 @dataclass(frozen=True)
@@ -53,7 +58,9 @@ class LSTMConfig:
     """Size of the item embeddings."""
     hidden: int = 32
     """LSTM state size."""
-    training: TrainingConfig = TrainingConfig(learning_rate=3e-3, embedding_decay=1e-3, weight_decay=1e-5)
+    user_dim: int = 32
+    """Size of the user embedding fed to every step."""
+    training: TrainingConfig = TrainingConfig(learning_rate=2e-3, embedding_decay=0.02, weight_decay=1e-5, patience=4)
 
 
 @dataclass(frozen=True)

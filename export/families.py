@@ -48,9 +48,11 @@ class Family:
     name: str
     build: Callable[[MFConfig | DenseConfig | LSTMConfig, int, int, float], nn.Module]
     predict: Callable[[nn.Module, Inputs], torch.Tensor]
-    """Scores [B] for a batch of encoded pairs."""
-    penalty: Callable[[nn.Module, Inputs], torch.Tensor]
-    """Mean squared norm of the embedding rows the batch touches."""
+    """Scores [B] on [0, 1] for a batch of encoded pairs."""
+    rank: Callable[[nn.Module, Inputs], torch.Tensor]
+    """Ranking logits [B] for a batch of encoded pairs."""
+    penalty: Callable[[nn.Module, Inputs], Penalty]
+    """Mean squared norms of the embedding rows and of the biases the batch touches."""
     sequential: bool = False
 
     def training_inputs(self, train: Interactions, config, n_items: int) -> tuple[Inputs, torch.Tensor]:
@@ -59,6 +61,14 @@ class Family:
             w = training_windows(train, config.window, pad=n_items)
             return _windows(w), torch.as_tensor(w.ratings[:, -1].copy())
         return _ids(train.users, train.items), torch.as_tensor(train.unit)
+
+    def with_items(self, batch: Inputs, items: torch.Tensor) -> Inputs:
+        """The same batch with each pair's item (the window's last item) replaced by ``items``."""
+        if self.sequential:
+            windows = batch[1].clone()
+            windows[:, -1] = items
+            return batch[0], windows, batch[2]
+        return batch[0], items
 
     def pair_inputs(self, users: np.ndarray, items: np.ndarray, history: History | None) -> Inputs:
         """Inputs for arbitrary (user, item) index pairs; the LSTM needs the users' history."""
@@ -69,35 +79,45 @@ class Family:
         return _ids(users, items)
 
 
-def _pair_penalty(model: nn.Module, batch: Inputs) -> torch.Tensor:
+Penalty = tuple[torch.Tensor, torch.Tensor]
+
+
+def _bias_penalty(model: nn.Module, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    return (model.user_bias(users)[:, 0] ** 2 + model.item_bias(items)[:, 0] ** 2).mean()
+
+
+def _pair_penalty(model: nn.Module, batch: Inputs) -> Penalty:
     users, items = batch[0], batch[1]
-    return ((model.user_embedding(users) ** 2).sum(-1) + (model.item_embedding(items) ** 2).sum(-1)
-            + model.user_bias(users)[:, 0] ** 2 + model.item_bias(items)[:, 0] ** 2).mean()
+    embeddings = (model.user_embedding(users) ** 2).sum(-1) + (model.item_embedding(items) ** 2).sum(-1)
+    return embeddings.mean(), _bias_penalty(model, users, items)
 
 
-def _sequence_penalty(model: nn.Module, batch: Inputs) -> torch.Tensor:
+def _sequence_penalty(model: nn.Module, batch: Inputs) -> Penalty:
     users, items = batch[0], batch[1][:, -1]
-    return ((model.item_embedding(items) ** 2).sum(-1) + model.user_bias(users)[:, 0] ** 2
-            + model.item_bias(items)[:, 0] ** 2).mean()
+    embeddings = (model.item_embedding(items) ** 2).sum(-1) + (model.user_embedding(users) ** 2).sum(-1)
+    return embeddings.mean(), _bias_penalty(model, users, items)
 
 
 FAMILIES: dict[str, Family] = {
     "mf": Family(
         name="mf",
         build=lambda c, n_users, n_items, mean: BiasedMF(n_users, n_items, c.dim, mean),
-        predict=lambda model, batch: model(*batch),
+        predict=lambda model, batch: model(*batch)[0],
+        rank=lambda model, batch: model(*batch)[1],
         penalty=_pair_penalty,
     ),
     "dense": Family(
         name="dense",
         build=lambda c, n_users, n_items, mean: DenseNet(n_users, n_items, c.dim, c.hidden, mean),
-        predict=lambda model, batch: model(*batch),
+        predict=lambda model, batch: model(*batch)[0],
+        rank=lambda model, batch: model(*batch)[1],
         penalty=_pair_penalty,
     ),
     "lstm": Family(
         name="lstm",
-        build=lambda c, n_users, n_items, mean: SequenceLSTM(n_users, n_items, c.dim, c.hidden, mean),
-        predict=lambda model, batch: model(*batch)[:, -1],
+        build=lambda c, n_users, n_items, mean: SequenceLSTM(n_users, n_items, c.dim, c.hidden, c.user_dim, mean),
+        predict=lambda model, batch: model(*batch)[0][:, -1],
+        rank=lambda model, batch: model(*batch)[1][:, -1],
         penalty=_sequence_penalty,
         sequential=True,
     ),

@@ -1,4 +1,4 @@
-"""Export wrappers: the graphs written to ONNX, each returning ``score`` and ``rating``.
+"""Export wrappers: the graphs written to ONNX, each returning ``score``, ``rating`` and ``rank``.
 
 Pairwise graphs are the trained modules as they are. All-items graphs score every item for
 a batch of users, ``[B] -> [B, n_items]``, with the same arithmetic rearranged: MF is one
@@ -29,11 +29,11 @@ class PairwiseGraph(nn.Module):
         self.model = model
         self.sequential = isinstance(model, SequenceLSTM)
 
-    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        score = self.model(*inputs)
+    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        score, rank = self.model(*inputs)
         if self.sequential:
-            score = score[:, -1]
-        return score, stars(score)
+            score, rank = score[:, -1], rank[:, -1]
+        return score, stars(score), rank
 
 
 class AllItemsMF(nn.Module):
@@ -43,11 +43,12 @@ class AllItemsMF(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         m = self.model
-        score = (m.user_embedding(users) @ m.item_embedding.weight.T
-                 + m.user_bias(users) + m.item_bias.weight[:, 0] + m.global_mean)
-        return score, stars(score)
+        p = m.user_embedding(users)
+        score = p @ m.item_embedding.weight.T + m.user_bias(users) + m.item_bias.weight[:, 0] + m.global_mean
+        rank = (p * m.rank_scale) @ m.item_embedding.weight.T + m.rank_item_bias.weight[:, 0]
+        return score, stars(score), rank
 
 
 class AllItemsDense(nn.Module):
@@ -64,21 +65,25 @@ class AllItemsDense(nn.Module):
             self.register_buffer("item_half", item_half.contiguous())
             self.register_buffer("item_offset", (model.item_bias.weight[:, 0] + model.output.bias).contiguous())
             self.register_buffer("output_weight", model.output.weight[0].contiguous())
+            self.register_buffer("rank_weight", model.rank_output.weight[0].contiguous())
+            self.register_buffer("rank_offset", (model.rank_item_bias.weight[:, 0]
+                                                 + model.rank_output.bias).contiguous())
 
-    def forward(self, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         m = self.model
         user_half = m.user_embedding(users) @ self.user_weight            # [B, H]
         hidden = torch.relu(user_half[:, None, :] + self.item_half[None, :, :])  # [B, n_items, H]
         score = (hidden @ self.output_weight + self.item_offset
                  + m.user_bias(users) + m.global_mean)
-        return score, stars(score)
+        rank = hidden @ self.rank_weight + self.rank_offset
+        return score, stars(score), rank
 
 
 class AllItemsLSTM(nn.Module):
     """Run each user's history once, then one LSTM step for every candidate item.
 
-    The candidate step's input projection ``W_ih [emb(j); r_prev]`` splits into a per-item part,
-    precomputed for the whole catalogue, and a per-user part from the last history rating.
+    The candidate step's input projection ``W_ih [emb(j); r_prev; user]`` splits into a per-item
+    part, precomputed for the whole catalogue, and a per-user part (last rating, user embedding).
     """
 
     def __init__(self, model: SequenceLSTM) -> None:
@@ -93,26 +98,36 @@ class AllItemsLSTM(nn.Module):
             self.register_buffer("item_gates", (model.item_embedding.weight[:n_items] @ w_ih[:, :dim].T
                                                 + bias).contiguous())        # [n_items, 4H]
             self.register_buffer("rating_gate", w_ih[:, dim].contiguous())    # [4H]
+            self.register_buffer("user_weight", w_ih[:, dim + 1:].T.contiguous())  # [user_dim, 4H]
             self.register_buffer("hidden_weight", w_hh.T.contiguous())        # [H, 4H]
             self.register_buffer("output_weight", model.output.weight[0].contiguous())
+            user_dim = model.user_embedding.embedding_dim
+            self.register_buffer("item_factors", model.item_embedding.weight[:n_items, :user_dim].contiguous())
             self.register_buffer("item_offset", (model.item_bias.weight[:n_items, 0]
                                                  + model.output.bias).contiguous())
+            self.register_buffer("rank_weight", model.rank_output.weight[0].contiguous())
+            self.register_buffer("rank_offset", (model.rank_item_bias.weight[:n_items, 0]
+                                                 + model.rank_output.bias).contiguous())
 
     def forward(self, users: torch.Tensor, history_items: torch.Tensor,
-                history_ratings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                history_ratings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         m = self.model
-        steps = m.step_inputs(history_items, history_ratings)
+        steps = m.step_inputs(users, history_items, history_ratings)
         _, (h, c) = m.lstm(steps)
         h, c = h[0], c[0]                                                     # [B, H]
         known = (history_items[:, -1] != m.padding_index).to(history_ratings.dtype)
         last = (history_ratings[:, -1] - m.global_mean) * known               # [B]
-        user_gates = h @ self.hidden_weight + last[:, None] * self.rating_gate   # [B, 4H]
+        user_gates = (h @ self.hidden_weight + last[:, None] * self.rating_gate
+                      + m.user_embedding(users) @ self.user_weight)                # [B, 4H]
         gates = user_gates[:, None, :] + self.item_gates[None, :, :]            # [B, n_items, 4H]
         i, f, g, o = gates.chunk(4, dim=-1)
         c_next = torch.sigmoid(f) * c[:, None, :] + torch.sigmoid(i) * torch.tanh(g)
         h_next = torch.sigmoid(o) * torch.tanh(c_next)
-        score = h_next @ self.output_weight + self.item_offset + m.user_bias(users) + m.global_mean
-        return score, stars(score)
+        user = m.user_embedding(users)
+        affinity = user @ self.item_factors.T                                    # [B, n_items]
+        score = h_next @ self.output_weight + self.item_offset + affinity + m.user_bias(users) + m.global_mean
+        rank = h_next @ self.rank_weight + self.rank_offset + (user * m.rank_scale) @ self.item_factors.T
+        return score, stars(score), rank
 
 
 def all_items_graph(name: str, model: nn.Module) -> nn.Module:

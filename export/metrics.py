@@ -25,3 +25,13 @@ def rating_errors(predicted_stars: np.ndarray, true_stars: np.ndarray) -> dict[s
         "rmse_unit": rmse / (MAX_RATING - MIN_RATING),
         "n": int(error.size),
     }
+
+
+PREDICTION_BINS = np.linspace(MIN_RATING, MAX_RATING, 17)
+"""16 bins of a quarter star over [1, 5]."""
+
+
+def prediction_histogram(predicted_stars: np.ndarray, true_stars: np.ndarray) -> list[list[int]]:
+    """Counts of predicted stars per bin, one row for each true rating 1..5."""
+    return [np.histogram(predicted_stars[true_stars == star], PREDICTION_BINS)[0].tolist()
+            for star in range(MIN_RATING, MAX_RATING + 1)]

@@ -1,7 +1,10 @@
-"""The three rating networks: plain ``nn.Module``s, tensors in and scores on [0, 1] out.
+"""The three rating networks: plain ``nn.Module``s, tensors in, two outputs out.
 
-Each adds a global mean and user/item biases around its family's core, so the exported graph
-is the whole prediction. No training logic lives here.
+Each returns ``(score, rank)``: ``score`` is the rating on [0, 1], a global mean and user/item
+biases around the family's core; ``rank`` is a logit that the user rates the item at all (a
+second head on the same representation, trained on sampled unrated items), which orders the
+recommendations. Both live in ``forward``, so the exported graph is the whole prediction.
+No training logic lives here.
 """
 from __future__ import annotations
 
@@ -18,12 +21,16 @@ class BiasedMF(nn.Module):
         self.item_embedding = nn.Embedding(n_items, dim)
         self.user_bias = nn.Embedding(n_users, 1)
         self.item_bias = nn.Embedding(n_items, 1)
+        self.rank_scale = nn.Parameter(torch.ones(dim))
+        self.rank_item_bias = nn.Embedding(n_items, 1)
         self.register_buffer("global_mean", torch.tensor(float(global_mean)))
 
-    def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """Scores for pairs: ``users``, ``items`` int64 [B] -> float32 [B]."""
-        dot = (self.user_embedding(users) * self.item_embedding(items)).sum(dim=-1)
-        return self.global_mean + self.user_bias(users)[:, 0] + self.item_bias(items)[:, 0] + dot
+    def forward(self, users: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``users``, ``items`` int64 [B] -> score [B] and rank logit ``c_i + <p_u * s, q_i>`` [B]."""
+        p, q = self.user_embedding(users), self.item_embedding(items)
+        score = self.global_mean + self.user_bias(users)[:, 0] + self.item_bias(items)[:, 0] + (p * q).sum(-1)
+        rank = self.rank_item_bias(items)[:, 0] + (p * self.rank_scale * q).sum(-1)
+        return score, rank
 
 
 class DenseNet(nn.Module):
@@ -35,44 +42,67 @@ class DenseNet(nn.Module):
         self.item_embedding = nn.Embedding(n_items, dim)
         self.hidden = nn.Linear(2 * dim, hidden)
         self.output = nn.Linear(hidden, 1)
+        self.rank_output = nn.Linear(hidden, 1)
         self.user_bias = nn.Embedding(n_users, 1)
         self.item_bias = nn.Embedding(n_items, 1)
+        self.rank_item_bias = nn.Embedding(n_items, 1)
         self.register_buffer("global_mean", torch.tensor(float(global_mean)))
 
-    def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """Scores for pairs: ``users``, ``items`` int64 [B] -> float32 [B]."""
+    def forward(self, users: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``users``, ``items`` int64 [B] -> score [B] and rank logit [B] from the same hidden layer."""
         x = torch.cat([self.user_embedding(users), self.item_embedding(items)], dim=-1)
-        mlp = self.output(torch.relu(self.hidden(x)))[:, 0]
-        return self.global_mean + self.user_bias(users)[:, 0] + self.item_bias(items)[:, 0] + mlp
+        hidden = torch.relu(self.hidden(x))
+        score = (self.global_mean + self.user_bias(users)[:, 0] + self.item_bias(items)[:, 0]
+                 + self.output(hidden)[:, 0])
+        rank = self.rank_item_bias(items)[:, 0] + self.rank_output(hidden)[:, 0]
+        return score, rank
 
 
 class SequenceLSTM(nn.Module):
     """LSTM over a user's items in time order; a Linear on each step's output rates that step's item.
 
-    Step ``t`` sees item ``t``'s embedding and the rating of item ``t - 1`` (centred on the
-    global mean, 0 where padded), so a step never sees its own rating. The user bias gives the
-    model a user representation beyond the ten-item window.
+    Step ``t`` sees item ``t``'s embedding, the rating of item ``t - 1`` (centred on the global
+    mean, 0 where padded; a step never sees its own rating) and the user's embedding. The user
+    representation that a ten-item window cannot hold also meets each step's item directly:
+    ``<user, item>`` is added to the Linear head's output.
     """
 
-    def __init__(self, n_users: int, n_items: int, dim: int, hidden: int, global_mean: float) -> None:
+    def __init__(self, n_users: int, n_items: int, dim: int, hidden: int, user_dim: int,
+                 global_mean: float) -> None:
         super().__init__()
         self.padding_index = n_items
         self.item_embedding = nn.Embedding(n_items + 1, dim, padding_idx=n_items)
-        self.lstm = nn.LSTM(dim + 1, hidden, batch_first=True)
+        self.user_embedding = nn.Embedding(n_users, user_dim)
+        self.lstm = nn.LSTM(dim + 1 + user_dim, hidden, batch_first=True)
         self.output = nn.Linear(hidden, 1)
+        self.rank_output = nn.Linear(hidden, 1)
+        self.rank_scale = nn.Parameter(torch.ones(user_dim))
         self.user_bias = nn.Embedding(n_users, 1)
         self.item_bias = nn.Embedding(n_items + 1, 1, padding_idx=n_items)
+        self.rank_item_bias = nn.Embedding(n_items + 1, 1, padding_idx=n_items)
         self.register_buffer("global_mean", torch.tensor(float(global_mean)))
 
-    def step_inputs(self, items: torch.Tensor, ratings: torch.Tensor) -> torch.Tensor:
-        """LSTM inputs [B, L, dim + 1]: item embeddings and the previous step's centred rating."""
+    def step_inputs(self, users: torch.Tensor, items: torch.Tensor, ratings: torch.Tensor) -> torch.Tensor:
+        """LSTM inputs [B, L, dim + 1 + user_dim]: item embedding, previous centred rating, user."""
         known = (items != self.padding_index).to(ratings.dtype)
         centred = (ratings - self.global_mean) * known
         previous = torch.cat([torch.zeros_like(centred[:, :1]), centred[:, :-1]], dim=1)
-        return torch.cat([self.item_embedding(items), previous.unsqueeze(-1)], dim=-1)
+        user = self.user_embedding(users)[:, None, :].expand(-1, items.shape[1], -1)
+        return torch.cat([self.item_embedding(items), previous.unsqueeze(-1), user], dim=-1)
 
-    def forward(self, users: torch.Tensor, items: torch.Tensor, ratings: torch.Tensor) -> torch.Tensor:
-        """Per-step scores: ``users`` [B], ``items`` int64 [B, L], ``ratings`` [B, L] -> [B, L]."""
-        states, _ = self.lstm(self.step_inputs(items, ratings))
-        return (self.global_mean + self.user_bias(users) + self.item_bias(items)[..., 0]
-                + self.output(states)[..., 0])
+    def affinity(self, users: torch.Tensor, items: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
+        """``<user * scale, item>`` for every step [B, L], on the item's first ``user_dim`` units."""
+        user = self.user_embedding(users)
+        if scale is not None:
+            user = user * scale
+        return (self.item_embedding(items)[..., :user.shape[-1]] * user[:, None, :]).sum(-1)
+
+    def forward(self, users: torch.Tensor, items: torch.Tensor,
+                ratings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``users`` [B], ``items`` int64 [B, L], ``ratings`` [B, L] -> per-step score and rank [B, L]."""
+        states, _ = self.lstm(self.step_inputs(users, items, ratings))
+        score = (self.global_mean + self.user_bias(users) + self.item_bias(items)[..., 0]
+                 + self.output(states)[..., 0] + self.affinity(users, items))
+        rank = (self.rank_item_bias(items)[..., 0] + self.rank_output(states)[..., 0]
+                + self.affinity(users, items, self.rank_scale))
+        return score, rank

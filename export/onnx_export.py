@@ -17,7 +17,7 @@ import onnx
 import torch
 from torch import nn
 
-from scoring.bundle import RATING_OUTPUT, SCORE_OUTPUT
+from scoring.bundle import OUTPUTS
 
 from .config import ONNX_OPSET
 
@@ -34,7 +34,7 @@ def export_graph(graph: nn.Module, example: tuple[torch.Tensor, ...], input_name
                  path: Path, metadata: dict[str, Any]) -> onnx.ModelProto:
     """Export ``graph`` with a dynamic batch axis, attach ``metadata`` and check the result."""
     graph.eval()
-    dynamic_axes = {name: {0: "batch"} for name in (*input_names, SCORE_OUTPUT, RATING_OUTPUT)}
+    dynamic_axes = {name: {0: "batch"} for name in (*input_names, *OUTPUTS)}
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         # torch 2.13 marks the TorchScript exporter deprecated; the choice is deliberate (see above).
@@ -43,7 +43,7 @@ def export_graph(graph: nn.Module, example: tuple[torch.Tensor, ...], input_name
         warnings.simplefilter("ignore", category=UserWarning)
         warnings.simplefilter("ignore", category=torch.jit.TracerWarning)
         torch.onnx.export(graph, example, buffer, dynamo=False, opset_version=ONNX_OPSET,
-                          input_names=list(input_names), output_names=[SCORE_OUTPUT, RATING_OUTPUT],
+                          input_names=list(input_names), output_names=list(OUTPUTS),
                           dynamic_axes=dynamic_axes, do_constant_folding=True)
     proto = onnx.load_from_string(buffer.getvalue())
     for key, value in metadata.items():

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import onnxruntime as ort
 
-from scoring.bundle import ALL_ITEMS_INPUTS, PAIRWISE_INPUTS, SCORE_OUTPUT
+from scoring.bundle import ALL_ITEMS_INPUTS, PAIRWISE_INPUTS, RANK_OUTPUT, SCORE_OUTPUT
 
 from .config import PARITY_FULL_USERS, PARITY_SAMPLE_PAIRS
 from .families import History
@@ -29,27 +29,28 @@ def session(path: str) -> ort.InferenceSession:
     return ort.InferenceSession(path, providers=["CPUExecutionProvider"])
 
 
-def pairwise_scores(sess: ort.InferenceSession, model: str, inputs: tuple[np.ndarray, ...]) -> np.ndarray:
-    """Run a pairwise graph over encoded pair inputs in batches."""
+def pairwise_outputs(sess: ort.InferenceSession, model: str,
+                     inputs: tuple[np.ndarray, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """``(score, rank)`` of a pairwise graph over encoded pair inputs, in batches."""
     names = PAIRWISE_INPUTS[model]
     n = inputs[0].shape[0]
-    return np.concatenate([
-        sess.run([SCORE_OUTPUT], {k: v[i:i + ORT_BATCH] for k, v in zip(names, inputs)})[0]
-        for i in range(0, n, ORT_BATCH)
-    ]) if n else np.empty(0, np.float32)
+    parts = [sess.run([SCORE_OUTPUT, RANK_OUTPUT], {k: v[i:i + ORT_BATCH] for k, v in zip(names, inputs)})
+             for i in range(0, n, ORT_BATCH)]
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
-def all_items_scores(sess: ort.InferenceSession, model: str, users: np.ndarray, items: np.ndarray,
-                     history: History, batch_users: int = 128) -> np.ndarray:
-    """Scores of (users, items) pairs gathered from the all-items graph run on their users."""
+def all_items_outputs(sess: ort.InferenceSession, model: str, users: np.ndarray, items: np.ndarray,
+                      history: History, batch_users: int = 128) -> tuple[np.ndarray, np.ndarray]:
+    """``(score, rank)`` of (users, items) pairs gathered from the all-items graph run on their users."""
     unique, inverse = np.unique(users, return_inverse=True)
-    rows = []
+    scores, ranks = [], []
     for i in range(0, len(unique), batch_users):
         chunk = unique[i:i + batch_users]
         feeds = {"user": chunk}
         if ALL_ITEMS_INPUTS[model] != ("user",):
             feeds["history_items"] = history.items[chunk]
             feeds["history_ratings"] = history.ratings[chunk]
-        rows.append(sess.run([SCORE_OUTPUT], feeds)[0])
-    matrix = np.concatenate(rows) if rows else np.empty((0, 0), np.float32)
-    return matrix[inverse, items]
+        score, rank = sess.run([SCORE_OUTPUT, RANK_OUTPUT], feeds)
+        scores.append(score)
+        ranks.append(rank)
+    return np.concatenate(scores)[inverse, items], np.concatenate(ranks)[inverse, items]

@@ -29,12 +29,12 @@ from .config import RunConfig
 from .dataset import Dataset
 from .families import FAMILIES, History, init_parameters
 from .graphs import PairwiseGraph, all_items_graph
-from .metrics import POST_RMSE_UNIT, clipped_stars, rating_errors
+from .metrics import POST_RMSE_UNIT, clipped_stars, prediction_histogram, rating_errors
 from .onnx_export import EXPORTER_SETTINGS, export_graph
 from scoring.parity import check_parity
 
-from .parity import all_items_scores, pairwise_scores, reference_pairs, session
-from .training import FitResult, fit, predict_in_batches
+from .parity import all_items_outputs, pairwise_outputs, reference_pairs, session
+from .training import FitResult, Objective, fit, predict_in_batches
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,8 @@ class TrainedModel:
     module: torch.nn.Module
     fit: FitResult
     test_metrics: dict[str, float]
+    histogram: list[list[int]]
+    """Predicted-star counts per true rating on the test set (see ``prediction_histogram``)."""
 
 
 def seeds(seed: int) -> dict[str, int]:
@@ -89,14 +91,15 @@ def train_model(name: str, dataset: Dataset, config: RunConfig, seed: int) -> Tr
     train = family.training_inputs(dataset.train, model_config, vocab.n_items)
     validation = (family.pair_inputs(dataset.validation.users, dataset.validation.items, context),
                   torch.as_tensor(dataset.validation.unit))
-    result = fit(module, family.predict, family.penalty, train, validation, model_config.training,
-                 generator, name)
+    objective = Objective(family.predict, family.rank, family.penalty, family.with_items, vocab.n_items)
+    result = fit(module, objective, train, validation, model_config.training, generator, name)
     test_inputs = family.pair_inputs(dataset.test.users, dataset.test.items, context)
     predicted = predict_in_batches(module, family.predict, test_inputs).numpy()
     metrics = rating_errors(clipped_stars(predicted), dataset.test.stars)
+    histogram = prediction_histogram(clipped_stars(predicted), dataset.test.stars)
     log.info("%s test: RMSE %.4f stars, MAE %.4f stars, RMSE %.4f on [0, 1] (post: %.2f)", name,
              metrics["rmse_stars"], metrics["mae_stars"], metrics["rmse_unit"], POST_RMSE_UNIT[name])
-    return TrainedModel(name, module, result, metrics)
+    return TrainedModel(name, module, result, metrics, histogram)
 
 
 def baseline_metrics(dataset: Dataset) -> dict[str, float]:
@@ -114,6 +117,7 @@ def _export_model(trained: TrainedModel, dataset: Dataset, history: History, sta
     vocab = dataset.vocab
     inputs = family.pair_inputs(users, items, history)
     reference = predict_in_batches(module, family.predict, inputs).numpy()
+    reference_rank = predict_in_batches(module, family.rank, inputs).numpy()
 
     pairwise_path = staging / layout.pairwise_graph_file(name)
     example = tuple(x[:2] for x in inputs)
@@ -126,21 +130,20 @@ def _export_model(trained: TrainedModel, dataset: Dataset, history: History, sta
                  {**metadata, "graph": "all_items"})
 
     raw_users, raw_items = vocab.user_ids[users], vocab.item_ids[items]
-    onnx_pairwise = pairwise_scores(session(str(pairwise_path)), name, tuple(x.numpy() for x in inputs))
-    onnx_all = all_items_scores(session(str(all_path)), name, users, items, history)
-    parity = {
-        "tolerance": PARITY_TOLERANCE,
-        "pairs": int(len(users)),
-        "test_pairs": n_test,
-        "pairwise_max_abs_diff": check_parity(name, reference, onnx_pairwise, raw_users, raw_items,
-                                              "export parity, pairwise graph"),
-        "all_items_max_abs_diff": check_parity(name, reference, onnx_all, raw_users, raw_items,
-                                               "export parity, all-items graph"),
-    }
-    log.info("%s parity over %d pairs: pairwise %.2e, all-items %.2e (tolerance %.0e)", name, len(users),
-             parity["pairwise_max_abs_diff"], parity["all_items_max_abs_diff"], PARITY_TOLERANCE)
+    outputs = {"pairwise": pairwise_outputs(session(str(pairwise_path)), name, tuple(x.numpy() for x in inputs)),
+               "all_items": all_items_outputs(session(str(all_path)), name, users, items, history)}
+    parity: dict[str, Any] = {"tolerance": PARITY_TOLERANCE, "pairs": int(len(users)), "test_pairs": n_test}
+    for graph, (score, rank) in outputs.items():
+        context = f"export parity, {graph} graph"
+        parity[f"{graph}_max_abs_diff"] = check_parity(name, reference, score, raw_users, raw_items, context)
+        parity[f"{graph}_rank_max_abs_diff"] = check_parity(name, reference_rank, rank, raw_users, raw_items,
+                                                            context + ", rank output")
+    log.info("%s parity over %d pairs: pairwise %.2e, all-items %.2e, rank %.2e (tolerance %.0e)", name,
+             len(users), parity["pairwise_max_abs_diff"], parity["all_items_max_abs_diff"],
+             max(parity["pairwise_rank_max_abs_diff"], parity["all_items_rank_max_abs_diff"]), PARITY_TOLERANCE)
     torch.save(module.state_dict(), staging / layout.torch_weights_file(name))
-    return {"reference": reference.astype(np.float32), "parity": parity}
+    return {"reference": reference.astype(np.float32), "reference_rank": reference_rank.astype(np.float32),
+            "parity": parity}
 
 
 def _write_vocab_and_history(dataset: Dataset, history: History, staging: Path) -> None:
@@ -185,13 +188,15 @@ def build_bundle(dataset: Dataset, trained: list[TrainedModel], config: RunConfi
                 started = time.perf_counter()
                 exported = _export_model(model, dataset, history, staging, pairs, len(dataset.test), metadata)
                 references.update({f"{model.name}_users": pairs[0], f"{model.name}_items": pairs[1],
-                                   f"{model.name}_scores": exported["reference"]})
+                                   f"{model.name}_scores": exported["reference"],
+                                   f"{model.name}_ranks": exported["reference_rank"]})
                 models[model.name] = {
                     "test_metrics": model.test_metrics,
                     "post_rmse_unit": POST_RMSE_UNIT[model.name],
                     "best_epoch": model.fit.best_epoch,
                     "best_validation_rmse_unit": model.fit.best_val_rmse,
                     "learning_curve": model.fit.epochs,
+                    "histogram": model.histogram,
                     "train_seconds": round(model.fit.seconds, 3),
                     "export_seconds": round(time.perf_counter() - started, 3),
                     "parity": exported["parity"],

@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 
 Inputs = tuple[torch.Tensor, ...]
 Predict = Callable[[nn.Module, Inputs], torch.Tensor]
-Penalty = Callable[[nn.Module, Inputs], torch.Tensor]
+Penalty = Callable[[nn.Module, Inputs], tuple[torch.Tensor, torch.Tensor]]
 
 EVAL_BATCH = 16_384
 
@@ -56,13 +56,43 @@ def _optimizer(model: nn.Module, config: TrainingConfig) -> torch.optim.Optimize
                              {"params": rest, "weight_decay": 0.0}], lr=config.learning_rate)
 
 
-def fit(model: nn.Module, predict: Predict, penalty: Penalty,
+@dataclass(frozen=True)
+class Objective:
+    """What the loss is made of for one family."""
+
+    predict: Predict
+    """Rating scores [B] of a batch."""
+    rank: Predict
+    """Ranking logits [B] of a batch."""
+    penalty: Penalty
+    with_items: Callable[[Inputs, torch.Tensor], Inputs]
+    """The batch with its items replaced (sampled negatives for the ranking head)."""
+    n_items: int
+
+
+def batch_loss(model: nn.Module, objective: Objective, batch: Inputs, targets: torch.Tensor,
+               config: TrainingConfig, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Total loss and the rating MSE of one mini-batch."""
+    mse = torch.mean((objective.predict(model, batch) - targets) ** 2)
+    embedding_l2, bias_l2 = objective.penalty(model, batch)
+    loss = mse + config.embedding_decay * embedding_l2 + config.bias_decay * bias_l2
+    if config.rank_weight:
+        negatives = objective.with_items(batch, torch.randint(0, objective.n_items, targets.shape,
+                                                              generator=generator))
+        logits = torch.cat([objective.rank(model, batch), objective.rank(model, negatives)])
+        labels = torch.cat([torch.ones_like(targets), torch.zeros_like(targets)])
+        loss = loss + config.rank_weight * nn.functional.binary_cross_entropy_with_logits(logits, labels)
+    return loss, mse
+
+
+def fit(model: nn.Module, objective: Objective,
         train: tuple[Inputs, torch.Tensor], validation: tuple[Inputs, torch.Tensor],
         config: TrainingConfig, generator: torch.Generator, name: str) -> FitResult:
-    """Fit ``model`` by MSE on [0, 1] targets; keep the weights of the best validation epoch.
+    """Fit ``model`` by MSE on [0, 1] targets plus the ranking loss; keep the weights of the
+    epoch with the best validation RMSE.
 
-    ``penalty`` returns the L2 term of the embedding rows a batch touches, scaled by
-    ``config.embedding_decay`` here.
+    ``penalty`` returns the L2 terms of the embedding rows and the biases a batch touches,
+    weighted here by ``config.embedding_decay`` and ``config.bias_decay``.
     """
     inputs, targets = train
     optimizer = _optimizer(model, config)
@@ -79,14 +109,13 @@ def fit(model: nn.Module, predict: Predict, penalty: Penalty,
                           disable=not sys.stderr.isatty()):
             index = order[start:start + config.batch_size]
             batch = tuple(x[index] for x in inputs)
-            mse = torch.mean((predict(model, batch) - targets[index]) ** 2)
-            loss = mse + config.embedding_decay * penalty(model, batch) if config.embedding_decay else mse
+            loss, mse = batch_loss(model, objective, batch, targets[index], config, generator)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            total += float(mse) * len(index)
+            total += float(mse.detach()) * len(index)
             seen += len(index)
-        val_rmse = rmse_unit(predict_in_batches(model, predict, validation[0]), validation[1])
+        val_rmse = rmse_unit(predict_in_batches(model, objective.predict, validation[0]), validation[1])
         result.epochs.append({"epoch": epoch, "train_mse": total / seen, "train_rmse": (total / seen) ** 0.5,
                               "validation_rmse": val_rmse})
         improved = val_rmse < result.best_val_rmse

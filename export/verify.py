@@ -26,7 +26,6 @@ from scoring.writer import table_file
 from .config import model_config_from_dict
 from .families import FAMILIES, History
 from .metrics import clipped_stars
-from .training import predict_in_batches
 
 log = logging.getLogger(__name__)
 STARS_TOLERANCE = 4 * PARITY_TOLERANCE
@@ -44,20 +43,25 @@ def load_torch_model(bundle: Bundle, name: str) -> torch.nn.Module:
     return module.eval()
 
 
-def torch_scores(bundle: Bundle, name: str) -> np.ndarray:
-    """Torch scores on [0, 1] for every pair, [n_users, n_items], through the pairwise model."""
+def torch_outputs(bundle: Bundle, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Torch scores on [0, 1] and ranking logits for every pair, each [n_users, n_items],
+    through the pairwise model."""
     module = load_torch_model(bundle, name)
     family = FAMILIES[name]
     history = History(bundle.history_items, bundle.history_ratings)
-    out = np.empty((bundle.n_users, bundle.n_items), np.float32)
+    scores = np.empty((bundle.n_users, bundle.n_items), np.float32)
+    ranks = np.empty_like(scores)
     step = max(1, 65_536 // bundle.n_items)
-    for start in range(0, bundle.n_users, step):
-        users = np.arange(start, min(start + step, bundle.n_users))
-        u = np.repeat(users, bundle.n_items)
-        i = np.tile(np.arange(bundle.n_items), len(users))
-        out[users] = predict_in_batches(module, family.predict, family.pair_inputs(u, i, history)).numpy() \
-            .reshape(len(users), bundle.n_items)
-    return out
+    module.eval()
+    with torch.no_grad():
+        for start in range(0, bundle.n_users, step):
+            users = np.arange(start, min(start + step, bundle.n_users))
+            u = np.repeat(users, bundle.n_items)
+            i = np.tile(np.arange(bundle.n_items), len(users))
+            inputs = family.pair_inputs(u, i, history)
+            scores[users] = family.predict(module, inputs).numpy().reshape(len(users), bundle.n_items)
+            ranks[users] = family.rank(module, inputs).numpy().reshape(len(users), bundle.n_items)
+    return scores, ranks
 
 
 def _as_matrix(path: Path, bundle: Bundle) -> np.ndarray:
@@ -92,13 +96,14 @@ def verify_predictions(run_dir: Path, bundle: Bundle, model: str, scores: np.nda
     return float(diff[worst])
 
 
-def verify_recommendations(run_dir: Path, bundle: Bundle, model: str, scores: np.ndarray, n: int) -> int:
-    """Check every top-N list against torch's; lists may differ only between near-tied scores."""
+def verify_recommendations(run_dir: Path, bundle: Bundle, model: str, scores: np.ndarray,
+                           ranks: np.ndarray, n: int) -> int:
+    """Check every top-N list against torch's; lists may differ only between near-tied logits."""
     path = table_file(run_dir, "recommendations", model)
     table = pq.read_table(path).to_pandas()
     users = bundle_index(bundle.user_ids, table["user_id"].to_numpy(), path, "user_id")
     items = bundle_index(bundle.item_ids, table["item_id"].to_numpy(), path, "item_id")
-    masked = mask_seen(scores, bundle.seen_indptr, bundle.seen_items)
+    masked = mask_seen(ranks, bundle.seen_indptr, bundle.seen_items)
     expected, valid = top_n(masked, n)
     if len(table) != int(valid.sum()):
         raise VerificationError(f"{path}: {len(table)} rows; torch gives {int(valid.sum())} recommendations")
@@ -114,10 +119,12 @@ def verify_recommendations(run_dir: Path, bundle: Bundle, model: str, scores: np
         raise VerificationError(
             f"{path}: user_id {bundle.user_ids[users[worst]]} rank {ranks[worst] + 1} holds item_id "
             f"{bundle.item_ids[items[worst]]}; torch ranks item_id {bundle.item_ids[expected[users[worst], ranks[worst]]]} "
-            f"there (score gap {gap[worst]:.3g}, or a seen item)")
+            f"there (rank-logit gap {gap[worst]:.3g}, or a seen item)")
     stars = clipped_stars(scores[users, items])
     if np.abs(stars - table["prediction"].to_numpy()).max(initial=0) > STARS_TOLERANCE:
         raise VerificationError(f"{path}: a recommendation's prediction differs from torch's rating")
+    if np.abs(ours - table["score"].to_numpy()).max(initial=0) > PARITY_TOLERANCE:
+        raise VerificationError(f"{path}: a recommendation's score differs from torch's ranking logit")
     return int((expected[users, ranks] != items).sum())
 
 
@@ -130,12 +137,13 @@ def verify_run(run_dir: Path) -> dict[str, dict[str, float]]:
     bundle = load_bundle(Path(manifest["bundle"]["path"]), manifest["models"])
     figures = {}
     for model in manifest["models"]:
-        scores = torch_scores(bundle, model)
+        scores, ranks = torch_outputs(bundle, model)
         figure: dict[str, float] = {}
         if "predictions" in manifest["tables"]:
             figure["max_abs_diff_stars"] = verify_predictions(run_dir, bundle, model, scores)
         if "recommendations" in manifest["tables"]:
-            figure["tie_swaps"] = verify_recommendations(run_dir, bundle, model, scores, manifest["top_n"])
+            figure["tie_swaps"] = verify_recommendations(run_dir, bundle, model, scores, ranks,
+                                                        manifest["top_n"])
         log.info("%s: every row matches torch %s", model, figure)
         figures[model] = figure
     return figures

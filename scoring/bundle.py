@@ -33,6 +33,9 @@ SCORE_OUTPUT = "score"
 """Graph output on the training scale [0, 1], unclipped; ranking and parity use it."""
 RATING_OUTPUT = "rating"
 """Graph output in stars, clipped to [1, 5]; the predictions table holds it."""
+RANK_OUTPUT = "rank"
+"""Graph output: logit that the user rates the item at all; the recommendations are ordered by it."""
+OUTPUTS = (SCORE_OUTPUT, RATING_OUTPUT, RANK_OUTPUT)
 
 ALL_ITEMS_INPUTS: dict[str, tuple[str, ...]] = {
     "mf": ("user",),
@@ -74,6 +77,8 @@ class Reference:
     """Item indices, int64 [P]."""
     scores: np.ndarray
     """Torch scores on the [0, 1] scale, float32 [P]."""
+    ranks: np.ndarray
+    """Torch ranking logits, float32 [P]."""
 
 
 @dataclass(frozen=True)
@@ -209,7 +214,7 @@ def load_bundle(path: Path, models: list[str] | None = None) -> Bundle:
     reference_arrays = _load_npz(path / REFERENCE, [])
     references = {}
     for model in chosen:
-        keys = [f"{model}_users", f"{model}_items", f"{model}_scores"]
+        keys = [f"{model}_users", f"{model}_items", f"{model}_scores", f"{model}_ranks"]
         if any(k not in reference_arrays for k in keys):
             raise BundleError(f"{path / REFERENCE}: reference outputs for model '{model}' are missing")
         references[model] = Reference(*(reference_arrays[k] for k in keys))

@@ -44,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="onnxruntime intra-op threads (default: the CPUs this process may use, %(default)s)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                         help="onnxruntime execution provider (default: %(default)s)")
+    parser.add_argument("--no-report", action="store_true", help="do not write report.html into the run")
     parser.add_argument("--wait", action="store_true",
                         help="wait for another run on the same output root instead of exiting")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -58,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
             bundle=args.bundle, output_root=args.output_root, top_n=args.top_n,
             models=parse_names("--models", args.models, MODEL_NAMES),
             tables=parse_names("--tables", args.tables, TABLE_NAMES),
-            chunk_pairs=args.chunk_pairs, threads=args.threads, device=args.device, wait=args.wait)
+            chunk_pairs=args.chunk_pairs, threads=args.threads, device=args.device, wait=args.wait,
+            report=not args.no_report)
         print(run_scoring(options))
 
     return run_cli(action, args.verbose)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnxruntime as ort
 
-from .bundle import ALL_ITEMS_INPUTS, RATING_OUTPUT, SCORE_OUTPUT, Bundle
+from .bundle import ALL_ITEMS_INPUTS, OUTPUTS, Bundle
 from .errors import BundleError
 
 _EXPECTED_TYPES = {"user": "tensor(int64)", "history_items": "tensor(int64)",
@@ -65,15 +65,15 @@ class ModelScorer:
         if tuple(inputs) != expected or any(inputs[n] != _EXPECTED_TYPES[n] for n in expected):
             raise BundleError(f"{path}: graph inputs are {inputs}; expected "
                               f"{ {n: _EXPECTED_TYPES[n] for n in expected} }")
-        if sorted(outputs) != sorted([SCORE_OUTPUT, RATING_OUTPUT]):
-            raise BundleError(f"{path}: graph outputs are {outputs}; expected {[SCORE_OUTPUT, RATING_OUTPUT]}")
+        if sorted(outputs) != sorted(OUTPUTS):
+            raise BundleError(f"{path}: graph outputs are {outputs}; expected {list(OUTPUTS)}")
         return cls(model, session, bundle)
 
-    def score(self, users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``(score, rating)`` float32 [len(users), n_items] for user indices ``users``."""
+    def score(self, users: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(score, rating, rank)`` float32 [len(users), n_items] for user indices ``users``."""
         feeds = {"user": users}
         if "history_items" in ALL_ITEMS_INPUTS[self.model]:
             feeds["history_items"] = self.bundle.history_items[users]
             feeds["history_ratings"] = self.bundle.history_ratings[users]
-        score, rating = self.session.run([SCORE_OUTPUT, RATING_OUTPUT], feeds)
-        return score, rating
+        score, rating, rank = self.session.run(list(OUTPUTS), feeds)
+        return score, rating, rank

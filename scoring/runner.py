@@ -52,6 +52,8 @@ class ScoringOptions:
     threads: int = field(default_factory=available_cpus)
     device: str = "cpu"
     wait: bool = False
+    report: bool = True
+    """Write report.html into the run (plots need matplotlib)."""
 
 
 @dataclass
@@ -95,7 +97,7 @@ class _ChunkSink:
                  result: ModelResult) -> None:
         self.bundle, self.options, self.writers, self.result = bundle, options, writers, result
 
-    def __call__(self, start: int, stop: int, score: np.ndarray, rating: np.ndarray) -> None:
+    def __call__(self, start: int, stop: int, rating: np.ndarray, rank: np.ndarray) -> None:
         b = self.bundle
         users = b.user_ids[start:stop]
         if "predictions" in self.writers:
@@ -109,7 +111,7 @@ class _ChunkSink:
         if "recommendations" in self.writers:
             t = time.perf_counter()
             indptr = b.seen_indptr[start:stop + 1]
-            masked = mask_seen(score, indptr - indptr[0], b.seen_items[indptr[0]:indptr[-1]])
+            masked = mask_seen(rank, indptr - indptr[0], b.seen_items[indptr[0]:indptr[-1]])
             items, valid = top_n(masked, self.options.top_n)
             rows, ranks = np.nonzero(valid)
             chosen = items[rows, ranks]
@@ -118,6 +120,7 @@ class _ChunkSink:
                 "rank": pa.array((ranks + 1).astype(np.int16)),
                 "item_id": pa.array(b.item_ids[chosen]),
                 "prediction": pa.array(rating[rows, chosen]),
+                "score": pa.array(rank[rows, chosen]),
             }
             self.result.seconds["top_n"] += time.perf_counter() - t
             t = time.perf_counter()
@@ -140,21 +143,23 @@ def score_model(bundle: Bundle, model: str, options: ScoringOptions, run_dir: Pa
     sink = _ChunkSink(bundle, options, writers, result)
     ref = bundle.references[model]
     order, sorted_users = _reference_index(bundle, model)
-    ours = np.full(len(ref.users), np.nan, np.float32)
+    ours = {"score": np.full(len(ref.users), np.nan, np.float32), "rank": np.full(len(ref.users), np.nan, np.float32)}
     pending: deque[Future] = deque()
     try:
         for start, stop in _chunks(bundle.n_users, bundle.n_items, options.chunk_pairs):
             t = time.perf_counter()
-            score, rating = scorer.score(np.arange(start, stop, dtype=np.int64))
+            score, rating, rank = scorer.score(np.arange(start, stop, dtype=np.int64))
             result.seconds["onnxruntime"] += time.perf_counter() - t
-            if not np.isfinite(score).all():
-                bad = np.argwhere(~np.isfinite(score))[0]
-                raise VerificationError(f"model '{model}' produced a non-finite score for user_id "
-                                        f"{bundle.user_ids[start + bad[0]]}, item_id {bundle.item_ids[bad[1]]}")
+            for output, values in (("score", score), ("rank", rank)):
+                if not np.isfinite(values).all():
+                    bad = np.argwhere(~np.isfinite(values))[0]
+                    raise VerificationError(f"model '{model}' produced a non-finite {output} for user_id "
+                                            f"{bundle.user_ids[start + bad[0]]}, item_id {bundle.item_ids[bad[1]]}")
             lo, hi = np.searchsorted(sorted_users, [start, stop])
             picked = order[lo:hi]
-            ours[picked] = score[ref.users[picked] - start, ref.items[picked]]
-            pending.append(pool.submit(sink, start, stop, score, rating))
+            ours["score"][picked] = score[ref.users[picked] - start, ref.items[picked]]
+            ours["rank"][picked] = rank[ref.users[picked] - start, ref.items[picked]]
+            pending.append(pool.submit(sink, start, stop, rating, rank))
             while len(pending) > 1:
                 pending.popleft().result()
         while pending:
@@ -166,9 +171,10 @@ def score_model(bundle: Bundle, model: str, options: ScoringOptions, run_dir: Pa
             future.cancel()
     result.rows = {t: w.rows for t, w in writers.items()}
     result.parity_pairs = int(len(ref.users))
-    result.parity_max_abs_diff = check_parity(
-        model, ref.scores, ours, bundle.user_ids[ref.users], bundle.item_ids[ref.items],
-        f"scoring parity against the bundle's torch reference ({bundle.path})")
+    raw = (bundle.user_ids[ref.users], bundle.item_ids[ref.items])
+    context = f"scoring parity against the bundle's torch reference ({bundle.path})"
+    result.parity_max_abs_diff = max(check_parity(model, ref.scores, ours["score"], *raw, context),
+                                     check_parity(model, ref.ranks, ours["rank"], *raw, context + ", rank output"))
     return result
 
 
@@ -225,12 +231,26 @@ def run_scoring(options: ScoringOptions) -> Path:
             manifest = _run_manifest(run_id, created, digest, bundle, options, results, counts, staging,
                                      load_seconds, time.perf_counter() - started)
             (staging / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
+            if options.report:
+                _write_report(staging)
             final = publish(staging, root, run_id)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
     log.info("published %s (%.2f s)", final, time.perf_counter() - started)
     return final
+
+
+def _write_report(run_dir: Path) -> None:
+    """The HTML report is a convenience: a failure to draw it is logged, never fatal to the tables."""
+    from .report import write_report
+    t = time.perf_counter()
+    try:
+        write_report(run_dir)
+    except Exception as exc:  # noqa: BLE001 - any plotting failure must not block publishing
+        log.warning("report not written: %s", exc)
+        return
+    log.info("report written (%.2f s)", time.perf_counter() - t)
 
 
 def _run_manifest(run_id: str, created: datetime, digest: str, bundle: Bundle, options: ScoringOptions,
@@ -260,5 +280,6 @@ def _run_manifest(run_id: str, created: datetime, digest: str, bundle: Bundle, o
         "versions": {"onnxruntime": onnxruntime.__version__, "pyarrow": pa.__version__,
                      "numpy": np.__version__},
         "files": files,
-        "ranking": "recommendations are ranked by the model's unclipped score; ties by smaller item_id",
+        "ranking": "recommendations are ranked by the model's 'rank' output (logit that the user rates the "
+                   "item at all); ties by smaller item_id",
     }

@@ -24,8 +24,11 @@ RECOMMENDATIONS = pa.schema(
         pa.field("rank", pa.int16(), nullable=False),
         pa.field("item_id", pa.int32(), nullable=False),
         pa.field("prediction", pa.float32(), nullable=False),
+        pa.field("score", pa.float32(), nullable=False),
     ],
-    metadata={"description": "Top-N unseen items per user, rank 1 = best, ranked by unclipped score."},
+    metadata={"description": "Top-N unseen items per user, rank 1 = best: ordered by 'score', the model's "
+                             "ranking logit (does the user rate this item at all), ties by smaller item_id; "
+                             "'prediction' is the predicted rating in stars."},
 )
 
 SCHEMAS: dict[str, pa.Schema] = {"predictions": PREDICTIONS, "recommendations": RECOMMENDATIONS}

@@ -65,18 +65,22 @@ def test_batch_equals_single_rows_and_a_batch_of_one_works(family):
 def test_all_items_graph_equals_the_pairwise_model(family):
     model, hist = build(family), history()
     users, items = all_pairs()
-    pairwise = predict_in_batches(model, family.predict, family.pair_inputs(users, items, hist))
+    inputs = family.pair_inputs(users, items, hist)
+    pairwise = predict_in_batches(model, family.predict, inputs)
+    pairwise_rank = predict_in_batches(model, family.rank, inputs)
     graph = all_items_graph(family.name, model)
     feeds = [torch.arange(N_USERS)]
     if family.sequential:
         feeds += [torch.as_tensor(hist.items), torch.as_tensor(hist.ratings)]
     with torch.no_grad():
-        score, rating = graph(*feeds)
-        one, _ = graph(*(f[2:3] for f in feeds))
-    assert score.shape == (N_USERS, N_ITEMS)
+        score, rating, rank = graph(*feeds)
+        one, _, one_rank = graph(*(f[2:3] for f in feeds))
+    assert score.shape == rank.shape == (N_USERS, N_ITEMS)
     torch.testing.assert_close(score.reshape(-1), pairwise, rtol=0, atol=1e-6)
+    torch.testing.assert_close(rank.reshape(-1), pairwise_rank, rtol=0, atol=1e-5)
     torch.testing.assert_close(rating, stars(score))
     torch.testing.assert_close(one[0], score[2], rtol=0, atol=1e-6)
+    torch.testing.assert_close(one_rank[0], rank[2], rtol=0, atol=1e-5)
 
 
 def test_onnx_graphs_match_torch_and_stand_alone(family, tmp_path):
@@ -89,8 +93,9 @@ def test_onnx_graphs_match_torch_and_stand_alone(family, tmp_path):
     export_graph(PairwiseGraph(model), tuple(x[:2] for x in inputs), PAIRWISE_INPUTS[family.name],
                  pairwise_path, {"model": family.name})
     session = ort.InferenceSession(str(pairwise_path), providers=["CPUExecutionProvider"])
-    score, rating = session.run(None, dict(zip(PAIRWISE_INPUTS[family.name], (x.numpy() for x in inputs))))
+    score, rating, rank = session.run(None, dict(zip(PAIRWISE_INPUTS[family.name], (x.numpy() for x in inputs))))
     np.testing.assert_allclose(score, expected, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(rank, predict_in_batches(model, family.rank, inputs).numpy(), rtol=0, atol=1e-5)
     np.testing.assert_allclose(rating, np.clip(1 + 4 * expected, 1, 5), rtol=0, atol=4e-5)
     one = session.run(None, dict(zip(PAIRWISE_INPUTS[family.name], (x[:1].numpy() for x in inputs))))[0]
     assert one.shape == (1,)
@@ -117,8 +122,11 @@ def test_mf_is_mean_plus_biases_plus_dot_product():
         model.item_embedding.weight.copy_(torch.tensor([[0.5, 0.25], [2.0, 0.0]]))
         model.user_bias.weight.copy_(torch.tensor([[0.1], [0.2]]))
         model.item_bias.weight.copy_(torch.tensor([[-0.05], [0.0]]))
-    out = model(torch.tensor([0, 1]), torch.tensor([0, 1]))
-    torch.testing.assert_close(out, torch.tensor([0.5 + 0.1 - 0.05 + 1.0, 0.5 + 0.2 + 0.0 + 0.0]))
+        model.rank_scale.copy_(torch.tensor([2.0, 0.0]))
+        model.rank_item_bias.weight.copy_(torch.tensor([[0.3], [-0.3]]))
+    score, rank = model(torch.tensor([0, 1]), torch.tensor([0, 1]))
+    torch.testing.assert_close(score, torch.tensor([0.5 + 0.1 - 0.05 + 1.0, 0.5 + 0.2 + 0.0 + 0.0]))
+    torch.testing.assert_close(rank, torch.tensor([0.3 + 2 * 0.5, -0.3 + 0.0]))
     torch.testing.assert_close(stars(torch.tensor([-0.1, 0.5, 1.2])), torch.tensor([1.0, 3.0, 5.0]))
 
 
@@ -129,6 +137,6 @@ def test_lstm_step_never_sees_its_own_rating():
     changed = (inputs[0], inputs[1], inputs[2].clone())
     changed[2][0, -1] = 1.0
     with torch.no_grad():
-        torch.testing.assert_close(model(*inputs)[:, -1], model(*changed)[:, -1])
+        torch.testing.assert_close(model(*inputs)[0][:, -1], model(*changed)[0][:, -1])
         changed[2][0, -2] = 0.0 if float(inputs[2][0, -2]) else 1.0
-        assert not torch.allclose(model(*inputs)[:, -1], model(*changed)[:, -1])
+        assert not torch.allclose(model(*inputs)[0][:, -1], model(*changed)[0][:, -1])

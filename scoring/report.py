@@ -1,0 +1,195 @@
+"""A self-contained HTML report of a run: model quality, learning curves, distributions,
+ranking against baselines, and example recommendations with titles.
+
+Every number on the page comes from ``report.json`` beside it, which gathers the run's
+manifest, the bundle's manifest and, when ``make evaluate`` has run, its results. Plots need
+matplotlib (the ``report`` extra); without it the page keeps its tables and says so.
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import html
+import io
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from .bundle import ITEMS, MANIFEST
+from .cli_support import run_cli
+from .paths import DEFAULT_OUTPUT_ROOT
+from .publish import LATEST
+
+log = logging.getLogger(__name__)
+
+REPORT_HTML = "report.html"
+REPORT_JSON = "report.json"
+EVALUATION_JSON = DEFAULT_OUTPUT_ROOT / "evaluation" / "evaluation.json"
+EXAMPLE_USERS = 3
+
+
+def fmt(value: float) -> str:
+    """The one way a number is printed on the page (the tests rely on it)."""
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def gather(run_dir: Path, evaluation: Path | None) -> dict[str, Any]:
+    """Everything the page shows, as one JSON-able dictionary."""
+    run = json.loads((run_dir / "manifest.json").read_text())
+    bundle_dir = Path(run["bundle"]["path"])
+    bundle = json.loads((bundle_dir / MANIFEST).read_text())
+    data: dict[str, Any] = {
+        "run_id": run["run_id"], "bundle_id": bundle["bundle_id"], "top_n": run["top_n"],
+        "baseline_global_mean": bundle["baseline_global_mean"],
+        "models": {m: {k: bundle["models"][m][k] for k in ("test_metrics", "post_rmse_unit", "learning_curve",
+                                                           "best_epoch", "histogram")
+                       if k in bundle["models"][m]} for m in run["models"]},
+        "examples": examples(run_dir, bundle_dir, run),
+        "evaluation": None,
+    }
+    if evaluation is not None and evaluation.is_file():
+        report = json.loads(evaluation.read_text())
+        data["evaluation"] = {p: {"splits": len(b["splits"]), "mean_rating": b["mean_rating"],
+                                  "mean_ranking": b["mean_ranking"]} for p, b in report["protocols"].items()}
+    return data
+
+
+def examples(run_dir: Path, bundle_dir: Path, run: dict[str, Any]) -> dict[str, Any]:
+    """Top-N with titles for the first few users, for each model that wrote recommendations."""
+    if "recommendations" not in run["tables"]:
+        return {}
+    items = pq.read_table(bundle_dir / ITEMS).to_pandas()
+    titles = dict(zip(items["item_id"], items["title"].fillna("")))
+    out: dict[str, Any] = {}
+    for model in run["models"]:
+        table = pq.read_table(run_dir / "recommendations" / f"model={model}").to_pandas()
+        users = sorted(table["user_id"].unique())[:EXAMPLE_USERS]
+        out[model] = {str(u): [{"rank": int(r.rank), "item_id": int(r.item_id), "title": titles.get(r.item_id, ""),
+                                "prediction": float(r.prediction)}
+                               for r in table[table["user_id"] == u].sort_values("rank").itertuples()]
+                      for u in users}
+    return out
+
+
+def _png(figure: Any) -> str:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+    plt.close(figure)
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def figures(data: dict[str, Any]) -> dict[str, str]:
+    """Base64 PNGs by name; empty when matplotlib is not installed."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return {}
+    out = {}
+    models = data["models"]
+    fig, axes = plt.subplots(1, len(models), figsize=(4 * len(models), 3), squeeze=False)
+    for ax, (name, m) in zip(axes[0], models.items()):
+        epochs = [e["epoch"] for e in m["learning_curve"]]
+        ax.plot(epochs, [e["train_rmse"] for e in m["learning_curve"]], label="train")
+        ax.plot(epochs, [e["validation_rmse"] for e in m["learning_curve"]], label="validation")
+        ax.axvline(m["best_epoch"], color="grey", linestyle=":")
+        ax.set(title=name, xlabel="epoch", ylabel="RMSE on [0, 1]")
+        ax.legend()
+    out["learning_curves"] = _png(fig)
+    with_hist = {n: m for n, m in models.items() if "histogram" in m}
+    if with_hist:
+        fig, axes = plt.subplots(1, len(with_hist), figsize=(4 * len(with_hist), 3), squeeze=False)
+        centres = np.linspace(1.125, 4.875, 16)
+        for ax, (name, m) in zip(axes[0], with_hist.items()):
+            for star, counts in enumerate(m["histogram"], start=1):
+                ax.plot(centres, counts, label=f"true {star}")
+            ax.set(title=name, xlabel="predicted stars", ylabel="test ratings")
+            ax.legend(fontsize=7)
+        out["predicted_vs_true"] = _png(fig)
+    if data["evaluation"]:
+        protocol = "temporal" if "temporal" in data["evaluation"] else next(iter(data["evaluation"]))
+        ranking = data["evaluation"][protocol]["mean_ranking"]
+        fig, ax = plt.subplots(figsize=(7, 3))
+        names = list(ranking)
+        ax.bar(names, [ranking[n]["rated_4_plus"]["ndcg"] for n in names])
+        ax.set(title=f"NDCG@10, {protocol} hold-out (relevant = rated >= 4)", ylabel="NDCG@10")
+        out["ranking"] = _png(fig)
+    return out
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(fmt(c) if not isinstance(c, str) else c)}</td>" for c in row)
+                   + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def render(data: dict[str, Any], images: dict[str, str]) -> str:
+    """The page's HTML."""
+    parts = [f"<h1>Run {html.escape(data['run_id'])}</h1>",
+             f"<p>Model bundle {html.escape(data['bundle_id'])}; top {data['top_n']} per user.</p>",
+             "<h2>Test-set rating error (bundle's hold-out)</h2>"]
+    baseline = data["baseline_global_mean"]
+    rows = [["global mean", baseline["rmse_stars"], baseline["mae_stars"], baseline["rmse_unit"], "-"]]
+    rows += [[n, m["test_metrics"]["rmse_stars"], m["test_metrics"]["mae_stars"], m["test_metrics"]["rmse_unit"],
+              m["post_rmse_unit"]] for n, m in data["models"].items()]
+    parts.append(_table(["model", "RMSE (stars)", "MAE (stars)", "RMSE [0, 1]", "post's RMSE [0, 1]"], rows))
+    if not images:
+        parts.append("<p><em>Plots are left out: matplotlib is not installed (pip install '.[report]').</em></p>")
+    titles = {"learning_curves": "Learning curves", "predicted_vs_true": "Predicted vs true ratings",
+              "ranking": "Ranking quality against baselines"}
+    for name, image in images.items():
+        parts.append(f"<h2>{titles[name]}</h2><img id='fig-{name}' alt='{titles[name]}' src='data:image/png;base64,{image}'>")
+    if data["evaluation"]:
+        for protocol, body in data["evaluation"].items():
+            parts.append(f"<h2>{protocol.replace('_', ' ')}: mean over {body['splits']} split(s)</h2>")
+            parts.append(_table(["method", "RMSE (stars)", "MAE (stars)", "RMSE [0, 1]"],
+                                [[k, v["rmse_stars"], v["mae_stars"], v["rmse_unit"]] for k, v in body["mean_rating"].items()]))
+            parts.append(_table(["method (top-10, relevant = rated >= 4)", "precision", "recall", "NDCG", "MAP",
+                                 "hit rate", "coverage", "mean popularity"],
+                                [[k, *(v["rated_4_plus"][c] for c in ("precision", "recall", "ndcg", "map", "hit_rate",
+                                                                       "coverage", "mean_popularity"))]
+                                 for k, v in body["mean_ranking"].items()]))
+    else:
+        parts.append("<p><em>No cross-validation results yet: run <code>make evaluate</code>.</em></p>")
+    for model, users in data["examples"].items():
+        parts.append(f"<h2>Top {data['top_n']} by {model}</h2>")
+        for user, recs in users.items():
+            parts.append(f"<h3>user {user}</h3>" + _table(["rank", "item_id", "title", "predicted stars"],
+                                                         [[r["rank"], r["item_id"], r["title"], r["prediction"]] for r in recs]))
+    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse;margin:1em 0}"
+             "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}img{max-width:100%}")
+    return f"<!doctype html><html><head><meta charset='utf-8'><title>Run {html.escape(data['run_id'])}</title>" \
+           f"<style>{style}</style></head><body>{''.join(parts)}</body></html>"
+
+
+def write_report(run_dir: Path, evaluation: Path | None = EVALUATION_JSON) -> Path:
+    """Write ``report.json`` and ``report.html`` into ``run_dir`` (each by an atomic rename)."""
+    data = gather(run_dir, evaluation)
+    page = render(data, figures(data))
+    for name, text in ((REPORT_JSON, json.dumps(data, indent=1, sort_keys=True)), (REPORT_HTML, page)):
+        tmp = run_dir / f".{name}.tmp"
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(run_dir / name)
+    return run_dir / REPORT_HTML
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m scoring.report", description=__doc__)
+    parser.add_argument("--run", type=Path, default=DEFAULT_OUTPUT_ROOT / LATEST,
+                        help="published run directory (default: %(default)s)")
+    parser.add_argument("--evaluation", type=Path, default=EVALUATION_JSON,
+                        help="results of make evaluate, if any (default: %(default)s)")
+    args = parser.parse_args(argv)
+    return run_cli(lambda: print(write_report(args.run.resolve(), args.evaluation)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
