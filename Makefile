@@ -45,6 +45,11 @@ evaluate: data $(EVAL_STAMP)  ## 5-fold CV + temporal hold-out vs baselines and 
 report: $(STAMP)  ## (re)write output/latest/report.html, with make evaluate's results if present
 	$(PY) -m scoring.report
 
+BENCH_ARGS ?=
+
+bench: data  ## benchmark: stage times, pairs/s, peak RSS, vs torch eager and the GEMM floor
+	$(PY) -m export.bench $(BENCH_ARGS)
+
 test: data  ## run the whole test suite
 	$(PY) -m pytest $(PYTEST_ARGS)
 

@@ -20,6 +20,7 @@ from scoring.schema import MODEL_NAMES
 from .config import RunConfig
 from .loading import DataSource, load_dataset
 from .metrics import POST_RMSE_UNIT
+from .synthetic import parse_shape
 from .pipeline import build_bundle, code_fingerprint, run_fingerprint, seeds, train_model
 
 log = logging.getLogger("export")
@@ -37,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--data-dir", type=Path, help="an ml-100k folder with u.data (and optional u.item)")
     data.add_argument("--train-file", type=Path, help="training ratings in u.data format, e.g. u1.base")
     data.add_argument("--test-file", type=Path, help="test ratings in u.data format, e.g. u1.test")
+    data.add_argument("--synthetic", metavar="USERS,ITEMS,RATINGS",
+                      help="seeded synthetic ratings instead (or a shape name: ml-1m, ml-20m, ml-25m)")
     data.add_argument("--cache-dir", type=Path, default=DEFAULT_DATA_DIR,
                       help="download cache (default: %(default)s)")
     parser.add_argument("--artifacts", type=Path, default=DEFAULT_ARTIFACTS_ROOT,
@@ -46,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="comma-separated models to train (default: %(default)s)")
     parser.add_argument("--max-epochs", type=int, help="cap every model's epochs (for quick runs)")
     parser.add_argument("--batch-size", type=int, help="override every model's mini-batch size")
+    parser.add_argument("--time-budget", type=float, help="stop each model's training after this many seconds")
     parser.add_argument("--window", type=int, default=10, help="LSTM sequence length L (default: %(default)s)")
     parser.add_argument("--force", action="store_true", help="retrain even if an identical bundle exists")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -58,12 +62,13 @@ def make_config(args: argparse.Namespace) -> RunConfig:
     if args.window < 2:
         raise UsageError(f"--window: expected an integer >= 2 (history plus the item to rate), got {args.window}")
     config = dataclasses.replace(config, lstm=dataclasses.replace(config.lstm, window=args.window))
-    overrides = {"max_epochs": args.max_epochs, "batch_size": args.batch_size}
+    overrides = {"max_epochs": args.max_epochs, "batch_size": args.batch_size,
+                 "time_budget_s": getattr(args, "time_budget", None)}
     for option, value in overrides.items():
         if value is None:
             continue
         if value < 1:
-            raise UsageError(f"--{option.replace('_', '-')}: expected a positive integer, got {value}")
+            raise UsageError(f"--{option.replace('_', '-').removesuffix('-s')}: expected a positive number, got {value}")
         for name in MODEL_NAMES:
             sub = config.model_config(name)
             sub = dataclasses.replace(sub, training=dataclasses.replace(sub.training, **{option: value}))
@@ -88,7 +93,8 @@ def reusable_bundle(artifacts: Path, fingerprint: str) -> Path | None:
 def train_and_export(args: argparse.Namespace) -> Path:
     """Load data, train each model, export and publish; reuse an up-to-date bundle."""
     config = make_config(args)
-    source = DataSource(args.data_dir, args.train_file, args.test_file, args.cache_dir)
+    synthetic = parse_shape(args.synthetic) if args.synthetic else None
+    source = DataSource(args.data_dir, args.train_file, args.test_file, args.cache_dir, synthetic)
     child = seeds(config.seed)
     dataset, checksums = load_dataset(source, config, np.random.default_rng(child["split"]))
     fingerprint = run_fingerprint(config, checksums, code_fingerprint(PROJECT_ROOT))

@@ -26,6 +26,9 @@ class TrainingConfig:
     """Upper bound on passes over the training ratings."""
     patience: int = 3
     """Stop after this many epochs without a better validation RMSE; the best epoch is kept."""
+    time_budget_s: float | None = None
+    """Stop once training has taken this long (checked every batch; the epoch in progress is
+    cut short and validated), for catalogues too large for full epochs. None: no limit."""
 
 
 @dataclass(frozen=True)

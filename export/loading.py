@@ -17,6 +17,7 @@ from .dataset import Dataset, Interactions, Vocabulary
 from .fetch import fetch_movielens
 from .ratings import parse_items, parse_ratings
 from .split import split_frame
+from .synthetic import generate_ratings
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,8 @@ class DataSource:
     test_file: Path | None = None
     cache_dir: Path = DEFAULT_DATA_DIR
     """Download cache used when neither of the above is given."""
+    synthetic: tuple[int, int, int] | None = None
+    """Generate (users, items, ratings) seeded synthetic ratings instead of reading files."""
 
     def resolve(self) -> tuple[list[Path], Path | None]:
         """Ratings files (one, or train then test) and the items file if there is one."""
@@ -87,6 +90,10 @@ def build_dataset(frames: list[pd.DataFrame], config: RunConfig, rng: np.random.
 def load_dataset(source: DataSource, config: RunConfig,
                  rng: np.random.Generator) -> tuple[Dataset, dict[str, str]]:
     """Parse, validate and split the configured data; return it with the inputs' checksums."""
+    if source.synthetic is not None:
+        frame = generate_ratings(*source.synthetic, seed=config.seed)
+        shape = ",".join(map(str, source.synthetic))
+        return build_dataset([frame], config, rng), {f"synthetic:{shape}": f"seed={config.seed}"}
     paths, items_path = source.resolve()
     frames = [parse_ratings(p) for p in paths]
     titles = None

@@ -105,8 +105,12 @@ def fit(model: nn.Module, objective: Objective,
         order = torch.randperm(n, generator=generator)
         total, seen = 0.0, 0
         batches = range(0, n, config.batch_size)
+        out_of_time = False
         for start in tqdm(batches, desc=f"{name} epoch {epoch}", leave=False, unit="batch",
                           disable=not sys.stderr.isatty()):
+            if config.time_budget_s is not None and time.perf_counter() - started > config.time_budget_s:
+                out_of_time = True
+                break
             index = order[start:start + config.batch_size]
             batch = tuple(x[index] for x in inputs)
             loss, mse = batch_loss(model, objective, batch, targets[index], config, generator)
@@ -116,6 +120,7 @@ def fit(model: nn.Module, objective: Objective,
             total += float(mse.detach()) * len(index)
             seen += len(index)
         val_rmse = rmse_unit(predict_in_batches(model, objective.predict, validation[0]), validation[1])
+        seen = max(seen, 1)
         result.epochs.append({"epoch": epoch, "train_mse": total / seen, "train_rmse": (total / seen) ** 0.5,
                               "validation_rmse": val_rmse})
         improved = val_rmse < result.best_val_rmse
@@ -125,6 +130,10 @@ def fit(model: nn.Module, objective: Objective,
             result.best_epoch, result.best_val_rmse = epoch, val_rmse
             best_state = copy.deepcopy(model.state_dict())
         elif epoch - result.best_epoch >= config.patience:
+            break
+        if out_of_time:
+            log.info("%s: time budget of %.0f s reached during epoch %d (%d of %d ratings seen)",
+                     name, config.time_budget_s, epoch, seen, n)
             break
     model.load_state_dict(best_state)
     model.eval()

@@ -13,6 +13,7 @@ from pathlib import Path
 from types import TracebackType
 
 from .errors import LockError, PublishError
+from .failpoints import failpoint
 
 log = logging.getLogger(__name__)
 
@@ -121,17 +122,20 @@ def publish(staging: Path, root: Path, name: str) -> Path:
     renames, and swaps the ``latest`` link with a single atomic rename.
     """
     (staging / SUCCESS_MARKER).touch()
+    failpoint("after_success_marker")
     fsync_tree(staging)
     final = root / name
     if final.exists():
         raise PublishError(f"{final}: a run of that name is already published")
     os.rename(staging, final)
+    failpoint("after_rename")
     link_tmp = root / f"{STAGING_PREFIX}{LATEST}-{os.getpid()}"
     if link_tmp.is_symlink() or link_tmp.exists():
         link_tmp.unlink()
     os.symlink(name, link_tmp)
     os.replace(link_tmp, root / LATEST)
     _fsync_path(root)
+    failpoint("after_latest_switch")
     return final
 
 

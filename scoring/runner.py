@@ -25,7 +25,8 @@ import pyarrow.parquet as pq
 from .bundle import MANIFEST, PARITY_TOLERANCE, Bundle, load_bundle
 from .checksums import sha256_file
 from .engine import ModelScorer, available_cpus
-from .errors import UsageError, VerificationError
+from .errors import PublishError, UsageError, VerificationError
+from .failpoints import failpoint
 from .parity import check_parity
 from .publish import RootLock, new_staging_dir, prepare_root, publish, remove_stale_staging
 from .schema import MODEL_NAMES, SCHEMAS, TABLE_NAMES
@@ -160,6 +161,7 @@ def score_model(bundle: Bundle, model: str, options: ScoringOptions, run_dir: Pa
             ours["score"][picked] = score[ref.users[picked] - start, ref.items[picked]]
             ours["rank"][picked] = rank[ref.users[picked] - start, ref.items[picked]]
             pending.append(pool.submit(sink, start, stop, rating, rank))
+            failpoint("mid_model_first_chunk")
             while len(pending) > 1:
                 pending.popleft().result()
         while pending:
@@ -209,31 +211,41 @@ def run_scoring(options: ScoringOptions) -> Path:
     started = time.perf_counter()
     bundle = load_bundle(options.bundle, list(options.models))
     validate_options(options, bundle)
+    failpoint("after_bundle_load")
     root = prepare_root(options.output_root)
     created = datetime.now(timezone.utc)
     digest = inputs_hash(bundle, options)
     run_id = f"{created:%Y%m%dT%H%M%S%fZ}-{digest[:10]}"
     load_seconds = time.perf_counter() - started
     with RootLock(root, wait=options.wait):
+        failpoint("after_lock")
         remove_stale_staging(root)
         staging = new_staging_dir(root, run_id)
+        failpoint("after_staging_created")
         try:
             results: dict[str, ModelResult] = {}
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="table-writer") as pool:
                 for model in options.models:
                     t = time.perf_counter()
                     results[model] = score_model(bundle, model, options, staging, pool)
+                    failpoint("after_first_model")
                     results[model].seconds["total"] = time.perf_counter() - t
                     log.info("%s: %s rows, parity %.2e over %d pairs, %.2f s", model,
                              results[model].rows, results[model].parity_max_abs_diff,
                              results[model].parity_pairs, results[model].seconds["total"])
+            failpoint("after_all_models")
             counts = verify_tables(staging, bundle, options)
+            failpoint("after_verify")
             manifest = _run_manifest(run_id, created, digest, bundle, options, results, counts, staging,
                                      load_seconds, time.perf_counter() - started)
             (staging / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
+            failpoint("after_manifest")
             if options.report:
                 _write_report(staging)
             final = publish(staging, root, run_id)
+        except OSError as exc:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise PublishError(f"{staging}: writing the run failed, nothing was published ({exc})") from exc
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise

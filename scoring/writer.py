@@ -7,6 +7,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .errors import PublishError
+from .failpoints import failpoint
 from .schema import PARQUET_COMPRESSION, PARQUET_COMPRESSION_LEVEL, SCHEMAS
 
 ROW_GROUP_ROWS = 1 << 20
@@ -56,6 +57,7 @@ class PartitionWriter:
             raise PublishError(f"{self.path}: write failed ({exc})") from exc
         self.rows += table.num_rows
         self._pending, self._pending_rows = [], 0
+        failpoint("mid_model_write")
 
     def close(self) -> None:
         """Write what is buffered and the file footer."""

@@ -1,0 +1,211 @@
+"""``python -m export.bench`` (``make bench``): per-stage wall times, throughput and peak memory.
+
+Trains and exports on MovieLens 100K (or a synthetic catalogue of a given shape), then runs
+the scoring job as its own onnxruntime-only process (torch blocked) and reads its peak RSS.
+In the same run it times the alternatives on the same bundle: torch eager pairwise scoring,
+onnxruntime on the pairwise graphs, and a plain GEMM floor for MF.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import torch
+
+from scoring.bundle import load_bundle
+from scoring.cli import parse_names
+from scoring.cli_support import run_cli
+from scoring.engine import available_cpus, make_session
+from scoring.schema import MODEL_NAMES, TABLE_NAMES
+
+from .cli import build_parser as export_parser
+from .cli import train_and_export
+from .families import FAMILIES, History
+from .parity import pairwise_outputs
+from .verify import load_torch_model
+
+log = logging.getLogger(__name__)
+ROOT = Path(__file__).resolve().parent.parent
+PAIRWISE_BATCH = 65_536
+
+
+def timed(action, *args, **kwargs) -> tuple[Any, float]:
+    started = time.perf_counter()
+    value = action(*args, **kwargs)
+    return value, time.perf_counter() - started
+
+
+def run_scoring_process(bundle: Path, output: Path, models: tuple[str, ...], tables: tuple[str, ...],
+                        extra: list[str]) -> dict[str, Any]:
+    """Run the scoring CLI as a separate torch-free process; return its wall time, peak RSS and manifest."""
+    code = ("import sys, runpy; sys.modules['torch'] = None; sys.argv = ['scoring'] + sys.argv[1:]; "
+            "runpy.run_module('scoring', run_name='__main__', alter_sys=True)")
+    command = [sys.executable, "-c", code, "--bundle", str(bundle), "--output-root", str(output),
+               "--models", ",".join(models), "--tables", ",".join(tables), "--no-report", *extra]
+    started = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "PYTHONPATH": str(ROOT)})
+    _, status, usage = os.wait4(process.pid, 0)
+    wall = time.perf_counter() - started
+    stdout, stderr = process.stdout.read(), process.stderr.read()
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"scoring failed:\n{stderr[-2000:]}")
+    run_dir = Path(stdout.strip().splitlines()[-1])
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    return {"process_wall_s": wall, "peak_rss_mb": usage.ru_maxrss / 1024, "manifest": manifest}
+
+
+def eager_pairwise_seconds(bundle, model: str, limit_pairs: int | None) -> tuple[float, int]:
+    """Torch eager, pairwise forward over (a prefix of) all pairs, as the models were trained."""
+    module = load_torch_model(bundle, model)
+    family = FAMILIES[model]
+    history = History(bundle.history_items, bundle.history_ratings)
+    total = bundle.n_users * bundle.n_items if limit_pairs is None else min(limit_pairs, bundle.n_users * bundle.n_items)
+    started = time.perf_counter()
+    with torch.no_grad():
+        for start in range(0, total, PAIRWISE_BATCH):
+            flat = np.arange(start, min(start + PAIRWISE_BATCH, total))
+            users, items = np.divmod(flat, bundle.n_items)
+            module(*family.pair_inputs(users, items, history))
+    return time.perf_counter() - started, total
+
+
+def ort_pairwise_seconds(bundle, model: str, limit_pairs: int | None, threads: int) -> tuple[float, int]:
+    """onnxruntime on the pairwise graph over (a prefix of) all pairs."""
+    session = make_session(str(bundle.pairwise_graph_path(model)), threads)
+    family = FAMILIES[model]
+    history = History(bundle.history_items, bundle.history_ratings)
+    total = bundle.n_users * bundle.n_items if limit_pairs is None else min(limit_pairs, bundle.n_users * bundle.n_items)
+    seconds = 0.0
+    for start in range(0, total, PAIRWISE_BATCH):
+        flat = np.arange(start, min(start + PAIRWISE_BATCH, total))
+        users, items = np.divmod(flat, bundle.n_items)
+        inputs = tuple(x.numpy() for x in family.pair_inputs(users, items, history))
+        t = time.perf_counter()
+        pairwise_outputs(session, model, inputs)
+        seconds += time.perf_counter() - t
+    return seconds, total
+
+
+def gemm_floor_seconds(bundle, repeats: int = 5) -> float:
+    """Best of a few ``P @ Q^T`` products with MF's own factor sizes: the arithmetic floor."""
+    state = torch.load(bundle.path / "mf.pt", map_location="cpu", weights_only=True)
+    p = state["user_embedding.weight"].numpy()
+    q = state["item_embedding.weight"].numpy()
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        p @ q.T
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def run_bench(args: argparse.Namespace) -> dict[str, Any]:
+    models = parse_names("--models", args.models, MODEL_NAMES)
+    tables = parse_names("--tables", args.tables, TABLE_NAMES)
+    work = args.work_dir
+    train_argv = ["--artifacts", str(work / "artifacts"), "--models", ",".join(models)]
+    if args.synthetic:
+        train_argv += ["--synthetic", args.synthetic]
+    if args.time_budget:
+        train_argv += ["--time-budget", str(args.time_budget)]
+    if args.max_epochs:
+        train_argv += ["--max-epochs", str(args.max_epochs)]
+    if args.force_train:
+        train_argv.append("--force")
+    bundle_path, train_wall = timed(train_and_export, export_parser().parse_args(train_argv))
+    bundle = load_bundle(bundle_path, list(models))
+    manifest = bundle.manifest
+    results: dict[str, Any] = {
+        "shape": {"users": bundle.n_users, "items": bundle.n_items, "pairs": bundle.n_users * bundle.n_items,
+                  "data": args.synthetic or "MovieLens 100K"},
+        "machine": {"cpus": available_cpus(), "python": platform.python_version(),
+                    "onnxruntime": ort.__version__, "torch": torch.__version__, "processor": platform.processor()},
+        "train_and_export_wall_s": train_wall,
+        "train_s": {m: manifest["models"][m]["train_seconds"] for m in models},
+        "export_s": {m: manifest["models"][m]["export_seconds"] for m in models},
+    }
+    scoring = run_scoring_process(bundle_path, work / "output", models, tables, args.scoring_args)
+    seconds = scoring["manifest"]["seconds"]
+    results["scoring"] = {
+        "process_wall_s": scoring["process_wall_s"], "peak_rss_mb": scoring["peak_rss_mb"],
+        "stage_s": seconds["total"], "load_s": seconds["load"],
+        "per_model": {m: seconds[m] for m in models},
+        "pairs_per_s": bundle.n_users * bundle.n_items * len(models) / seconds["total"],
+        "tables": list(tables),
+    }
+    comparisons: dict[str, Any] = {}
+    limit = args.compare_pairs
+    for model in models:
+        eager, n_eager = eager_pairwise_seconds(bundle, model, limit)
+        onnx_pairwise, n_ort = ort_pairwise_seconds(bundle, model, limit, available_cpus())
+        all_items = seconds[model]["onnxruntime"]
+        scale = bundle.n_users * bundle.n_items
+        comparisons[model] = {
+            "torch_eager_pairwise_s": eager * scale / n_eager, "measured_pairs": n_eager,
+            "onnxruntime_pairwise_s": onnx_pairwise * scale / n_ort,
+            "onnxruntime_all_items_s": all_items,
+            "speedup_all_items_vs_eager": eager * scale / n_eager / max(all_items, 1e-9),
+        }
+    comparisons["gemm_floor_mf_s"] = gemm_floor_seconds(bundle) if "mf" in models else None
+    eager_total = sum(comparisons[m]["torch_eager_pairwise_s"] for m in models)
+    comparisons["scoring_stage_speedup_vs_eager"] = eager_total / seconds["total"]
+    results["comparisons"] = comparisons
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2))
+    print_table(results, models)
+    print(f"written: {args.out}")
+    return results
+
+
+def print_table(r: dict[str, Any], models: tuple[str, ...]) -> None:
+    s, c = r["scoring"], r["comparisons"]
+    print(f"\nshape: {r['shape']['users']:,} users x {r['shape']['items']:,} items = {r['shape']['pairs']:,} pairs "
+          f"({r['shape']['data']}), {r['machine']['cpus']} CPUs")
+    print(f"train + export (wall): {r['train_and_export_wall_s']:.1f} s")
+    print(f"scoring process: {s['process_wall_s']:.2f} s wall, scoring stage {s['stage_s']:.3f} s "
+          f"(bundle load {s['load_s']:.3f} s), peak RSS {s['peak_rss_mb']:.0f} MB, "
+          f"{s['pairs_per_s'] / 1e6:.1f} M pairs/s, tables {','.join(s['tables'])}")
+    print(f"{'model':6s} {'train s':>8s} {'export s':>8s} {'ort s':>8s} {'top-N s':>8s} {'write s':>8s} "
+          f"{'eager pairwise s':>17s} {'ort pairwise s':>15s} {'speed-up':>9s}")
+    for m in models:
+        pm = s["per_model"][m]
+        print(f"{m:6s} {r['train_s'][m]:8.1f} {r['export_s'][m]:8.1f} {pm['onnxruntime']:8.3f} {pm['top_n']:8.3f} "
+              f"{pm['write']:8.3f} {c[m]['torch_eager_pairwise_s']:17.2f} {c[m]['onnxruntime_pairwise_s']:15.2f} "
+              f"{c[m]['speedup_all_items_vs_eager']:8.0f}x")
+    if c.get("gemm_floor_mf_s") is not None:
+        print(f"GEMM floor for MF (P @ Q^T): {c['gemm_floor_mf_s'] * 1e3:.1f} ms")
+    print(f"whole scoring stage vs torch eager pairwise: {c['scoring_stage_speedup_vs_eager']:.0f}x faster")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m export.bench", description=__doc__)
+    parser.add_argument("--synthetic", metavar="SHAPE",
+                        help="USERS,ITEMS,RATINGS or ml-1m, ml-20m, ml-25m (default: MovieLens 100K itself)")
+    parser.add_argument("--models", default=",".join(MODEL_NAMES), help="models (default: %(default)s)")
+    parser.add_argument("--tables", default=",".join(TABLE_NAMES), help="tables to write (default: %(default)s)")
+    parser.add_argument("--time-budget", type=float, help="training seconds per model (large shapes)")
+    parser.add_argument("--max-epochs", type=int, help="cap every model's epochs")
+    parser.add_argument("--force-train", action="store_true", help="retrain even if the bundle is up to date")
+    parser.add_argument("--compare-pairs", type=int, default=None,
+                        help="time the eager/pairwise comparisons on this many pairs and scale (default: all)")
+    parser.add_argument("--work-dir", type=Path, default=Path("bench"), help="bundles and runs (default: %(default)s)")
+    parser.add_argument("--out", type=Path, default=Path("bench") / "bench.json", help="JSON (default: %(default)s)")
+    parser.add_argument("--scoring-args", nargs=argparse.REMAINDER, default=[],
+                        help="further options for the scoring process, e.g. --chunk-pairs 65536")
+    args = parser.parse_args(argv)
+    return run_cli(lambda: run_bench(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
