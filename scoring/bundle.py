@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .checksums import sha256_file
@@ -187,6 +188,17 @@ def _load_npz(path: Path, keys: list[str]) -> dict[str, np.ndarray]:
         raise BundleError(f"{path}: not a readable .npz archive ({exc})") from exc
 
 
+def _int32_column(table: pa.Table, name: str, path: Path) -> np.ndarray:
+    """A non-null int32 column as numpy, read from its buffer: pyarrow's ``to_numpy`` imports
+    pandas, which would add ~0.4 s to every scoring run's start."""
+    if name not in table.column_names or table.schema.field(name).type != pa.int32():
+        raise BundleError(f"{path}: expected an int32 column '{name}'")
+    column = table.column(name).combine_chunks()
+    if column.null_count:
+        raise BundleError(f"{path}: column '{name}' has missing values")
+    return np.frombuffer(column.buffers()[1], dtype=np.int32, count=len(column), offset=column.offset * 4).copy()
+
+
 def load_bundle(path: Path, models: list[str] | None = None) -> Bundle:
     """Load a bundle for scoring, verifying schema version and every checksum it relies on."""
     path = Path(path)
@@ -198,10 +210,11 @@ def load_bundle(path: Path, models: list[str] | None = None) -> Bundle:
     names = [USERS, ITEMS, HISTORY, REFERENCE] + [all_items_graph_file(m) for m in chosen]
     verify_files(path, manifest, names)
 
-    users = pq.read_table(path / USERS)
-    items = pq.read_table(path / ITEMS)
-    user_ids = users.column("user_id").to_numpy().astype(np.int32)
-    item_ids = items.column("item_id").to_numpy().astype(np.int32)
+    # ParquetFile, not read_table: read_table imports pyarrow.dataset, ~0.5 s of start-up.
+    users = pq.ParquetFile(path / USERS).read()
+    items = pq.ParquetFile(path / ITEMS).read()
+    user_ids = _int32_column(users, "user_id", path / USERS)
+    item_ids = _int32_column(items, "item_id", path / ITEMS)
     titles = items.column("title").to_pylist() if "title" in items.column_names else [None] * len(item_ids)
     if len(user_ids) != manifest["n_users"] or len(item_ids) != manifest["n_items"]:
         raise BundleError(f"{path}: users/items files hold {len(user_ids)}/{len(item_ids)} rows; "

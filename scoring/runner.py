@@ -31,12 +31,12 @@ from .parity import check_parity
 from .publish import RootLock, new_staging_dir, prepare_root, publish, remove_stale_staging
 from .schema import MODEL_NAMES, SCHEMAS, TABLE_NAMES
 from .topn import mask_seen, top_n
-from .writer import PartitionWriter, table_file
+from .writer import PartitionWriter, arrow_array, table_file
 
 log = logging.getLogger(__name__)
 
 RUN_SCHEMA_VERSION = 1
-DEFAULT_CHUNK_PAIRS = 131_072
+DEFAULT_CHUNK_PAIRS = 32_768
 """User-item pairs scored per onnxruntime call; bounds the intermediates of every graph."""
 
 
@@ -104,9 +104,9 @@ class _ChunkSink:
         if "predictions" in self.writers:
             t = time.perf_counter()
             self.writers["predictions"].write({
-                "user_id": pa.array(np.repeat(users, b.n_items)),
-                "item_id": pa.array(np.tile(b.item_ids, stop - start)),
-                "prediction": pa.array(rating.reshape(-1)),
+                "user_id": arrow_array(np.repeat(users, b.n_items)),
+                "item_id": arrow_array(np.tile(b.item_ids, stop - start)),
+                "prediction": arrow_array(rating.reshape(-1)),
             })
             self.result.seconds["write"] += time.perf_counter() - t
         if "recommendations" in self.writers:
@@ -117,11 +117,11 @@ class _ChunkSink:
             rows, ranks = np.nonzero(valid)
             chosen = items[rows, ranks]
             columns = {
-                "user_id": pa.array(users[rows]),
-                "rank": pa.array((ranks + 1).astype(np.int16)),
-                "item_id": pa.array(b.item_ids[chosen]),
-                "prediction": pa.array(rating[rows, chosen]),
-                "score": pa.array(rank[rows, chosen]),
+                "user_id": arrow_array(users[rows]),
+                "rank": arrow_array((ranks + 1).astype(np.int16)),
+                "item_id": arrow_array(b.item_ids[chosen]),
+                "prediction": arrow_array(rating[rows, chosen]),
+                "score": arrow_array(rank[rows, chosen]),
             }
             self.result.seconds["top_n"] += time.perf_counter() - t
             t = time.perf_counter()

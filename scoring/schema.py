@@ -38,3 +38,7 @@ PARQUET_COMPRESSION = "zstd"
 
 PARQUET_COMPRESSION_LEVEL = 3
 """zstd level: level 3 is the library default; higher levels cost write time for little gain here."""
+
+PARQUET_USE_DICTIONARY = False
+"""Plain encoding + zstd: for these columns it is both smaller (5.7 vs 7.3 MB for 1.59M
+predictions) and 4x faster to write than dictionary encoding (0.07 vs 0.30 s)."""

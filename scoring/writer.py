@@ -3,18 +3,31 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .errors import PublishError
 from .failpoints import failpoint
-from .schema import PARQUET_COMPRESSION, PARQUET_COMPRESSION_LEVEL, SCHEMAS
+from .schema import PARQUET_COMPRESSION, PARQUET_COMPRESSION_LEVEL, PARQUET_USE_DICTIONARY, SCHEMAS
 
 ROW_GROUP_ROWS = 1 << 20
 """Rows buffered before a row group is written: large enough for fast scans, small enough to
 keep the writer's memory at a few tens of MB."""
 
 PART_FILE = "part-00000.parquet"
+
+
+_ARROW_TYPES = {np.dtype(np.int16): pa.int16(), np.dtype(np.int32): pa.int32(), np.dtype(np.float32): pa.float32()}
+
+
+def arrow_array(values: np.ndarray) -> pa.Array:
+    """Zero-copy Arrow view of a 1-d numeric numpy array.
+
+    ``pa.array(ndarray)`` would do too, but its first call imports pandas (~0.4 s per run).
+    """
+    values = np.ascontiguousarray(values)
+    return pa.Array.from_buffers(_ARROW_TYPES[values.dtype], len(values), [None, pa.py_buffer(values)])
 
 
 def table_file(run_dir: Path, table: str, model: str) -> Path:
@@ -35,7 +48,8 @@ class PartitionWriter:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._writer = pq.ParquetWriter(self.path, self.schema, compression=PARQUET_COMPRESSION,
-                                            compression_level=PARQUET_COMPRESSION_LEVEL)
+                                            compression_level=PARQUET_COMPRESSION_LEVEL,
+                                            use_dictionary=PARQUET_USE_DICTIONARY)
         except OSError as exc:
             raise PublishError(f"{self.path}: cannot create Parquet file ({exc})") from exc
 
