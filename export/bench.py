@@ -48,21 +48,25 @@ def timed(action, *args, **kwargs) -> tuple[Any, float]:
 def run_scoring_process(bundle: Path, output: Path, models: tuple[str, ...], tables: tuple[str, ...],
                         extra: list[str]) -> dict[str, Any]:
     """Run the scoring CLI as a separate torch-free process; return its wall time, peak RSS and manifest."""
-    code = ("import sys, runpy; sys.modules['torch'] = None; sys.argv = ['scoring'] + sys.argv[1:]; "
-            "runpy.run_module('scoring', run_name='__main__', alter_sys=True)")
+    # Peak RSS is the child's own VmHWM: getrusage/wait4 would also count the pages the child
+    # shared with this (torch-laden) process between fork and exec.
+    code = ("import sys, runpy; sys.modules['torch'] = None; sys.argv = ['scoring'] + sys.argv[1:]\n"
+            "try:\n    runpy.run_module('scoring', run_name='__main__', alter_sys=True)\n"
+            "finally:\n    print('VmHWM', [l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0],"
+            " file=sys.stderr)")
     command = [sys.executable, "-c", code, "--bundle", str(bundle), "--output-root", str(output),
                "--models", ",".join(models), "--tables", ",".join(tables), "--no-report", *extra]
     started = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                env={**os.environ, "PYTHONPATH": str(ROOT)})
-    _, status, usage = os.wait4(process.pid, 0)
+    stdout, stderr = process.communicate()
     wall = time.perf_counter() - started
-    stdout, stderr = process.stdout.read(), process.stderr.read()
-    if os.waitstatus_to_exitcode(status) != 0:
+    if process.returncode != 0:
         raise RuntimeError(f"scoring failed:\n{stderr[-2000:]}")
+    peak_kb = int(stderr.rsplit("VmHWM", 1)[1].split()[0])
     run_dir = Path(stdout.strip().splitlines()[-1])
     manifest = json.loads((run_dir / "manifest.json").read_text())
-    return {"process_wall_s": wall, "peak_rss_mb": usage.ru_maxrss / 1024, "manifest": manifest}
+    return {"process_wall_s": wall, "peak_rss_mb": peak_kb / 1024, "manifest": manifest}
 
 
 def eager_pairwise_seconds(bundle, model: str, limit_pairs: int | None) -> tuple[float, int]:
