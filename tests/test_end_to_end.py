@@ -157,7 +157,8 @@ def test_scoring_imports_and_runs_without_torch(scored):
     assert "No module named" not in probe.stderr and "model bundle directory not found" in probe.stderr
 
 
-@pytest.mark.parametrize("module", ["export", "export.fetch", "export.verify", "scoring"])
+@pytest.mark.parametrize("module", ["export", "export.fetch", "export.verify", "export.evaluate", "export.bench",
+                                    "scoring", "scoring.report"])
 def test_every_command_has_help(module):
     result = run_cli(module, "--help")
     assert result.returncode == 0
