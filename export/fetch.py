@@ -6,7 +6,6 @@ matches is used without any network access.
 from __future__ import annotations
 
 import argparse
-import io
 import logging
 import os
 import shutil

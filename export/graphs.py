@@ -10,8 +10,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from scoring.bundle import PAIRWISE_INPUTS
-
 from .models import BiasedMF, DenseNet, SequenceLSTM
 from .ratings import MAX_RATING, MIN_RATING
 
@@ -138,6 +136,3 @@ def all_items_graph(name: str, model: nn.Module) -> nn.Module:
     wrappers = {"mf": AllItemsMF, "dense": AllItemsDense, "lstm": AllItemsLSTM}
     return wrappers[name](model).eval()
 
-
-def pairwise_input_names(name: str) -> tuple[str, ...]:
-    return PAIRWISE_INPUTS[name]

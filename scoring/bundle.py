@@ -126,10 +126,6 @@ class Bundle:
     def pairwise_graph_path(self, model: str) -> Path:
         return self.path / pairwise_graph_file(model)
 
-    def seen(self, user: int) -> np.ndarray:
-        """Item indices in one user's history."""
-        return self.seen_items[self.seen_indptr[user]:self.seen_indptr[user + 1]]
-
 
 def read_manifest(path: Path) -> dict[str, Any]:
     """Parse and check a bundle's manifest: present, JSON, and of this schema version."""
