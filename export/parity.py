@@ -41,16 +41,25 @@ def pairwise_outputs(sess: ort.InferenceSession, model: str,
 
 def all_items_outputs(sess: ort.InferenceSession, model: str, users: np.ndarray, items: np.ndarray,
                       history: History, batch_users: int = 128) -> tuple[np.ndarray, np.ndarray]:
-    """``(score, rank)`` of (users, items) pairs gathered from the all-items graph run on their users."""
+    """``(score, rank)`` of (users, items) pairs from the all-items graph run on their users.
+
+    Each batch's pairs are gathered as soon as the batch is scored, so memory stays at one
+    batch's ``[batch_users, n_items]`` whatever the catalogue size.
+    """
     unique, inverse = np.unique(users, return_inverse=True)
-    scores, ranks = [], []
-    for i in range(0, len(unique), batch_users):
-        chunk = unique[i:i + batch_users]
+    order = np.argsort(inverse, kind="stable")
+    bounds = np.searchsorted(inverse[order], np.arange(0, len(unique) + batch_users, batch_users))
+    scores = np.empty(len(users), np.float32)
+    ranks = np.empty(len(users), np.float32)
+    for k, start in enumerate(range(0, len(unique), batch_users)):
+        chunk = unique[start:start + batch_users]
         feeds = {"user": chunk}
         if ALL_ITEMS_INPUTS[model] != ("user",):
             feeds["history_items"] = history.items[chunk]
             feeds["history_ratings"] = history.ratings[chunk]
         score, rank = sess.run([SCORE_OUTPUT, RANK_OUTPUT], feeds)
-        scores.append(score)
-        ranks.append(rank)
-    return np.concatenate(scores)[inverse, items], np.concatenate(ranks)[inverse, items]
+        picked = order[bounds[k]:bounds[k + 1]]
+        rows = inverse[picked] - start
+        scores[picked] = score[rows, items[picked]]
+        ranks[picked] = rank[rows, items[picked]]
+    return scores, ranks
