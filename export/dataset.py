@@ -118,3 +118,13 @@ class Dataset:
     """Raw item id -> title, where an items file was available."""
     notes: dict[str, int] = field(default_factory=dict)
     """Counts worth reporting: ratings moved to train, cold-start test pairs dropped."""
+
+
+def seen_csr(history: Interactions, n_users: int) -> tuple[np.ndarray, np.ndarray]:
+    """CSR (indptr, items) of each user's distinct history items."""
+    keys = np.unique(history.users * (history.items.max(initial=0) + 1) + history.items)
+    width = history.items.max(initial=0) + 1
+    users, items = np.divmod(keys, width)
+    indptr = np.zeros(n_users + 1, np.int64)
+    np.cumsum(np.bincount(users, minlength=n_users), out=indptr[1:])
+    return indptr, items.astype(np.int64)

@@ -21,21 +21,21 @@ import numpy as np
 import pandas as pd
 import torch
 
-from scoring.cli import parse_names
 from scoring.cli_support import run_cli
 from scoring.errors import UsageError
 from scoring.paths import DEFAULT_DATA_DIR, DEFAULT_OUTPUT_ROOT
 from scoring.schema import MODEL_NAMES
 
 from . import baselines
+from .cli import make_config
 from .config import RunConfig
-from .dataset import Dataset, Interactions
+from .dataset import Dataset, Interactions, seen_csr
 from .families import History
 from .graphs import all_items_graph
 from .loading import DataSource, build_dataset
 from .metrics import POST_RMSE_UNIT, rating_errors
 from .pipeline import seeds, train_model
-from .ranking import most_popular_scores, random_scores, ranking_metrics, seen_csr, top_n_from_matrix
+from .ranking import most_popular_scores, random_scores, ranking_metrics, top_n_from_matrix
 from .ratings import parse_ratings
 
 log = logging.getLogger(__name__)
@@ -132,11 +132,8 @@ def mean_over(splits: list[dict[str, Any]], section: str) -> dict[str, Any]:
 
 
 def run_evaluation(args: argparse.Namespace) -> dict[str, Any]:
-    config = RunConfig(seed=args.seed, models=parse_names("--models", args.models, MODEL_NAMES))
-    if args.max_epochs:
-        from .cli import make_config
-        config = make_config(argparse.Namespace(seed=args.seed, models=args.models, window=config.lstm.window,
-                                                max_epochs=args.max_epochs, batch_size=None))
+    config = make_config(argparse.Namespace(seed=args.seed, models=args.models, window=RunConfig().lstm.window,
+                                            max_epochs=args.max_epochs, batch_size=None))
     use_surprise = not args.no_surprise and baselines.surprise_available()
     if not args.no_surprise and not use_surprise:
         log.warning("Surprise is not installed (pip install '.[eval]'); its baselines are left out")

@@ -26,7 +26,7 @@ from scoring.checksums import sha256_file
 from scoring.publish import RootLock, new_staging_dir, prepare_root, publish, remove_stale_staging
 
 from .config import RunConfig
-from .dataset import Dataset
+from .dataset import Dataset, seen_csr
 from .families import FAMILIES, History, init_parameters
 from .graphs import PairwiseGraph, all_items_graph
 from .metrics import POST_RMSE_UNIT, clipped_stars, prediction_histogram, rating_errors
@@ -152,11 +152,8 @@ def _write_vocab_and_history(dataset: Dataset, history: History, staging: Path) 
     titles = [dataset.item_titles.get(int(i)) for i in vocab.item_ids]
     pq.write_table(pa.table({"item_id": pa.array(vocab.item_ids, pa.int32()),
                              "title": pa.array(titles, pa.string())}), staging / layout.ITEMS)
-    seen = pd.DataFrame({"u": dataset.history.users, "i": dataset.history.items}).drop_duplicates()
-    seen = seen.sort_values(["u", "i"])
-    indptr = np.zeros(vocab.n_users + 1, np.int64)
-    np.cumsum(np.bincount(seen["u"].to_numpy(), minlength=vocab.n_users), out=indptr[1:])
-    np.savez(staging / layout.HISTORY, seen_indptr=indptr, seen_items=seen["i"].to_numpy(np.int64),
+    indptr, seen = seen_csr(dataset.history, vocab.n_users)
+    np.savez(staging / layout.HISTORY, seen_indptr=indptr, seen_items=seen,
              history_items=history.items, history_ratings=history.ratings)
 
 

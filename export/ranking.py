@@ -9,16 +9,6 @@ from scoring.topn import mask_seen, top_n
 from .dataset import Interactions
 
 
-def seen_csr(history: Interactions, n_users: int) -> tuple[np.ndarray, np.ndarray]:
-    """CSR (indptr, items) of each user's distinct history items."""
-    keys = np.unique(history.users * (history.items.max(initial=0) + 1) + history.items)
-    width = history.items.max(initial=0) + 1
-    users, items = np.divmod(keys, width)
-    indptr = np.zeros(n_users + 1, np.int64)
-    np.cumsum(np.bincount(users, minlength=n_users), out=indptr[1:])
-    return indptr, items.astype(np.int64)
-
-
 def top_n_from_matrix(scores: np.ndarray, indptr: np.ndarray, items: np.ndarray, n: int) -> np.ndarray:
     """Top-N item indices per user (-1 where a user has fewer unseen items), scoring's own rules."""
     chosen, valid = top_n(mask_seen(scores, indptr, items), n)

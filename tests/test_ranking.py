@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from export.dataset import Interactions
-from export.ranking import ranking_metrics, seen_csr, top_n_from_matrix
+from export.dataset import seen_csr
+from export.ranking import ranking_metrics, top_n_from_matrix
 
 
 def held(users, items):
