@@ -3,42 +3,59 @@ from __future__ import annotations
 
 import numpy as np
 
+BLOCK = 64
+"""Columns per block when bounding each row's n-th best score (see ``top_n``)."""
 
-def mask_seen(scores: np.ndarray, indptr: np.ndarray, items: np.ndarray) -> np.ndarray:
-    """Copy of ``scores`` [B, n_items] with each row's seen items set to -inf.
+
+def mask_seen(scores: np.ndarray, indptr: np.ndarray, items: np.ndarray, copy: bool = True) -> np.ndarray:
+    """``scores`` [B, n_items] with each row's seen items set to -inf (a copy unless ``copy=False``).
 
     ``indptr`` [B + 1] and ``items`` are the rows' CSR history, ``indptr`` starting at 0.
     """
-    masked = scores.copy()
+    masked = scores.copy() if copy else scores
     rows = np.repeat(np.arange(len(indptr) - 1), np.diff(indptr))
     masked[rows, items] = -np.inf
     return masked
 
 
-def top_n(masked: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+def top_n(masked: np.ndarray, n: int, block: int = BLOCK) -> tuple[np.ndarray, np.ndarray]:
     """Best ``n`` columns of each row of ``masked`` (seen items already at -inf).
 
     Returns ``items`` int64 [B, n'] with ``n' = min(n, n_items)`` and ``valid`` bool [B, n']:
     False where a row has fewer than ``n'`` unseen items. Ordered by score descending, equal
     scores by smaller column index, which is the smaller raw item id. NaN must not occur here.
+
+    Exact, ties included, in about one pass over the scores: each row is cut into blocks of
+    ``block`` columns; the k-th largest block maximum is a bound that the row's k-th best entry
+    reaches, so only the entries of blocks whose maximum reaches it (a few times k per row on
+    real scores) are sorted.
     """
     rows, n_items = masked.shape
     k = min(n, n_items)
     if rows == 0 or k == 0:
         return np.empty((rows, k), np.int64), np.zeros((rows, k), bool)
-    if k < n_items:
-        candidates = np.argpartition(-masked, k - 1, axis=1)[:, :k]
+    full = n_items // block
+    blocks = masked[:, :full * block].reshape(rows, full, block)
+    maxima = blocks.max(axis=2) if full else np.empty((rows, 0), masked.dtype)
+    if n_items % block:
+        maxima = np.concatenate([maxima, masked[:, full * block:].max(axis=1, keepdims=True)], axis=1)
+    if maxima.shape[1] > k:
+        bound = np.partition(maxima, maxima.shape[1] - k, axis=1)[:, maxima.shape[1] - k]
     else:
-        candidates = np.broadcast_to(np.arange(n_items), (rows, n_items)).copy()
-    values = np.take_along_axis(masked, candidates, axis=1)
-    order = np.lexsort((candidates, -values), axis=1)
-    chosen = np.take_along_axis(candidates, order, axis=1)
-    if k < n_items:
-        # argpartition picks arbitrarily among items tied with the k-th score: redo those rows exactly.
-        kth = np.take_along_axis(values, order[:, -1:], axis=1)
-        tied_rows = np.flatnonzero((masked >= kth).sum(axis=1) > k)
-        for r in tied_rows:
-            cand = np.flatnonzero(masked[r] >= kth[r, 0])
-            chosen[r] = cand[np.lexsort((cand, -masked[r, cand]))][:k]
-    valid = np.isfinite(np.take_along_axis(masked, chosen, axis=1))
-    return chosen.astype(np.int64), valid
+        bound = np.full(rows, -np.inf, masked.dtype)
+    block_rows, block_index = np.nonzero(maxima >= bound[:, None])
+    # The chosen blocks' entries, the short last block padded with -inf at columns past the end
+    # (they sort after every real entry, -inf ones included, and are never picked).
+    values = np.full((len(block_rows), block), -np.inf, masked.dtype)
+    whole = block_index < full
+    values[whole] = blocks[block_rows[whole], block_index[whole]]
+    values[~whole, :n_items - full * block] = masked[block_rows[~whole], full * block:]
+    columns = (block_index[:, None] * block + np.arange(block)[None, :]).reshape(-1)
+    cand_rows = np.repeat(block_rows, block)
+    values = values.reshape(-1)
+    keep = values >= bound[cand_rows]
+    cand_rows, columns, values = cand_rows[keep], columns[keep], values[keep]
+    order = np.lexsort((columns, -values, cand_rows))
+    starts = np.searchsorted(cand_rows[order], np.arange(rows))
+    picks = order[starts[:, None] + np.arange(k)[None, :]]
+    return columns[picks].astype(np.int64), np.isfinite(values[picks])

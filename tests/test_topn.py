@@ -22,8 +22,8 @@ def csr(seen: list[list[int]]):
     return indptr, np.array([j for s in seen for j in s], dtype=np.int64)
 
 
-def selected(scores, seen, n):
-    items, valid = top_n(mask_seen(scores, *csr(seen)), n)
+def selected(scores, seen, n, block=4):
+    items, valid = top_n(mask_seen(scores, *csr(seen)), n, block=block)
     return [row[ok].tolist() for row, ok in zip(items, valid)]
 
 
@@ -40,17 +40,29 @@ def test_user_who_has_seen_everything_gets_nothing():
     assert selected(scores, [[0, 1, 2]], 2) == [[]]
 
 
-def test_input_scores_are_not_modified():
+def test_input_scores_are_not_modified_unless_asked():
     scores = np.array([[0.1, 0.2]], np.float32)
     mask_seen(scores, np.array([0, 1]), np.array([1]))
     assert scores.tolist() == [[np.float32(0.1), np.float32(0.2)]]
+    assert mask_seen(scores, np.array([0, 1]), np.array([1]), copy=False) is scores
+    assert scores.tolist() == [[np.float32(0.1), -np.inf]]
+
+
+def test_catalogue_sized_rows_match_a_full_sort():
+    # Real-sized rows with a partial last block, many exact ties and heavy users.
+    rng = np.random.default_rng(7)
+    scores = np.round(rng.standard_normal((40, 1_000)), 1).astype(np.float32)
+    seen = [sorted(rng.choice(1_000, size=rng.integers(0, 995), replace=False).tolist()) for _ in range(40)]
+    for block in (1, 7, 64, 2_000):
+        assert selected(scores, seen, 10, block) == brute_force(scores, seen, 10)
 
 
 @settings(max_examples=200, deadline=None)
-@given(data=st.data(), rows=st.integers(1, 6), cols=st.integers(1, 12), n=st.integers(1, 14))
-def test_matches_a_full_sort(data, rows, cols, n):
+@given(data=st.data(), rows=st.integers(1, 6), cols=st.integers(1, 12), n=st.integers(1, 14),
+       block=st.integers(1, 5))
+def test_matches_a_full_sort(data, rows, cols, n, block):
     # Few distinct values make ties common, the case argpartition gets wrong on its own.
     values = st.sampled_from([0.0, 0.25, 0.5, 1.0, -3.0, 7.5])
     scores = data.draw(arrays(np.float32, (rows, cols), elements=values))
     seen = [sorted(data.draw(st.sets(st.integers(0, cols - 1), max_size=cols))) for _ in range(rows)]
-    assert selected(scores, seen, n) == brute_force(scores, seen, n)
+    assert selected(scores, seen, n, block) == brute_force(scores, seen, n)
