@@ -19,13 +19,22 @@ class TrainingConfig:
     """Adam weight decay on the dense layers' weights."""
     rank_weight: float = 0.5
     """Weight of the ranking head's loss: binary cross-entropy of rated pairs (label 1) against
-    as many uniformly sampled items (label 0), added to the rating MSE."""
+    as many uniformly sampled items (label 0), added to the rating MSE. Where the head reads the
+    rating representation detached (MF, LSTM) it changes the ranking only, not the ratings."""
     batch_size: int = 1024
     """Ratings per mini-batch."""
     max_epochs: int = 40
     """Upper bound on passes over the training ratings."""
     patience: int = 3
     """Stop after this many epochs without a better validation RMSE; the best epoch is kept."""
+    sparse_embeddings: bool | None = None
+    """Train the embedding tables with sparse gradients (SparseAdam on the rows each batch
+    touches) instead of Adam on whole tables. None: only when the tables are large (see
+    ``training.SPARSE_EMBEDDING_PARAMETERS``), where dense updates of every row dominate each step."""
+    refit: bool = True
+    """After early stopping has chosen the epoch count, train a fresh copy (same initial weights)
+    on the training and validation ratings together for that many epochs and keep it: the
+    validation ratings then choose when to stop without being lost to the model."""
     time_budget_s: float | None = None
     """Stop once training has taken this long (checked every batch; the epoch in progress is
     cut short and validated), for catalogues too large for full epochs. None: no limit."""
@@ -37,7 +46,9 @@ class MFConfig:
 
     dim: int = 128
     """Size of the user and item embeddings."""
-    training: TrainingConfig = TrainingConfig(learning_rate=2e-3, embedding_decay=0.025, patience=5)
+    rank_dim: int = 32
+    """Size of the ranking head's own user and item embeddings."""
+    training: TrainingConfig = TrainingConfig(learning_rate=2e-3, embedding_decay=0.025, patience=5, rank_weight=2.0)
 
 
 @dataclass(frozen=True)
@@ -63,7 +74,10 @@ class LSTMConfig:
     """LSTM state size."""
     user_dim: int = 32
     """Size of the user embedding fed to every step."""
-    training: TrainingConfig = TrainingConfig(learning_rate=2e-3, embedding_decay=0.02, weight_decay=1e-5, patience=4)
+    rank_dim: int = 32
+    """Size of the ranking head's own user and item embeddings."""
+    training: TrainingConfig = TrainingConfig(learning_rate=2e-3, embedding_decay=0.02, weight_decay=1e-5, patience=4,
+                                              rank_weight=2.0)
 
 
 @dataclass(frozen=True)
@@ -91,6 +105,10 @@ class RunConfig:
 
 PARITY_SAMPLE_PAIRS = 10_000
 """Minimum number of (user, item) pairs per model in the parity sample."""
+
+PARITY_MAX_TEST_PAIRS = 100_000
+"""At most this many test pairs (a seeded sample) in the parity sample: every test pair on
+MovieLens 100K and 1M, while export of a 20M-rating catalogue does not score every user twice."""
 
 PARITY_FULL_USERS = 5
 """Users whose every item is in the parity sample."""

@@ -92,19 +92,29 @@ def _pair_penalty(model: nn.Module, batch: Inputs) -> Penalty:
     return embeddings.mean(), _bias_penalty(model, users, items)
 
 
+def _mf_penalty(model: nn.Module, batch: Inputs) -> Penalty:
+    users, items = batch[0], batch[1]
+    embeddings, biases = _pair_penalty(model, batch)
+    return embeddings + _rank_factor_penalty(model, users, items), biases
+
+
+def _rank_factor_penalty(model: nn.Module, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    return ((model.rank_user_embedding(users) ** 2).sum(-1) + (model.rank_item_embedding(items) ** 2).sum(-1)).mean()
+
+
 def _sequence_penalty(model: nn.Module, batch: Inputs) -> Penalty:
     users, items = batch[0], batch[1][:, -1]
     embeddings = (model.item_embedding(items) ** 2).sum(-1) + (model.user_embedding(users) ** 2).sum(-1)
-    return embeddings.mean(), _bias_penalty(model, users, items)
+    return embeddings.mean() + _rank_factor_penalty(model, users, items), _bias_penalty(model, users, items)
 
 
 FAMILIES: dict[str, Family] = {
     "mf": Family(
         name="mf",
-        build=lambda c, n_users, n_items, mean: BiasedMF(n_users, n_items, c.dim, mean),
+        build=lambda c, n_users, n_items, mean: BiasedMF(n_users, n_items, c.dim, c.rank_dim, mean),
         predict=lambda model, batch: model(*batch)[0],
         rank=lambda model, batch: model(*batch)[1],
-        penalty=_pair_penalty,
+        penalty=_mf_penalty,
     ),
     "dense": Family(
         name="dense",
@@ -115,7 +125,7 @@ FAMILIES: dict[str, Family] = {
     ),
     "lstm": Family(
         name="lstm",
-        build=lambda c, n_users, n_items, mean: SequenceLSTM(n_users, n_items, c.dim, c.hidden, c.user_dim, mean),
+        build=lambda c, n_users, n_items, mean: SequenceLSTM(n_users, n_items, c.dim, c.hidden, c.user_dim, c.rank_dim, mean),
         predict=lambda model, batch: model(*batch)[0][:, -1],
         rank=lambda model, batch: model(*batch)[1][:, -1],
         penalty=_sequence_penalty,

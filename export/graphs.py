@@ -3,7 +3,8 @@
 Pairwise graphs are the trained modules as they are. All-items graphs score every item for
 a batch of users, ``[B] -> [B, n_items]``, with the same arithmetic rearranged: MF is one
 matrix product, the dense net's first layer is split into a user half and a precomputed item
-half, and the LSTM runs each history once and then one step per candidate item.
+half, and the LSTM runs each history once and then one step per candidate item. Ranking graphs
+are all-items graphs with the ``rank`` output only.
 """
 from __future__ import annotations
 
@@ -35,17 +36,22 @@ class PairwiseGraph(nn.Module):
 
 
 class AllItemsMF(nn.Module):
-    """``mean + b_u + b_i + P[u] @ Q^T`` for every item at once."""
+    """``mean + b_u + b_i + P[u] @ Q^T`` and ``c + (P[u] * s) @ Q^T + R[u] @ T^T`` for every item."""
 
     def __init__(self, model: BiasedMF) -> None:
         super().__init__()
         self.model = model
+        with torch.no_grad():
+            self.register_buffer("rank_items", torch.cat([model.item_embedding.weight,
+                                                          model.rank_item_embedding.weight], dim=1).contiguous())
 
     def forward(self, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         m = self.model
         p = m.user_embedding(users)
         score = p @ m.item_embedding.weight.T + m.user_bias(users) + m.item_bias.weight[:, 0] + m.global_mean
-        rank = (p * m.rank_scale) @ m.item_embedding.weight.T + m.rank_item_bias.weight[:, 0]
+        # Both ranking products in one: [p * s, r] @ [q, t]^T.
+        rank_user = torch.cat([p * m.rank_scale, m.rank_user_embedding(users)], dim=1)
+        rank = rank_user @ self.rank_items.T + m.rank_item_bias.weight[:, 0]
         return score, stars(score), rank
 
 
@@ -104,6 +110,8 @@ class AllItemsLSTM(nn.Module):
                                                               model.rank_output.weight[0]], dim=1).contiguous())
             user_dim = model.user_embedding.embedding_dim
             self.register_buffer("item_factors", model.item_embedding.weight[:n_items, :user_dim].contiguous())
+            self.register_buffer("rank_items", torch.cat([self.item_factors, model.rank_item_embedding.weight[:n_items]],
+                                                         dim=1).contiguous())
             self.register_buffer("item_offset", (model.item_bias.weight[:n_items, 0]
                                                  + model.output.bias).contiguous())
             self.register_buffer("rank_offset", (model.rank_item_bias.weight[:n_items, 0]
@@ -127,8 +135,21 @@ class AllItemsLSTM(nn.Module):
         affinity = user @ self.item_factors.T                                    # [B, n_items]
         heads = h_next @ self.head_weights                                       # [B, n_items, 2]
         score = heads[..., 0] + self.item_offset + affinity + m.user_bias(users) + m.global_mean
-        rank = heads[..., 1] + self.rank_offset + (user * m.rank_scale) @ self.item_factors.T
+        rank_user = torch.cat([user * m.rank_scale, m.rank_user_embedding(users)], dim=1)
+        rank = heads[..., 1] + self.rank_offset + rank_user @ self.rank_items.T
         return score, stars(score), rank
+
+
+class RankingOnly(nn.Module):
+    """An all-items graph cut down to its ``rank`` output: what a top-N-only run needs. The
+    rating arithmetic it no longer uses (MF's rating product, for one) is left out of the export."""
+
+    def __init__(self, all_items: nn.Module) -> None:
+        super().__init__()
+        self.all_items = all_items
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return self.all_items(*inputs)[2]
 
 
 def all_items_graph(name: str, model: nn.Module) -> nn.Module:

@@ -13,23 +13,30 @@ from torch import nn
 
 
 class BiasedMF(nn.Module):
-    """Matrix factorisation: ``mean + b_u + b_i + <p_u, q_i>``."""
+    """Matrix factorisation: ``mean + b_u + b_i + <p_u, q_i>``.
 
-    def __init__(self, n_users: int, n_items: int, dim: int, global_mean: float) -> None:
+    The ranking head, ``c_i + <p_u * s, q_i> + <r_u, t_i>``, reads the rating factors (detached, so
+    that learning to rank never pulls on what rates) reweighted by ``s``, plus factors of its own.
+    """
+
+    def __init__(self, n_users: int, n_items: int, dim: int, rank_dim: int, global_mean: float) -> None:
         super().__init__()
         self.user_embedding = nn.Embedding(n_users, dim)
         self.item_embedding = nn.Embedding(n_items, dim)
         self.user_bias = nn.Embedding(n_users, 1)
         self.item_bias = nn.Embedding(n_items, 1)
         self.rank_scale = nn.Parameter(torch.ones(dim))
+        self.rank_user_embedding = nn.Embedding(n_users, rank_dim)
+        self.rank_item_embedding = nn.Embedding(n_items, rank_dim)
         self.rank_item_bias = nn.Embedding(n_items, 1)
         self.register_buffer("global_mean", torch.tensor(float(global_mean)))
 
     def forward(self, users: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``users``, ``items`` int64 [B] -> score [B] and rank logit ``c_i + <p_u * s, q_i>`` [B]."""
+        """``users``, ``items`` int64 [B] -> score [B] and rank logit [B]."""
         p, q = self.user_embedding(users), self.item_embedding(items)
         score = self.global_mean + self.user_bias(users)[:, 0] + self.item_bias(items)[:, 0] + (p * q).sum(-1)
-        rank = self.rank_item_bias(items)[:, 0] + (p * self.rank_scale * q).sum(-1)
+        rank = (self.rank_item_bias(items)[:, 0] + (p.detach() * self.rank_scale * q.detach()).sum(-1)
+                + (self.rank_user_embedding(users) * self.rank_item_embedding(items)).sum(-1))
         return score, rank
 
 
@@ -64,10 +71,12 @@ class SequenceLSTM(nn.Module):
     Step ``t`` sees item ``t``'s embedding, the rating of item ``t - 1`` (centred on the global
     mean, 0 where padded; a step never sees its own rating) and the user's embedding. The user
     representation that a ten-item window cannot hold also meets each step's item directly:
-    ``<user, item>`` is added to the Linear head's output.
+    ``<user, item>`` is added to the Linear head's output. The ranking head reads the same states
+    and ``<user * s, item>``, both detached so that learning to rank never pulls on what rates,
+    plus ``c_i + <r_u, t_i>`` from factors of its own.
     """
 
-    def __init__(self, n_users: int, n_items: int, dim: int, hidden: int, user_dim: int,
+    def __init__(self, n_users: int, n_items: int, dim: int, hidden: int, user_dim: int, rank_dim: int,
                  global_mean: float) -> None:
         super().__init__()
         self.padding_index = n_items
@@ -77,6 +86,8 @@ class SequenceLSTM(nn.Module):
         self.output = nn.Linear(hidden, 1)
         self.rank_output = nn.Linear(hidden, 1)
         self.rank_scale = nn.Parameter(torch.ones(user_dim))
+        self.rank_user_embedding = nn.Embedding(n_users, rank_dim)
+        self.rank_item_embedding = nn.Embedding(n_items + 1, rank_dim, padding_idx=n_items)
         self.user_bias = nn.Embedding(n_users, 1)
         self.item_bias = nn.Embedding(n_items + 1, 1, padding_idx=n_items)
         self.rank_item_bias = nn.Embedding(n_items + 1, 1, padding_idx=n_items)
@@ -90,12 +101,16 @@ class SequenceLSTM(nn.Module):
         user = self.user_embedding(users)[:, None, :].expand(-1, items.shape[1], -1)
         return torch.cat([self.item_embedding(items), previous.unsqueeze(-1), user], dim=-1)
 
-    def affinity(self, users: torch.Tensor, items: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
-        """``<user * scale, item>`` for every step [B, L], on the item's first ``user_dim`` units."""
+    def affinity(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """``<user, item>`` for every step [B, L], on the item's first ``user_dim`` units."""
         user = self.user_embedding(users)
-        if scale is not None:
-            user = user * scale
         return (self.item_embedding(items)[..., :user.shape[-1]] * user[:, None, :]).sum(-1)
+
+    def rank_affinity(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """``<user * s, item>`` on the detached rating factors plus ``<r_u, t_i>``, per step [B, L]."""
+        user = self.user_embedding(users).detach() * self.rank_scale
+        shared = (self.item_embedding(items)[..., :user.shape[-1]].detach() * user[:, None, :]).sum(-1)
+        return shared + (self.rank_item_embedding(items) * self.rank_user_embedding(users)[:, None, :]).sum(-1)
 
     def forward(self, users: torch.Tensor, items: torch.Tensor,
                 ratings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -103,6 +118,8 @@ class SequenceLSTM(nn.Module):
         states, _ = self.lstm(self.step_inputs(users, items, ratings))
         score = (self.global_mean + self.user_bias(users) + self.item_bias(items)[..., 0]
                  + self.output(states)[..., 0] + self.affinity(users, items))
-        rank = (self.rank_item_bias(items)[..., 0] + self.rank_output(states)[..., 0]
-                + self.affinity(users, items, self.rank_scale))
+        # The ranking head reads the rating model's states as they are (detached): its loss trains
+        # the head and its own factors, never the LSTM or the embeddings the ratings rely on.
+        rank = (self.rank_item_bias(items)[..., 0] + self.rank_output(states.detach())[..., 0]
+                + self.rank_affinity(users, items))
         return score, rank

@@ -8,13 +8,14 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from export.config import RunConfig
+from export.config import PARITY_FULL_USERS, PARITY_MAX_TEST_PAIRS, PARITY_SAMPLE_PAIRS, RunConfig
 from export.families import FAMILIES, History, init_parameters
-from export.graphs import PairwiseGraph, all_items_graph, stars
+from export.graphs import PairwiseGraph, RankingOnly, all_items_graph, stars
 from export.models import BiasedMF
 from export.onnx_export import export_graph
+from export.parity import reference_pairs
 from export.training import predict_in_batches
-from scoring.bundle import ALL_ITEMS_INPUTS, PAIRWISE_INPUTS
+from scoring.bundle import ALL_ITEMS_INPUTS, PAIRWISE_INPUTS, RANKING_OUTPUTS
 
 N_USERS, N_ITEMS, WINDOW = 7, 11, 4
 
@@ -107,8 +108,17 @@ def test_onnx_graphs_match_torch_and_stand_alone(family, tmp_path):
     export_graph(all_items_graph(family.name, model), tuple(torch.as_tensor(v[:2]) for v in feeds.values()),
                  ALL_ITEMS_INPUTS[family.name], all_path, {"model": family.name})
     session = ort.InferenceSession(str(all_path), providers=["CPUExecutionProvider"])
-    score = session.run(["score"], feeds)[0]
+    score, all_rank = session.run(["score", "rank"], feeds)
     np.testing.assert_allclose(score.reshape(-1), expected, rtol=0, atol=1e-5)
+
+    ranking_path = tmp_path / "ranking.onnx"
+    export_graph(RankingOnly(all_items_graph(family.name, model)), tuple(torch.as_tensor(v[:2]) for v in feeds.values()),
+                 ALL_ITEMS_INPUTS[family.name], ranking_path, {"model": family.name}, output_names=RANKING_OUTPUTS)
+    session = ort.InferenceSession(str(ranking_path), providers=["CPUExecutionProvider"])
+    assert [o.name for o in session.get_outputs()] == ["rank"]
+    np.testing.assert_allclose(session.run(None, feeds)[0], all_rank, rtol=0, atol=1e-6)
+    nodes = {path: len(onnx.load(str(path)).graph.node) for path in (ranking_path, all_path)}
+    assert nodes[ranking_path] < nodes[all_path]  # the rating arithmetic is gone
 
     proto = onnx.load(str(all_path))
     assert {p.key: p.value for p in proto.metadata_props}["model"] == family.name
@@ -116,17 +126,19 @@ def test_onnx_graphs_match_torch_and_stand_alone(family, tmp_path):
 
 
 def test_mf_is_mean_plus_biases_plus_dot_product():
-    model = BiasedMF(n_users=2, n_items=2, dim=2, global_mean=0.5)
+    model = BiasedMF(n_users=2, n_items=2, dim=2, rank_dim=1, global_mean=0.5)
     with torch.no_grad():
         model.user_embedding.weight.copy_(torch.tensor([[1.0, 2.0], [0.0, -1.0]]))
         model.item_embedding.weight.copy_(torch.tensor([[0.5, 0.25], [2.0, 0.0]]))
         model.user_bias.weight.copy_(torch.tensor([[0.1], [0.2]]))
         model.item_bias.weight.copy_(torch.tensor([[-0.05], [0.0]]))
         model.rank_scale.copy_(torch.tensor([2.0, 0.0]))
+        model.rank_user_embedding.weight.copy_(torch.tensor([[2.0], [3.0]]))
+        model.rank_item_embedding.weight.copy_(torch.tensor([[0.5], [0.0]]))
         model.rank_item_bias.weight.copy_(torch.tensor([[0.3], [-0.3]]))
     score, rank = model(torch.tensor([0, 1]), torch.tensor([0, 1]))
     torch.testing.assert_close(score, torch.tensor([0.5 + 0.1 - 0.05 + 1.0, 0.5 + 0.2 + 0.0 + 0.0]))
-    torch.testing.assert_close(rank, torch.tensor([0.3 + 2 * 0.5, -0.3 + 0.0]))
+    torch.testing.assert_close(rank, torch.tensor([0.3 + 2 * 0.5 + 2 * 0.5, -0.3 + 0.0 + 0.0]))
     torch.testing.assert_close(stars(torch.tensor([-0.1, 0.5, 1.2])), torch.tensor([1.0, 3.0, 5.0]))
 
 
@@ -140,3 +152,30 @@ def test_lstm_step_never_sees_its_own_rating():
         torch.testing.assert_close(model(*inputs)[0][:, -1], model(*changed)[0][:, -1])
         changed[2][0, -2] = 0.0 if float(inputs[2][0, -2]) else 1.0
         assert not torch.allclose(model(*inputs)[0][:, -1], model(*changed)[0][:, -1])
+
+
+@pytest.mark.parametrize("name", ["mf", "lstm"])
+def test_ranking_head_never_moves_what_rates(name):
+    # MF's and the LSTM's ranking heads read the rating representation detached.
+    family = FAMILIES[name]
+    model = build(family).train()
+    users, items = all_pairs()
+    family.rank(model, family.pair_inputs(users, items, history())).sum().backward()
+    rating_parameters = {n: p for n, p in model.named_parameters() if not n.startswith("rank_")}
+    moved = [n for n, p in rating_parameters.items() if p.grad is not None and p.grad.abs().sum() > 0]
+    assert moved == []
+    assert model.rank_item_embedding.weight.grad.abs().sum() > 0 and model.rank_scale.grad.abs().sum() > 0
+
+
+def test_parity_sample_keeps_every_test_pair_up_to_a_cap():
+    rng = np.random.default_rng(0)
+    small = reference_pairs(200, 100, np.arange(30), np.arange(30), np.random.default_rng(1))
+    assert np.array_equal(small[0][:30], np.arange(30)) and len(small[0]) >= PARITY_SAMPLE_PAIRS
+    n = PARITY_MAX_TEST_PAIRS + 5_000
+    users, items = rng.integers(0, 1_000, n), rng.integers(0, 900, n)
+    big_users, big_items = reference_pairs(1_000, 900, users, items, np.random.default_rng(1))
+    assert len(big_users) == PARITY_MAX_TEST_PAIRS + PARITY_FULL_USERS * 900 + (
+        PARITY_SAMPLE_PAIRS - PARITY_FULL_USERS * 900)
+    tested = set(zip(users.tolist(), items.tolist()))
+    assert sum((u, i) in tested for u, i in zip(big_users[:PARITY_MAX_TEST_PAIRS].tolist(),
+                                                 big_items[:PARITY_MAX_TEST_PAIRS].tolist())) == PARITY_MAX_TEST_PAIRS
