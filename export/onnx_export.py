@@ -31,10 +31,10 @@ EXPORTER_SETTINGS: dict[str, Any] = {
 
 
 def export_graph(graph: nn.Module, example: tuple[torch.Tensor, ...], input_names: tuple[str, ...],
-                 path: Path, metadata: dict[str, Any]) -> onnx.ModelProto:
+                 path: Path, metadata: dict[str, Any], output_names: tuple[str, ...] = OUTPUTS) -> onnx.ModelProto:
     """Export ``graph`` with a dynamic batch axis, attach ``metadata`` and check the result."""
     graph.eval()
-    dynamic_axes = {name: {0: "batch"} for name in (*input_names, *OUTPUTS)}
+    dynamic_axes = {name: {0: "batch"} for name in (*input_names, *output_names)}
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         # torch 2.13 marks the TorchScript exporter deprecated; the choice is deliberate (see above).
@@ -43,7 +43,7 @@ def export_graph(graph: nn.Module, example: tuple[torch.Tensor, ...], input_name
         warnings.simplefilter("ignore", category=UserWarning)
         warnings.simplefilter("ignore", category=torch.jit.TracerWarning)
         torch.onnx.export(graph, example, buffer, dynamo=False, opset_version=ONNX_OPSET,
-                          input_names=list(input_names), output_names=list(OUTPUTS),
+                          input_names=list(input_names), output_names=list(output_names),
                           dynamic_axes=dynamic_axes, do_constant_folding=True)
     proto = onnx.load_from_string(buffer.getvalue())
     for key, value in metadata.items():

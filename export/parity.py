@@ -6,7 +6,7 @@ import onnxruntime as ort
 
 from scoring.bundle import ALL_ITEMS_INPUTS, PAIRWISE_INPUTS, RANK_OUTPUT, SCORE_OUTPUT
 
-from .config import PARITY_FULL_USERS, PARITY_SAMPLE_PAIRS
+from .config import PARITY_FULL_USERS, PARITY_MAX_TEST_PAIRS, PARITY_SAMPLE_PAIRS
 from .families import History
 
 ORT_BATCH = 65_536
@@ -14,7 +14,11 @@ ORT_BATCH = 65_536
 
 def reference_pairs(n_users: int, n_items: int, test_users: np.ndarray, test_items: np.ndarray,
                     rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Every test pair, every item for a few seeded users, and random pairs up to the sample size."""
+    """Every test pair (a seeded sample of ``PARITY_MAX_TEST_PAIRS`` when there are more), every
+    item for a few seeded users, and random pairs up to the sample size."""
+    if len(test_users) > PARITY_MAX_TEST_PAIRS:
+        keep = np.sort(rng.choice(len(test_users), size=PARITY_MAX_TEST_PAIRS, replace=False))
+        test_users, test_items = test_users[keep], test_items[keep]
     full = np.sort(rng.choice(n_users, size=min(PARITY_FULL_USERS, n_users), replace=False))
     users = [test_users, np.repeat(full, n_items)]
     items = [test_items, np.tile(np.arange(n_items), len(full))]
@@ -40,8 +44,10 @@ def pairwise_outputs(sess: ort.InferenceSession, model: str,
 
 
 def all_items_outputs(sess: ort.InferenceSession, model: str, users: np.ndarray, items: np.ndarray,
-                      history: History, batch_users: int = 128) -> tuple[np.ndarray, np.ndarray]:
-    """``(score, rank)`` of (users, items) pairs from the all-items graph run on their users.
+                      history: History, batch_users: int = 128,
+                      outputs: tuple[str, ...] = (SCORE_OUTPUT, RANK_OUTPUT)) -> tuple[np.ndarray, ...]:
+    """``outputs`` (default ``(score, rank)``) at (users, items) pairs from an all-items graph run
+    on their users.
 
     Each batch's pairs are gathered as soon as the batch is scored, so memory stays at one
     batch's ``[batch_users, n_items]`` whatever the catalogue size.
@@ -49,17 +55,15 @@ def all_items_outputs(sess: ort.InferenceSession, model: str, users: np.ndarray,
     unique, inverse = np.unique(users, return_inverse=True)
     order = np.argsort(inverse, kind="stable")
     bounds = np.searchsorted(inverse[order], np.arange(0, len(unique) + batch_users, batch_users))
-    scores = np.empty(len(users), np.float32)
-    ranks = np.empty(len(users), np.float32)
+    gathered = tuple(np.empty(len(users), np.float32) for _ in outputs)
     for k, start in enumerate(range(0, len(unique), batch_users)):
         chunk = unique[start:start + batch_users]
         feeds = {"user": chunk}
         if ALL_ITEMS_INPUTS[model] != ("user",):
             feeds["history_items"] = history.items[chunk]
             feeds["history_ratings"] = history.ratings[chunk]
-        score, rank = sess.run([SCORE_OUTPUT, RANK_OUTPUT], feeds)
         picked = order[bounds[k]:bounds[k + 1]]
         rows = inverse[picked] - start
-        scores[picked] = score[rows, items[picked]]
-        ranks[picked] = rank[rows, items[picked]]
-    return scores, ranks
+        for out, values in zip(gathered, sess.run(list(outputs), feeds)):
+            out[picked] = values[rows, items[picked]]
+    return gathered

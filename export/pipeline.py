@@ -25,16 +25,16 @@ from scoring.bundle import PARITY_TOLERANCE
 from scoring.checksums import sha256_file
 from scoring.publish import RootLock, new_staging_dir, prepare_root, publish, remove_stale_staging
 
-from .config import RunConfig
-from .dataset import Dataset, seen_csr
+from .config import PARITY_MAX_TEST_PAIRS, RunConfig
+from .dataset import Dataset, Interactions, seen_csr
 from .families import FAMILIES, History, init_parameters
-from .graphs import PairwiseGraph, all_items_graph
+from .graphs import PairwiseGraph, RankingOnly, all_items_graph
 from .metrics import POST_RMSE_UNIT, clipped_stars, prediction_histogram, rating_errors
 from .onnx_export import EXPORTER_SETTINGS, export_graph
 from scoring.parity import check_parity
 
 from .parity import all_items_outputs, pairwise_outputs, reference_pairs, session
-from .training import FitResult, Objective, fit, predict_in_batches
+from .training import FitResult, Objective, fit, predict_in_batches, refit
 
 log = logging.getLogger(__name__)
 
@@ -80,19 +80,34 @@ def run_fingerprint(config: RunConfig, data_checksums: dict[str, str], code: str
 
 
 def train_model(name: str, dataset: Dataset, config: RunConfig, seed: int) -> TrainedModel:
-    """Fit one family on the training split and measure it on the test split."""
+    """Fit one family on the training split (early stopping on validation, then a refit on both
+    when configured) and measure it on the test split."""
     family = FAMILIES[name]
     model_config = config.model_config(name)
+    training = model_config.training
     vocab = dataset.vocab
-    generator = torch.Generator().manual_seed(seed)
-    module = family.build(model_config, vocab.n_users, vocab.n_items, float(dataset.train.unit.mean()))
-    init_parameters(module, generator)
+
+    def fresh(ratings: Interactions) -> tuple[torch.nn.Module, torch.Generator]:
+        generator = torch.Generator().manual_seed(seed)
+        module = family.build(model_config, vocab.n_users, vocab.n_items, float(ratings.unit.mean()))
+        init_parameters(module, generator)
+        return module, generator
+
+    module, generator = fresh(dataset.train)
     context = History.of(dataset.train, vocab.n_users, vocab.n_items, config.lstm.window)
     train = family.training_inputs(dataset.train, model_config, vocab.n_items)
     validation = (family.pair_inputs(dataset.validation.users, dataset.validation.items, context),
                   torch.as_tensor(dataset.validation.unit))
     objective = Objective(family.predict, family.rank, family.penalty, family.with_items, vocab.n_items)
-    result = fit(module, objective, train, validation, model_config.training, generator, name)
+    result = fit(module, objective, train, validation, training, generator, name)
+    if training.refit and len(dataset.validation) and not result.out_of_time:
+        started = time.perf_counter()
+        both = dataset.train.concat(dataset.validation)
+        module, generator = fresh(both)
+        result.refit_epochs = refit(module, objective, family.training_inputs(both, model_config, vocab.n_items),
+                                    result.best_epoch, training, generator, name)
+        context = History.of(both, vocab.n_users, vocab.n_items, config.lstm.window)
+        result.seconds += time.perf_counter() - started
     test_inputs = family.pair_inputs(dataset.test.users, dataset.test.items, context)
     predicted = predict_in_batches(module, family.predict, test_inputs).numpy()
     metrics = rating_errors(clipped_stars(predicted), dataset.test.stars)
@@ -126,8 +141,11 @@ def _export_model(trained: TrainedModel, dataset: Dataset, history: History, sta
     all_path = staging / layout.all_items_graph_file(name)
     all_example = (torch.arange(2),) if not family.sequential else (
         torch.arange(2), torch.as_tensor(history.items[:2]), torch.as_tensor(history.ratings[:2]))
-    export_graph(all_items_graph(name, module), all_example, layout.ALL_ITEMS_INPUTS[name], all_path,
-                 {**metadata, "graph": "all_items"})
+    all_items = all_items_graph(name, module)
+    export_graph(all_items, all_example, layout.ALL_ITEMS_INPUTS[name], all_path, {**metadata, "graph": "all_items"})
+    ranking_path = staging / layout.ranking_graph_file(name)
+    export_graph(RankingOnly(all_items), all_example, layout.ALL_ITEMS_INPUTS[name], ranking_path,
+                 {**metadata, "graph": "ranking"}, output_names=layout.RANKING_OUTPUTS)
 
     raw_users, raw_items = vocab.user_ids[users], vocab.item_ids[items]
     outputs = {"pairwise": pairwise_outputs(session(str(pairwise_path)), name, tuple(x.numpy() for x in inputs)),
@@ -138,9 +156,14 @@ def _export_model(trained: TrainedModel, dataset: Dataset, history: History, sta
         parity[f"{graph}_max_abs_diff"] = check_parity(name, reference, score, raw_users, raw_items, context)
         parity[f"{graph}_rank_max_abs_diff"] = check_parity(name, reference_rank, rank, raw_users, raw_items,
                                                             context + ", rank output")
+    (ranking_rank,) = all_items_outputs(session(str(ranking_path)), name, users, items, history,
+                                        outputs=layout.RANKING_OUTPUTS)
+    parity["ranking_rank_max_abs_diff"] = check_parity(name, reference_rank, ranking_rank, raw_users, raw_items,
+                                                       "export parity, ranking graph")
     log.info("%s parity over %d pairs: pairwise %.2e, all-items %.2e, rank %.2e (tolerance %.0e)", name,
              len(users), parity["pairwise_max_abs_diff"], parity["all_items_max_abs_diff"],
-             max(parity["pairwise_rank_max_abs_diff"], parity["all_items_rank_max_abs_diff"]), PARITY_TOLERANCE)
+             max(parity["pairwise_rank_max_abs_diff"], parity["all_items_rank_max_abs_diff"],
+                 parity["ranking_rank_max_abs_diff"]), PARITY_TOLERANCE)
     torch.save(module.state_dict(), staging / layout.torch_weights_file(name))
     return {"reference": reference.astype(np.float32), "reference_rank": reference_rank.astype(np.float32),
             "parity": parity}
@@ -183,7 +206,8 @@ def build_bundle(dataset: Dataset, trained: list[TrainedModel], config: RunConfi
                 metadata = {"model": model.name, "bundle_id": bundle_id, "version": bundle_id,
                             "test_metrics": model.test_metrics}
                 started = time.perf_counter()
-                exported = _export_model(model, dataset, history, staging, pairs, len(dataset.test), metadata)
+                exported = _export_model(model, dataset, history, staging, pairs,
+                                         min(len(dataset.test), PARITY_MAX_TEST_PAIRS), metadata)
                 references.update({f"{model.name}_users": pairs[0], f"{model.name}_items": pairs[1],
                                    f"{model.name}_scores": exported["reference"],
                                    f"{model.name}_ranks": exported["reference_rank"]})
@@ -193,6 +217,7 @@ def build_bundle(dataset: Dataset, trained: list[TrainedModel], config: RunConfi
                     "best_epoch": model.fit.best_epoch,
                     "best_validation_rmse_unit": model.fit.best_val_rmse,
                     "learning_curve": model.fit.epochs,
+                    "refit_curve": model.fit.refit_epochs,
                     "histogram": model.histogram,
                     "train_seconds": round(model.fit.seconds, 3),
                     "export_seconds": round(time.perf_counter() - started, 3),

@@ -18,7 +18,7 @@ from .checksums import sha256_file
 from .errors import BundleError
 from .schema import MODEL_NAMES
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 """Bumped whenever a file's name, layout or meaning changes; the loader rejects other versions."""
 
 MANIFEST = "manifest.json"
@@ -37,6 +37,9 @@ RATING_OUTPUT = "rating"
 RANK_OUTPUT = "rank"
 """Graph output: logit that the user rates the item at all; the recommendations are ordered by it."""
 OUTPUTS = (SCORE_OUTPUT, RATING_OUTPUT, RANK_OUTPUT)
+"""Outputs of the pairwise and all-items graphs."""
+RANKING_OUTPUTS = (RANK_OUTPUT,)
+"""Outputs of the ranking graphs."""
 
 ALL_ITEMS_INPUTS: dict[str, tuple[str, ...]] = {
     "mf": ("user",),
@@ -61,6 +64,16 @@ def pairwise_graph_file(model: str) -> str:
 def all_items_graph_file(model: str) -> str:
     """File name of a model's all-items ONNX graph."""
     return f"{model}.all_items.onnx"
+
+
+def ranking_graph_file(model: str) -> str:
+    """File name of a model's ranking ONNX graph: the all-items graph with ``rank`` only."""
+    return f"{model}.ranking.onnx"
+
+
+def graph_files(model: str) -> list[str]:
+    """Every ONNX graph file of a model."""
+    return [pairwise_graph_file(model), all_items_graph_file(model), ranking_graph_file(model)]
 
 
 def torch_weights_file(model: str) -> str:
@@ -125,6 +138,9 @@ class Bundle:
 
     def pairwise_graph_path(self, model: str) -> Path:
         return self.path / pairwise_graph_file(model)
+
+    def ranking_graph_path(self, model: str) -> Path:
+        return self.path / ranking_graph_file(model)
 
 
 def read_manifest(path: Path) -> dict[str, Any]:
@@ -203,7 +219,7 @@ def load_bundle(path: Path, models: list[str] | None = None) -> Bundle:
     missing = [m for m in chosen if m not in manifest["models"]]
     if missing:
         raise BundleError(f"{path / MANIFEST}: bundle has no model {missing}; it holds {manifest['models']}")
-    names = [USERS, ITEMS, HISTORY, REFERENCE] + [all_items_graph_file(m) for m in chosen]
+    names = [USERS, ITEMS, HISTORY, REFERENCE] + [f for m in chosen for f in graph_files(m)]
     verify_files(path, manifest, names)
 
     # ParquetFile, not read_table: read_table imports pyarrow.dataset, ~0.5 s of start-up.

@@ -7,11 +7,13 @@ from dataclasses import dataclass
 import numpy as np
 import onnxruntime as ort
 
-from .bundle import ALL_ITEMS_INPUTS, OUTPUTS, Bundle
+from .bundle import (ALL_ITEMS_INPUTS, OUTPUTS, PAIRWISE_INPUTS, RANKING_OUTPUTS, RATING_OUTPUT,
+                     SCORE_OUTPUT, Bundle)
 from .errors import BundleError
 
 _EXPECTED_TYPES = {"user": "tensor(int64)", "history_items": "tensor(int64)",
-                   "history_ratings": "tensor(float)"}
+                   "history_ratings": "tensor(float)", "item": "tensor(int64)", "items": "tensor(int64)",
+                   "ratings": "tensor(float)"}
 
 
 def available_cpus() -> int:
@@ -47,33 +49,76 @@ def make_session(path: str, threads: int, device: str = "cpu") -> ort.InferenceS
         raise BundleError(f"{path}: onnxruntime cannot load this model ({str(exc).splitlines()[0][:300]})") from exc
 
 
+def _check_signature(session: ort.InferenceSession, path: object, expected_inputs: tuple[str, ...],
+                     expected_outputs: tuple[str, ...]) -> None:
+    inputs = {i.name: i.type for i in session.get_inputs()}
+    outputs = [o.name for o in session.get_outputs()]
+    if tuple(inputs) != expected_inputs or any(inputs[n] != _EXPECTED_TYPES[n] for n in expected_inputs):
+        raise BundleError(f"{path}: graph inputs are {inputs}; expected "
+                          f"{ {n: _EXPECTED_TYPES[n] for n in expected_inputs} }")
+    if sorted(outputs) != sorted(expected_outputs):
+        raise BundleError(f"{path}: graph outputs are {outputs}; expected {list(expected_outputs)}")
+
+
+@dataclass
+class Scores:
+    """One batch of users against every item, ``[B, n_items]`` float32 each."""
+
+    rank: np.ndarray
+    score: np.ndarray | None = None
+    """None when only the ranking graph ran (top-N-only runs)."""
+    rating: np.ndarray | None = None
+
+
 @dataclass
 class ModelScorer:
-    """Scores every item for batches of users with one model's all-items graph."""
+    """Scores every item for batches of users with one model's all-items graph, or with its
+    ranking graph when only ``rank`` is wanted for every pair; the pairwise graph rates chosen pairs."""
 
     model: str
     session: ort.InferenceSession
+    pairwise: ort.InferenceSession
     bundle: Bundle
+    ranking_only: bool
 
     @classmethod
-    def open(cls, bundle: Bundle, model: str, threads: int, device: str = "cpu") -> "ModelScorer":
-        path = bundle.graph_path(model)
+    def open(cls, bundle: Bundle, model: str, threads: int, device: str = "cpu",
+             ranking_only: bool = False) -> "ModelScorer":
+        path = bundle.ranking_graph_path(model) if ranking_only else bundle.graph_path(model)
         session = make_session(str(path), threads, device)
-        expected = ALL_ITEMS_INPUTS[model]
-        inputs = {i.name: i.type for i in session.get_inputs()}
-        outputs = [o.name for o in session.get_outputs()]
-        if tuple(inputs) != expected or any(inputs[n] != _EXPECTED_TYPES[n] for n in expected):
-            raise BundleError(f"{path}: graph inputs are {inputs}; expected "
-                              f"{ {n: _EXPECTED_TYPES[n] for n in expected} }")
-        if sorted(outputs) != sorted(OUTPUTS):
-            raise BundleError(f"{path}: graph outputs are {outputs}; expected {list(OUTPUTS)}")
-        return cls(model, session, bundle)
+        _check_signature(session, path, ALL_ITEMS_INPUTS[model], RANKING_OUTPUTS if ranking_only else OUTPUTS)
+        pairwise_path = bundle.pairwise_graph_path(model)
+        pairwise = make_session(str(pairwise_path), threads, device)
+        _check_signature(pairwise, pairwise_path, PAIRWISE_INPUTS[model], OUTPUTS)
+        return cls(model, session, pairwise, bundle, ranking_only)
 
-    def score(self, users: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(score, rating, rank)`` float32 [len(users), n_items] for user indices ``users``."""
-        feeds = {"user": users}
-        if "history_items" in ALL_ITEMS_INPUTS[self.model]:
-            feeds["history_items"] = self.bundle.history_items[users]
-            feeds["history_ratings"] = self.bundle.history_ratings[users]
+    def _history_feeds(self, users: np.ndarray) -> dict[str, np.ndarray]:
+        if "history_items" not in ALL_ITEMS_INPUTS[self.model]:
+            return {}
+        return {"history_items": self.bundle.history_items[users], "history_ratings": self.bundle.history_ratings[users]}
+
+    def score(self, users: np.ndarray) -> Scores:
+        """Every item for user indices ``users``: ``rank`` always, ``score`` and ``rating`` unless
+        the scorer is ranking-only."""
+        feeds = {"user": users, **self._history_feeds(users)}
+        if self.ranking_only:
+            (rank,) = self.session.run(list(RANKING_OUTPUTS), feeds)
+            return Scores(rank)
         score, rating, rank = self.session.run(list(OUTPUTS), feeds)
-        return score, rating, rank
+        return Scores(rank, score, rating)
+
+    def rate_pairs(self, users: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(score, rating)`` [P] of (user index, item index) pairs, from the pairwise graph."""
+        if len(users) == 0:
+            return np.empty(0, np.float32), np.empty(0, np.float32)
+        users, items = users.astype(np.int64), items.astype(np.int64)
+        if PAIRWISE_INPUTS[self.model] == ("user", "items", "ratings"):  # latest history, then the item
+            b = self.bundle
+            feeds = {"user": users,
+                     "items": np.concatenate([b.history_items[users], items[:, None]], axis=1),
+                     "ratings": np.concatenate([b.history_ratings[users], np.zeros((len(users), 1), np.float32)],
+                                               axis=1)}
+        else:
+            feeds = {"user": users, "item": items}
+        score, rating = self.pairwise.run([SCORE_OUTPUT, RATING_OUTPUT], feeds)
+        return score, rating

@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 
 from .bundle import MANIFEST, PARITY_TOLERANCE, Bundle, load_bundle
 from .checksums import sha256_file
-from .engine import ModelScorer, available_cpus
+from .engine import ModelScorer, Scores, available_cpus
 from .errors import PublishError, UsageError, VerificationError
 from .failpoints import failpoint
 from .parity import check_parity
@@ -64,7 +64,8 @@ class ModelResult:
     rows: dict[str, int] = field(default_factory=dict)
     parity_max_abs_diff: float = 0.0
     parity_pairs: int = 0
-    seconds: dict[str, float] = field(default_factory=lambda: {"onnxruntime": 0.0, "top_n": 0.0, "write": 0.0})
+    seconds: dict[str, float] = field(default_factory=lambda: {"onnxruntime": 0.0, "onnxruntime_pairs": 0.0,
+                                                               "top_n": 0.0, "write": 0.0})
 
 
 def validate_options(options: ScoringOptions, bundle: Bundle) -> None:
@@ -95,10 +96,10 @@ class _ChunkSink:
     """Turns one chunk of scores into table rows (runs on the worker thread)."""
 
     def __init__(self, bundle: Bundle, options: ScoringOptions, writers: dict[str, PartitionWriter],
-                 result: ModelResult) -> None:
-        self.bundle, self.options, self.writers, self.result = bundle, options, writers, result
+                 result: ModelResult, scorer: ModelScorer) -> None:
+        self.bundle, self.options, self.writers, self.result, self.scorer = bundle, options, writers, result, scorer
 
-    def __call__(self, start: int, stop: int, rating: np.ndarray, rank: np.ndarray) -> None:
+    def __call__(self, start: int, stop: int, scores: Scores) -> None:
         b = self.bundle
         users = b.user_ids[start:stop]
         if "predictions" in self.writers:
@@ -106,27 +107,48 @@ class _ChunkSink:
             self.writers["predictions"].write({
                 "user_id": arrow_array(np.repeat(users, b.n_items)),
                 "item_id": arrow_array(np.tile(b.item_ids, stop - start)),
-                "prediction": arrow_array(rating.reshape(-1)),
+                "prediction": arrow_array(scores.rating.reshape(-1)),
             })
             self.result.seconds["write"] += time.perf_counter() - t
         if "recommendations" in self.writers:
             t = time.perf_counter()
             indptr = b.seen_indptr[start:stop + 1]
-            masked = mask_seen(rank, indptr - indptr[0], b.seen_items[indptr[0]:indptr[-1]])
+            # The rank chunk is this sink's alone and its seen entries are never read again.
+            masked = mask_seen(scores.rank, indptr - indptr[0], b.seen_items[indptr[0]:indptr[-1]], copy=False)
             items, valid = top_n(masked, self.options.top_n)
             rows, ranks = np.nonzero(valid)
             chosen = items[rows, ranks]
+            self.result.seconds["top_n"] += time.perf_counter() - t
+            if scores.rating is not None:
+                rating = scores.rating[rows, chosen]
+            else:
+                t = time.perf_counter()
+                score, rating = self.scorer.rate_pairs(start + rows, chosen)
+                _check_finite(self.scorer.model, b, "score", score, start + rows, chosen)
+                self.result.seconds["onnxruntime_pairs"] += time.perf_counter() - t
             columns = {
                 "user_id": arrow_array(users[rows]),
                 "rank": arrow_array((ranks + 1).astype(np.int16)),
                 "item_id": arrow_array(b.item_ids[chosen]),
-                "prediction": arrow_array(rating[rows, chosen]),
-                "score": arrow_array(rank[rows, chosen]),
+                "prediction": arrow_array(rating),
+                "score": arrow_array(masked[rows, chosen]),
             }
-            self.result.seconds["top_n"] += time.perf_counter() - t
             t = time.perf_counter()
             self.writers["recommendations"].write(columns)
             self.result.seconds["write"] += time.perf_counter() - t
+
+
+def _check_finite(model: str, bundle: Bundle, output: str, values: np.ndarray,
+                  users: np.ndarray, items: np.ndarray) -> None:
+    """VerificationError naming the first pair whose ``values`` entry is NaN or infinite;
+    ``users`` and ``items`` index ``values`` (broadcast against it, as for a [B, n_items] chunk)."""
+    bad = ~np.isfinite(values)
+    if bad.any():
+        where = np.argwhere(bad)[0]
+        user, item = np.broadcast_arrays(users, items)
+        user, item = user[tuple(where)], item[tuple(where)]
+        raise VerificationError(f"model '{model}' produced a non-finite {output} for user_id "
+                                f"{bundle.user_ids[user]}, item_id {bundle.item_ids[item]}")
 
 
 def _reference_index(bundle: Bundle, model: str) -> tuple[np.ndarray, np.ndarray]:
@@ -138,29 +160,32 @@ def _reference_index(bundle: Bundle, model: str) -> tuple[np.ndarray, np.ndarray
 def score_model(bundle: Bundle, model: str, options: ScoringOptions, run_dir: Path,
                 pool: ThreadPoolExecutor) -> ModelResult:
     """Score all users with one model, writing its table partitions into ``run_dir``."""
-    scorer = ModelScorer.open(bundle, model, options.threads, options.device)
+    ranking_only = "predictions" not in options.tables
+    scorer = ModelScorer.open(bundle, model, options.threads, options.device, ranking_only)
     result = ModelResult()
     writers = {t: PartitionWriter(run_dir, t, model) for t in options.tables}
-    sink = _ChunkSink(bundle, options, writers, result)
+    sink = _ChunkSink(bundle, options, writers, result, scorer)
     ref = bundle.references[model]
     order, sorted_users = _reference_index(bundle, model)
     ours = {"score": np.full(len(ref.users), np.nan, np.float32), "rank": np.full(len(ref.users), np.nan, np.float32)}
+    all_items = np.arange(bundle.n_items)
     pending: deque[Future] = deque()
     try:
         for start, stop in _chunks(bundle.n_users, bundle.n_items, options.chunk_pairs):
             t = time.perf_counter()
-            score, rating, rank = scorer.score(np.arange(start, stop, dtype=np.int64))
+            users = np.arange(start, stop, dtype=np.int64)
+            scores = scorer.score(users)
             result.seconds["onnxruntime"] += time.perf_counter() - t
-            for output, values in (("score", score), ("rank", rank)):
-                if not np.isfinite(values).all():
-                    bad = np.argwhere(~np.isfinite(values))[0]
-                    raise VerificationError(f"model '{model}' produced a non-finite {output} for user_id "
-                                            f"{bundle.user_ids[start + bad[0]]}, item_id {bundle.item_ids[bad[1]]}")
+            for output in ("score", "rank"):
+                values = getattr(scores, output)
+                if values is not None:
+                    _check_finite(model, bundle, output, values, users[:, None], all_items[None, :])
             lo, hi = np.searchsorted(sorted_users, [start, stop])
             picked = order[lo:hi]
-            ours["score"][picked] = score[ref.users[picked] - start, ref.items[picked]]
-            ours["rank"][picked] = rank[ref.users[picked] - start, ref.items[picked]]
-            pending.append(pool.submit(sink, start, stop, rating, rank))
+            ours["rank"][picked] = scores.rank[ref.users[picked] - start, ref.items[picked]]
+            if scores.score is not None:
+                ours["score"][picked] = scores.score[ref.users[picked] - start, ref.items[picked]]
+            pending.append(pool.submit(sink, start, stop, scores))
             failpoint("mid_model_first_chunk")
             while len(pending) > 1:
                 pending.popleft().result()
@@ -171,6 +196,8 @@ def score_model(bundle: Bundle, model: str, options: ScoringOptions, run_dir: Pa
     finally:
         for future in pending:
             future.cancel()
+    if ranking_only:  # the reference pairs' ratings come from the pairwise graph, as the table's do
+        ours["score"] = scorer.rate_pairs(ref.users, ref.items)[0]
     result.rows = {t: w.rows for t, w in writers.items()}
     result.parity_pairs = int(len(ref.users))
     raw = (bundle.user_ids[ref.users], bundle.item_ids[ref.items])

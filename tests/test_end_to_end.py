@@ -77,6 +77,23 @@ def test_top_n_excludes_history_and_is_ranked(scored, trained, synthetic_dir):
         np.testing.assert_allclose(group["prediction"].to_numpy(), stored)
 
 
+def test_a_top_n_only_run_writes_the_same_recommendations(scored, trained, tmp_path):
+    # Top-N-only runs rank with the ranking graphs and rate the chosen pairs with the pairwise graphs.
+    out = tmp_path / "recs-only"
+    result = run_cli("scoring", "--bundle", str(trained / "latest"), "--output-root", str(out),
+                     "--top-n", str(TOP_N), "--tables", "recommendations", block_torch=True)
+    assert result.returncode == 0, result.stderr
+    assert not (out / "latest" / "predictions").exists()
+    keys = ["model", "user_id", "rank"]
+    ours = read(out / "latest", "recommendations").sort_values(keys).reset_index(drop=True)
+    full = read(scored / "latest", "recommendations").sort_values(keys).reset_index(drop=True)
+    assert len(ours) == len(full) > 0
+    for column in ("model", "user_id", "rank", "item_id", "score"):
+        assert (ours[column] == full[column]).all(), column
+    np.testing.assert_allclose(ours["prediction"], full["prediction"], rtol=0, atol=4e-5)
+    assert run_cli("export.verify", "--run", str(out / "latest")).returncode == 0
+
+
 def test_make_verify_compares_every_row_with_torch(scored):
     result = run_cli("export.verify", "--run", str(scored / "latest"))
     assert result.returncode == 0, result.stderr

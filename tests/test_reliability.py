@@ -175,6 +175,16 @@ def test_broken_bundle_is_named_and_nothing_is_published(breaker, tmp_path, trai
     assert "Traceback" not in result.stderr
 
 
+def test_a_ranking_graph_with_the_wrong_outputs_stops_a_top_n_only_run(tmp_path, trained, scored, published):
+    bundle = copy_bundle(trained, tmp_path)
+    shutil.copy(bundle / "dense.all_items.onnx", bundle / "dense.ranking.onnx")
+    refresh_checksum(bundle, "dense.ranking.onnx")
+    result = run_cli("scoring", "--bundle", str(bundle), "--output-root", str(scored), "--no-report",
+                     "--tables", "recommendations")
+    assert result.returncode == 1, result.stderr
+    assert "dense.ranking.onnx: graph outputs are" in result.stderr and "expected ['rank']" in result.stderr
+
+
 @pytest.mark.parametrize("args, message", [
     (["--models", "mf,bpr"], "--models: unknown name ['bpr']"),
     (["--tables", "scores"], "--tables: unknown name ['scores']"),
