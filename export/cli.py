@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from scoring.bundle import read_manifest, verify_files
 from scoring.cli import parse_names
@@ -50,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-epochs", type=int, help="cap every model's epochs (for quick runs)")
     parser.add_argument("--batch-size", type=int, help="override every model's mini-batch size")
     parser.add_argument("--time-budget", type=float, help="stop each model's training after this many seconds")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="where torch trains (default: %(default)s; cuda needs a CUDA build of torch)")
     parser.add_argument("--window", type=int, default=10, help="LSTM sequence length L (default: %(default)s)")
     parser.add_argument("--force", action="store_true", help="retrain even if an identical bundle exists")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -58,7 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def make_config(args: argparse.Namespace) -> RunConfig:
     """The run configuration the options describe."""
-    config = RunConfig(seed=args.seed, models=parse_names("--models", args.models, MODEL_NAMES))
+    device = getattr(args, "device", "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: this torch build sees no CUDA device (torch "
+                         f"{torch.__version__}); train with --device cpu")
+    config = RunConfig(seed=args.seed, models=parse_names("--models", args.models, MODEL_NAMES), device=device)
     if args.window < 2:
         raise UsageError(f"--window: expected an integer >= 2 (history plus the item to rate), got {args.window}")
     config = dataclasses.replace(config, lstm=dataclasses.replace(config.lstm, window=args.window))

@@ -92,6 +92,8 @@ class RunConfig:
     """Share of an explicit training file held out for early stopping."""
     models: tuple[str, ...] = ("mf", "dense", "lstm")
     """Which models to train and export."""
+    device: str = "cpu"
+    """Where torch trains: "cpu" or "cuda" (export, parity and scoring inputs stay on the CPU)."""
     mf: MFConfig = field(default_factory=MFConfig)
     dense: DenseConfig = field(default_factory=DenseConfig)
     lstm: LSTMConfig = field(default_factory=LSTMConfig)

@@ -79,35 +79,43 @@ def run_fingerprint(config: RunConfig, data_checksums: dict[str, str], code: str
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
+def _on(device: torch.device, data: tuple[tuple[torch.Tensor, ...], torch.Tensor]) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+    inputs, targets = data
+    return tuple(x.to(device) for x in inputs), targets.to(device)
+
+
 def train_model(name: str, dataset: Dataset, config: RunConfig, seed: int) -> TrainedModel:
     """Fit one family on the training split (early stopping on validation, then a refit on both
-    when configured) and measure it on the test split."""
+    when configured) on ``config.device``, and measure it on the test split, on the CPU."""
     family = FAMILIES[name]
     model_config = config.model_config(name)
     training = model_config.training
     vocab = dataset.vocab
+    device = torch.device(config.device)
 
     def fresh(ratings: Interactions) -> tuple[torch.nn.Module, torch.Generator]:
         generator = torch.Generator().manual_seed(seed)
         module = family.build(model_config, vocab.n_users, vocab.n_items, float(ratings.unit.mean()))
         init_parameters(module, generator)
-        return module, generator
+        return module.to(device), generator
 
     module, generator = fresh(dataset.train)
     context = History.of(dataset.train, vocab.n_users, vocab.n_items, config.lstm.window)
-    train = family.training_inputs(dataset.train, model_config, vocab.n_items)
-    validation = (family.pair_inputs(dataset.validation.users, dataset.validation.items, context),
-                  torch.as_tensor(dataset.validation.unit))
+    train = _on(device, family.training_inputs(dataset.train, model_config, vocab.n_items))
+    validation_inputs = family.pair_inputs(dataset.validation.users, dataset.validation.items, context)
+    validation = (tuple(x.to(device) for x in validation_inputs), torch.as_tensor(dataset.validation.unit))
     objective = Objective(family.predict, family.rank, family.penalty, family.with_items, vocab.n_items)
     result = fit(module, objective, train, validation, training, generator, name)
     if training.refit and len(dataset.validation) and not result.out_of_time:
         started = time.perf_counter()
         both = dataset.train.concat(dataset.validation)
         module, generator = fresh(both)
-        result.refit_epochs = refit(module, objective, family.training_inputs(both, model_config, vocab.n_items),
+        result.refit_epochs = refit(module, objective,
+                                    _on(device, family.training_inputs(both, model_config, vocab.n_items)),
                                     result.best_epoch, training, generator, name)
         context = History.of(both, vocab.n_users, vocab.n_items, config.lstm.window)
         result.seconds += time.perf_counter() - started
+    module = module.cpu()
     test_inputs = family.pair_inputs(dataset.test.users, dataset.test.items, context)
     predicted = predict_in_batches(module, family.predict, test_inputs).numpy()
     metrics = rating_errors(clipped_stars(predicted), dataset.test.stars)

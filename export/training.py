@@ -38,11 +38,12 @@ class FitResult:
 
 
 def predict_in_batches(model: nn.Module, predict: Predict, inputs: Inputs, batch: int = EVAL_BATCH) -> torch.Tensor:
-    """Evaluate ``predict`` over ``inputs`` without gradients, in slices of ``batch`` rows."""
+    """Evaluate ``predict`` over ``inputs`` (on the model's device) without gradients, in slices
+    of ``batch`` rows; the result is on the CPU."""
     model.eval()
     with torch.no_grad():
         n = inputs[0].shape[0]
-        return torch.cat([predict(model, tuple(x[i:i + batch] for x in inputs)) for i in range(0, n, batch)]) \
+        return torch.cat([predict(model, tuple(x[i:i + batch] for x in inputs)).cpu() for i in range(0, n, batch)]) \
             if n else torch.empty(0)
 
 
@@ -119,8 +120,8 @@ def batch_loss(model: nn.Module, objective: Objective, batch: Inputs, targets: t
     embedding_l2, bias_l2 = objective.penalty(model, batch)
     loss = mse + config.embedding_decay * embedding_l2 + config.bias_decay * bias_l2
     if config.rank_weight:
-        negatives = objective.with_items(batch, torch.randint(0, objective.n_items, targets.shape,
-                                                              generator=generator))
+        sampled = torch.randint(0, objective.n_items, targets.shape, generator=generator)
+        negatives = objective.with_items(batch, sampled.to(targets.device))
         logits = torch.cat([objective.rank(model, batch), objective.rank(model, negatives)])
         labels = torch.cat([torch.ones_like(targets), torch.zeros_like(targets)])
         loss = loss + config.rank_weight * nn.functional.binary_cross_entropy_with_logits(logits, labels)
@@ -139,7 +140,7 @@ def _train_epoch(model: nn.Module, objective: Objective, train: tuple[Inputs, to
                       disable=not sys.stderr.isatty()):
         if deadline is not None and time.perf_counter() > deadline:
             return total, seen, True
-        index = order[start:start + config.batch_size]
+        index = order[start:start + config.batch_size].to(targets.device)
         loss, mse = batch_loss(model, objective, tuple(x[index] for x in inputs), targets[index], config, generator)
         optimizer.zero_grad()
         loss.backward()

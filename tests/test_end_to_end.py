@@ -166,6 +166,15 @@ def test_bad_options_exit_non_zero_with_a_message(trained, tmp_path, args, messa
     assert not (tmp_path / "latest").exists()
 
 
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a CUDA device")
+def test_training_on_cuda_without_a_gpu_is_refused_before_any_work(synthetic_dir, tmp_path):
+    result = run_cli("export", "--data-dir", str(synthetic_dir), "--artifacts", str(tmp_path / "a"),
+                     "--device", "cuda")
+    assert result.returncode == 2
+    assert "--device cuda: this torch build sees no CUDA device" in result.stderr
+    assert not (tmp_path / "a").exists()
+
+
 def test_scoring_imports_and_runs_without_torch(scored):
     # The `scored` fixture ran the whole job with `import torch` made to fail; check it again here.
     result = run_cli("scoring", "--help", block_torch=True)
