@@ -92,14 +92,14 @@ def _pair_penalty(model: nn.Module, batch: Inputs) -> Penalty:
     return embeddings.mean(), _bias_penalty(model, users, items)
 
 
+def _rank_factor_penalty(model: nn.Module, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    return ((model.rank_user_embedding(users) ** 2).sum(-1) + (model.rank_item_embedding(items) ** 2).sum(-1)).mean()
+
+
 def _mf_penalty(model: nn.Module, batch: Inputs) -> Penalty:
     users, items = batch[0], batch[1]
     embeddings, biases = _pair_penalty(model, batch)
     return embeddings + _rank_factor_penalty(model, users, items), biases
-
-
-def _rank_factor_penalty(model: nn.Module, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-    return ((model.rank_user_embedding(users) ** 2).sum(-1) + (model.rank_item_embedding(items) ** 2).sum(-1)).mean()
 
 
 def _sequence_penalty(model: nn.Module, batch: Inputs) -> Penalty:

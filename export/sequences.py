@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from scoring.bundle import pair_windows
+
 from .dataset import Interactions
 
 
@@ -72,7 +74,5 @@ def latest_history(interactions: Interactions, n_users: int, length: int, pad: i
 def windows_for_pairs(history_items: np.ndarray, history_ratings: np.ndarray,
                       users: np.ndarray, items: np.ndarray) -> Windows:
     """Windows predicting ``(users, items)`` from each user's latest history (scoring semantics)."""
-    return Windows(users=users,
-                   items=np.concatenate([history_items[users], items[:, None]], axis=1),
-                   ratings=np.concatenate([history_ratings[users],
-                                           np.zeros((len(users), 1), np.float32)], axis=1))
+    window_items, window_ratings = pair_windows(history_items, history_ratings, users, items)
+    return Windows(users=users, items=window_items, ratings=window_ratings)

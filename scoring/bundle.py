@@ -56,6 +56,14 @@ PAIRWISE_INPUTS: dict[str, tuple[str, ...]] = {
 """Inputs of each pairwise graph, one prediction per row, the models as trained."""
 
 
+def pair_windows(history_items: np.ndarray, history_ratings: np.ndarray, users: np.ndarray,
+                 items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The LSTM pairwise graph's ``items`` and ``ratings`` [P, L] for (user, item) index pairs:
+    each user's latest history window followed by the item, whose own rating slot is 0."""
+    return (np.concatenate([history_items[users], items[:, None]], axis=1),
+            np.concatenate([history_ratings[users], np.zeros((len(users), 1), np.float32)], axis=1))
+
+
 def pairwise_graph_file(model: str) -> str:
     """File name of a model's pairwise ONNX graph."""
     return f"{model}.onnx"

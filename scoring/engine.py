@@ -8,7 +8,7 @@ import numpy as np
 import onnxruntime as ort
 
 from .bundle import (ALL_ITEMS_INPUTS, OUTPUTS, PAIRWISE_INPUTS, RANKING_OUTPUTS, RATING_OUTPUT,
-                     SCORE_OUTPUT, Bundle)
+                     SCORE_OUTPUT, Bundle, pair_windows)
 from .errors import BundleError
 
 _EXPECTED_TYPES = {"user": "tensor(int64)", "history_items": "tensor(int64)",
@@ -77,7 +77,8 @@ class ModelScorer:
 
     model: str
     session: ort.InferenceSession
-    pairwise: ort.InferenceSession
+    pairwise: ort.InferenceSession | None
+    """Opened for ranking-only scorers, the only ones that rate chosen pairs."""
     bundle: Bundle
     ranking_only: bool
 
@@ -87,9 +88,11 @@ class ModelScorer:
         path = bundle.ranking_graph_path(model) if ranking_only else bundle.graph_path(model)
         session = make_session(str(path), threads, device)
         _check_signature(session, path, ALL_ITEMS_INPUTS[model], RANKING_OUTPUTS if ranking_only else OUTPUTS)
-        pairwise_path = bundle.pairwise_graph_path(model)
-        pairwise = make_session(str(pairwise_path), threads, device)
-        _check_signature(pairwise, pairwise_path, PAIRWISE_INPUTS[model], OUTPUTS)
+        pairwise = None
+        if ranking_only:
+            pairwise_path = bundle.pairwise_graph_path(model)
+            pairwise = make_session(str(pairwise_path), threads, device)
+            _check_signature(pairwise, pairwise_path, PAIRWISE_INPUTS[model], OUTPUTS)
         return cls(model, session, pairwise, bundle, ranking_only)
 
     def _history_feeds(self, users: np.ndarray) -> dict[str, np.ndarray]:
@@ -108,16 +111,14 @@ class ModelScorer:
         return Scores(rank, score, rating)
 
     def rate_pairs(self, users: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``(score, rating)`` [P] of (user index, item index) pairs, from the pairwise graph."""
+        """``(score, rating)`` [P] of (user index, item index) pairs, from the pairwise graph
+        (ranking-only scorers)."""
         if len(users) == 0:
             return np.empty(0, np.float32), np.empty(0, np.float32)
         users, items = users.astype(np.int64), items.astype(np.int64)
         if PAIRWISE_INPUTS[self.model] == ("user", "items", "ratings"):  # latest history, then the item
-            b = self.bundle
-            feeds = {"user": users,
-                     "items": np.concatenate([b.history_items[users], items[:, None]], axis=1),
-                     "ratings": np.concatenate([b.history_ratings[users], np.zeros((len(users), 1), np.float32)],
-                                               axis=1)}
+            windows = pair_windows(self.bundle.history_items, self.bundle.history_ratings, users, items)
+            feeds = {"user": users, "items": windows[0], "ratings": windows[1]}
         else:
             feeds = {"user": users, "item": items}
         score, rating = self.pairwise.run([SCORE_OUTPUT, RATING_OUTPUT], feeds)

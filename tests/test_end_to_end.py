@@ -166,10 +166,10 @@ def test_bad_options_exit_non_zero_with_a_message(trained, tmp_path, args, messa
     assert not (tmp_path / "latest").exists()
 
 
-@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a CUDA device")
 def test_training_on_cuda_without_a_gpu_is_refused_before_any_work(synthetic_dir, tmp_path):
+    # CUDA_VISIBLE_DEVICES="" hides any GPU, so the refusal is checked on GPU machines too.
     result = run_cli("export", "--data-dir", str(synthetic_dir), "--artifacts", str(tmp_path / "a"),
-                     "--device", "cuda")
+                     "--device", "cuda", env={"CUDA_VISIBLE_DEVICES": ""})
     assert result.returncode == 2
     assert "--device cuda: this torch build sees no CUDA device" in result.stderr
     assert not (tmp_path / "a").exists()
