@@ -137,13 +137,15 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
         train_argv += ["--batch-size", str(args.batch_size)]
     if args.force_train:
         train_argv.append("--force")
+    train_argv += ["--device", args.device]
     bundle_path, train_wall = timed(train_and_export, export_parser().parse_args(train_argv))
     bundle = load_bundle(bundle_path, list(models))
     manifest = bundle.manifest
     results: dict[str, Any] = {
         "shape": {"users": bundle.n_users, "items": bundle.n_items, "pairs": bundle.n_users * bundle.n_items,
                   "data": args.synthetic or "MovieLens 100K"},
-        "machine": {"cpus": available_cpus(), "python": platform.python_version(),
+        "machine": {"cpus": available_cpus(), "python": platform.python_version(), "train_device": args.device,
+                    "gpu": torch.cuda.get_device_name() if args.device == "cuda" else None,
                     "onnxruntime": ort.__version__, "torch": torch.__version__, "processor": platform.processor()},
         "train_and_export_wall_s": train_wall,
         "train_s": {m: manifest["models"][m]["train_seconds"] for m in models},
@@ -189,7 +191,8 @@ def print_table(r: dict[str, Any], models: tuple[str, ...]) -> None:
     s, c = r["scoring"], r["comparisons"]
     print(f"\nshape: {r['shape']['users']:,} users x {r['shape']['items']:,} items = {r['shape']['pairs']:,} pairs "
           f"({r['shape']['data']}), {r['machine']['cpus']} CPUs")
-    print(f"train + export (wall): {r['train_and_export_wall_s']:.1f} s")
+    device = r["machine"].get("gpu") or "CPU"
+    print(f"train + export (wall): {r['train_and_export_wall_s']:.1f} s (training on {device})")
     print(f"scoring process: {s['process_wall_s']:.2f} s wall, scoring stage {s['stage_s']:.3f} s "
           f"(bundle load {s['load_s']:.3f} s), peak RSS {s['peak_rss_mb']:.0f} MB, "
           f"{s['pairs_per_s'] / 1e6:.1f} M pairs/s, tables {','.join(s['tables'])}")
@@ -218,6 +221,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-epochs", type=int, help="cap every model's epochs")
     parser.add_argument("--batch-size", type=int, help="training mini-batch size (large shapes)")
     parser.add_argument("--force-train", action="store_true", help="retrain even if the bundle is up to date")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="where torch trains (default: %(default)s); scoring always runs onnxruntime on the CPU")
     parser.add_argument("--compare-pairs", type=int, default=None,
                         help="time the eager/pairwise comparisons on this many pairs and scale (default: all)")
     parser.add_argument("--work-dir", type=Path, default=Path("bench"), help="bundles and runs (default: %(default)s)")

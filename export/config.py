@@ -59,7 +59,10 @@ class DenseConfig:
     """Size of each of the user and item embeddings."""
     hidden: int = 128
     """Width of the hidden ReLU layer."""
-    training: TrainingConfig = TrainingConfig(learning_rate=1e-3, embedding_decay=0.03, weight_decay=1e-4, patience=5)
+    rank_dim: int = 32
+    """Size of the ranking head's own user and item embeddings."""
+    training: TrainingConfig = TrainingConfig(learning_rate=1e-3, embedding_decay=0.03, weight_decay=1e-4, patience=5,
+                                              rank_weight=2.0)
 
 
 @dataclass(frozen=True)
@@ -72,8 +75,8 @@ class LSTMConfig:
     """Size of the item embeddings."""
     hidden: int = 32
     """LSTM state size."""
-    user_dim: int = 32
-    """Size of the user embedding fed to every step."""
+    user_dim: int = 128
+    """Size of the user embedding fed to every step and of the item factors it meets in ``<user, a_item>``."""
     rank_dim: int = 32
     """Size of the ranking head's own user and item embeddings."""
     training: TrainingConfig = TrainingConfig(learning_rate=2e-3, embedding_decay=0.02, weight_decay=1e-5, patience=4,

@@ -96,7 +96,7 @@ def _rank_factor_penalty(model: nn.Module, users: torch.Tensor, items: torch.Ten
     return ((model.rank_user_embedding(users) ** 2).sum(-1) + (model.rank_item_embedding(items) ** 2).sum(-1)).mean()
 
 
-def _mf_penalty(model: nn.Module, batch: Inputs) -> Penalty:
+def _factor_penalty(model: nn.Module, batch: Inputs) -> Penalty:
     users, items = batch[0], batch[1]
     embeddings, biases = _pair_penalty(model, batch)
     return embeddings + _rank_factor_penalty(model, users, items), biases
@@ -104,7 +104,8 @@ def _mf_penalty(model: nn.Module, batch: Inputs) -> Penalty:
 
 def _sequence_penalty(model: nn.Module, batch: Inputs) -> Penalty:
     users, items = batch[0], batch[1][:, -1]
-    embeddings = (model.item_embedding(items) ** 2).sum(-1) + (model.user_embedding(users) ** 2).sum(-1)
+    embeddings = ((model.item_embedding(items) ** 2).sum(-1) + (model.affinity_item_embedding(items) ** 2).sum(-1)
+                  + (model.user_embedding(users) ** 2).sum(-1))
     return embeddings.mean() + _rank_factor_penalty(model, users, items), _bias_penalty(model, users, items)
 
 
@@ -114,14 +115,14 @@ FAMILIES: dict[str, Family] = {
         build=lambda c, n_users, n_items, mean: BiasedMF(n_users, n_items, c.dim, c.rank_dim, mean),
         predict=lambda model, batch: model(*batch)[0],
         rank=lambda model, batch: model(*batch)[1],
-        penalty=_mf_penalty,
+        penalty=_factor_penalty,
     ),
     "dense": Family(
         name="dense",
-        build=lambda c, n_users, n_items, mean: DenseNet(n_users, n_items, c.dim, c.hidden, mean),
+        build=lambda c, n_users, n_items, mean: DenseNet(n_users, n_items, c.dim, c.hidden, c.rank_dim, mean),
         predict=lambda model, batch: model(*batch)[0],
         rank=lambda model, batch: model(*batch)[1],
-        penalty=_pair_penalty,
+        penalty=_factor_penalty,
     ),
     "lstm": Family(
         name="lstm",

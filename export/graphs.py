@@ -56,7 +56,8 @@ class AllItemsMF(nn.Module):
 
 
 class AllItemsDense(nn.Module):
-    """Dense net with its first layer split: ``W [u; i] + b = W_u u + (W_i i + b)``."""
+    """Dense net with its first layer split: ``W [u; i] + b = W_u u + (W_i i + b)``; the ranking
+    head is one matrix product ``[A u, r_u] @ [i, t]^T``."""
 
     def __init__(self, model: DenseNet) -> None:
         super().__init__()
@@ -68,20 +69,18 @@ class AllItemsDense(nn.Module):
             item_half = model.item_embedding.weight @ weight[:, dim:].T + model.hidden.bias
             self.register_buffer("item_half", item_half.contiguous())
             self.register_buffer("item_offset", (model.item_bias.weight[:, 0] + model.output.bias).contiguous())
-            # Both heads in one [H, 2] product: onnxruntime runs a matrix-by-vector MatMul over a
-            # [B, n_items, H] tensor about 4x slower than one matrix-by-matrix product.
-            self.register_buffer("head_weights", torch.stack([model.output.weight[0],
-                                                              model.rank_output.weight[0]], dim=1).contiguous())
-            self.register_buffer("rank_offset", (model.rank_item_bias.weight[:, 0]
-                                                 + model.rank_output.bias).contiguous())
+            self.register_buffer("head_weight", model.output.weight.T.contiguous())  # [H, 1]
+            self.register_buffer("rank_items", torch.cat([model.item_embedding.weight,
+                                                          model.rank_item_embedding.weight], dim=1).contiguous())
 
     def forward(self, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         m = self.model
-        user_half = m.user_embedding(users) @ self.user_weight            # [B, H]
+        user = m.user_embedding(users)
+        user_half = user @ self.user_weight                               # [B, H]
         hidden = torch.relu(user_half[:, None, :] + self.item_half[None, :, :])  # [B, n_items, H]
-        heads = hidden @ self.head_weights                                # [B, n_items, 2]
-        score = heads[..., 0] + self.item_offset + m.user_bias(users) + m.global_mean
-        rank = heads[..., 1] + self.rank_offset
+        score = (hidden @ self.head_weight)[..., 0] + self.item_offset + m.user_bias(users) + m.global_mean
+        rank_user = torch.cat([m.rank_bilinear(user), m.rank_user_embedding(users)], dim=1)
+        rank = rank_user @ self.rank_items.T + m.rank_item_bias.weight[:, 0]
         return score, stars(score), rank
 
 
@@ -90,6 +89,8 @@ class AllItemsLSTM(nn.Module):
 
     The candidate step's input projection ``W_ih [emb(j); r_prev; user]`` splits into a per-item
     part, precomputed for the whole catalogue, and a per-user part (last rating, user embedding).
+    The ranking head needs no candidate step: it reads the state after the history, so it is one
+    matrix product ``[user * s, r_u + W h] @ [a, t]^T`` over the catalogue.
     """
 
     def __init__(self, model: SequenceLSTM) -> None:
@@ -106,16 +107,13 @@ class AllItemsLSTM(nn.Module):
             self.register_buffer("rating_gate", w_ih[:, dim].contiguous())    # [4H]
             self.register_buffer("user_weight", w_ih[:, dim + 1:].T.contiguous())  # [user_dim, 4H]
             self.register_buffer("hidden_weight", w_hh.T.contiguous())        # [H, 4H]
-            self.register_buffer("head_weights", torch.stack([model.output.weight[0],
-                                                              model.rank_output.weight[0]], dim=1).contiguous())
-            user_dim = model.user_embedding.embedding_dim
-            self.register_buffer("item_factors", model.item_embedding.weight[:n_items, :user_dim].contiguous())
+            self.register_buffer("head_weight", model.output.weight.T.contiguous())  # [H, 1]
+            self.register_buffer("item_factors", model.affinity_item_embedding.weight[:n_items].contiguous())
             self.register_buffer("rank_items", torch.cat([self.item_factors, model.rank_item_embedding.weight[:n_items]],
                                                          dim=1).contiguous())
             self.register_buffer("item_offset", (model.item_bias.weight[:n_items, 0]
                                                  + model.output.bias).contiguous())
-            self.register_buffer("rank_offset", (model.rank_item_bias.weight[:n_items, 0]
-                                                 + model.rank_output.bias).contiguous())
+            self.register_buffer("rank_offset", model.rank_item_bias.weight[:n_items, 0].contiguous())
 
     def forward(self, users: torch.Tensor, history_items: torch.Tensor,
                 history_ratings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -125,18 +123,17 @@ class AllItemsLSTM(nn.Module):
         h, c = h[0], c[0]                                                     # [B, H]
         known = (history_items[:, -1] != m.padding_index).to(history_ratings.dtype)
         last = (history_ratings[:, -1] - m.global_mean) * known               # [B]
+        user = m.user_embedding(users)
         user_gates = (h @ self.hidden_weight + last[:, None] * self.rating_gate
-                      + m.user_embedding(users) @ self.user_weight)                # [B, 4H]
+                      + user @ self.user_weight)                                 # [B, 4H]
         gates = user_gates[:, None, :] + self.item_gates[None, :, :]            # [B, n_items, 4H]
         i, f, g, o = gates.chunk(4, dim=-1)
         c_next = torch.sigmoid(f) * c[:, None, :] + torch.sigmoid(i) * torch.tanh(g)
         h_next = torch.sigmoid(o) * torch.tanh(c_next)
-        user = m.user_embedding(users)
         affinity = user @ self.item_factors.T                                    # [B, n_items]
-        heads = h_next @ self.head_weights                                       # [B, n_items, 2]
-        score = heads[..., 0] + self.item_offset + affinity + m.user_bias(users) + m.global_mean
-        rank_user = torch.cat([user * m.rank_scale, m.rank_user_embedding(users)], dim=1)
-        rank = heads[..., 1] + self.rank_offset + rank_user @ self.rank_items.T
+        score = (h_next @ self.head_weight)[..., 0] + self.item_offset + affinity + m.user_bias(users) + m.global_mean
+        rank_user = torch.cat([user * m.rank_scale, m.rank_user(users, h)], dim=1)
+        rank = rank_user @ self.rank_items.T + self.rank_offset
         return score, stars(score), rank
 
 

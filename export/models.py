@@ -41,27 +41,35 @@ class BiasedMF(nn.Module):
 
 
 class DenseNet(nn.Module):
-    """Feed-forward net on concatenated embeddings: ``Linear -> ReLU -> Linear(1)``, plus biases."""
+    """Feed-forward net on concatenated embeddings: ``Linear -> ReLU -> Linear(1)``, plus biases.
 
-    def __init__(self, n_users: int, n_items: int, dim: int, hidden: int, global_mean: float) -> None:
+    The ranking head, ``c_i + <A e_u, e_i> + <r_u, t_i>``, is bilinear in the net's embeddings
+    (detached, so that learning to rank never pulls on what rates) plus factors of its own: one
+    matrix product over the catalogue, where the rating needs the hidden layer for every pair.
+    """
+
+    def __init__(self, n_users: int, n_items: int, dim: int, hidden: int, rank_dim: int, global_mean: float) -> None:
         super().__init__()
         self.user_embedding = nn.Embedding(n_users, dim)
         self.item_embedding = nn.Embedding(n_items, dim)
         self.hidden = nn.Linear(2 * dim, hidden)
         self.output = nn.Linear(hidden, 1)
-        self.rank_output = nn.Linear(hidden, 1)
         self.user_bias = nn.Embedding(n_users, 1)
         self.item_bias = nn.Embedding(n_items, 1)
+        self.rank_bilinear = nn.Linear(dim, dim, bias=False)
+        self.rank_user_embedding = nn.Embedding(n_users, rank_dim)
+        self.rank_item_embedding = nn.Embedding(n_items, rank_dim)
         self.rank_item_bias = nn.Embedding(n_items, 1)
         self.register_buffer("global_mean", torch.tensor(float(global_mean)))
 
     def forward(self, users: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``users``, ``items`` int64 [B] -> score [B] and rank logit [B] from the same hidden layer."""
-        x = torch.cat([self.user_embedding(users), self.item_embedding(items)], dim=-1)
-        hidden = torch.relu(self.hidden(x))
+        """``users``, ``items`` int64 [B] -> score [B] and rank logit [B]."""
+        u, i = self.user_embedding(users), self.item_embedding(items)
+        hidden = torch.relu(self.hidden(torch.cat([u, i], dim=-1)))
         score = (self.global_mean + self.user_bias(users)[:, 0] + self.item_bias(items)[:, 0]
                  + self.output(hidden)[:, 0])
-        rank = self.rank_item_bias(items)[:, 0] + self.rank_output(hidden)[:, 0]
+        rank = (self.rank_item_bias(items)[:, 0] + (self.rank_bilinear(u.detach()) * i.detach()).sum(-1)
+                + (self.rank_user_embedding(users) * self.rank_item_embedding(items)).sum(-1))
         return score, rank
 
 
@@ -71,9 +79,13 @@ class SequenceLSTM(nn.Module):
     Step ``t`` sees item ``t``'s embedding, the rating of item ``t - 1`` (centred on the global
     mean, 0 where padded; a step never sees its own rating) and the user's embedding. The user
     representation that a ten-item window cannot hold also meets each step's item directly:
-    ``<user, item>`` is added to the Linear head's output. The ranking head reads the same states
-    and ``<user * s, item>``, both detached so that learning to rank never pulls on what rates,
-    plus ``c_i + <r_u, t_i>`` from factors of its own.
+    ``<user, a_item>``, with item factors ``a`` of their own, is added to the Linear head's output.
+
+    The ranking head scores step ``t``'s item from what is known before it: the state after
+    step ``t - 1`` (zero at the first step), projected, plus the user's own ranking factors,
+    against the item's ranking factors; plus ``<user * s, a_item>`` and an item bias. The
+    rating representation enters detached, so learning to rank never pulls on what rates, and
+    the head is a matrix product over the catalogue once the history has run.
     """
 
     def __init__(self, n_users: int, n_items: int, dim: int, hidden: int, user_dim: int, rank_dim: int,
@@ -82,9 +94,10 @@ class SequenceLSTM(nn.Module):
         self.padding_index = n_items
         self.item_embedding = nn.Embedding(n_items + 1, dim, padding_idx=n_items)
         self.user_embedding = nn.Embedding(n_users, user_dim)
+        self.affinity_item_embedding = nn.Embedding(n_items + 1, user_dim, padding_idx=n_items)
         self.lstm = nn.LSTM(dim + 1 + user_dim, hidden, batch_first=True)
         self.output = nn.Linear(hidden, 1)
-        self.rank_output = nn.Linear(hidden, 1)
+        self.rank_state = nn.Linear(hidden, rank_dim, bias=False)
         self.rank_scale = nn.Parameter(torch.ones(user_dim))
         self.rank_user_embedding = nn.Embedding(n_users, rank_dim)
         self.rank_item_embedding = nn.Embedding(n_items + 1, rank_dim, padding_idx=n_items)
@@ -101,25 +114,25 @@ class SequenceLSTM(nn.Module):
         user = self.user_embedding(users)[:, None, :].expand(-1, items.shape[1], -1)
         return torch.cat([self.item_embedding(items), previous.unsqueeze(-1), user], dim=-1)
 
-    def affinity(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """``<user, item>`` for every step [B, L], on the item's first ``user_dim`` units."""
-        user = self.user_embedding(users)
-        return (self.item_embedding(items)[..., :user.shape[-1]] * user[:, None, :]).sum(-1)
-
-    def rank_affinity(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """``<user * s, item>`` on the detached rating factors plus ``<r_u, t_i>``, per step [B, L]."""
-        user = self.user_embedding(users).detach() * self.rank_scale
-        shared = (self.item_embedding(items)[..., :user.shape[-1]].detach() * user[:, None, :]).sum(-1)
-        return shared + (self.rank_item_embedding(items) * self.rank_user_embedding(users)[:, None, :]).sum(-1)
+    def rank_user(self, users: torch.Tensor, previous_states: torch.Tensor) -> torch.Tensor:
+        """The ranking head's user side [..., rank_dim]: own factors plus the projected state."""
+        user = self.rank_user_embedding(users)
+        if previous_states.dim() == 3:
+            user = user[:, None, :]
+        return user + self.rank_state(previous_states)
 
     def forward(self, users: torch.Tensor, items: torch.Tensor,
                 ratings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``users`` [B], ``items`` int64 [B, L], ``ratings`` [B, L] -> per-step score and rank [B, L]."""
         states, _ = self.lstm(self.step_inputs(users, items, ratings))
+        user = self.user_embedding(users)[:, None, :]
+        factors = self.affinity_item_embedding(items)
         score = (self.global_mean + self.user_bias(users) + self.item_bias(items)[..., 0]
-                 + self.output(states)[..., 0] + self.affinity(users, items))
-        # The ranking head reads the rating model's states as they are (detached): its loss trains
-        # the head and its own factors, never the LSTM or the embeddings the ratings rely on.
-        rank = (self.rank_item_bias(items)[..., 0] + self.rank_output(states.detach())[..., 0]
-                + self.rank_affinity(users, items))
+                 + self.output(states)[..., 0] + (user * factors).sum(-1))
+        # The ranking head reads the rating model's states and factors as they are (detached): its
+        # loss trains the head and its own factors, never what the ratings rely on.
+        previous = torch.cat([torch.zeros_like(states[:, :1]), states[:, :-1]], dim=1).detach()
+        rank = (self.rank_item_bias(items)[..., 0]
+                + (user.detach() * self.rank_scale * factors.detach()).sum(-1)
+                + (self.rank_user(users, previous) * self.rank_item_embedding(items)).sum(-1))
         return score, rank
