@@ -4,7 +4,7 @@ Pairwise graphs are the trained modules as they are. All-items graphs score ever
 a batch of users, ``[B] -> [B, n_items]``, with the same arithmetic rearranged: MF is one
 matrix product, the dense net's first layer is split into a user half and a precomputed item
 half, and the LSTM runs each history once and then one step per candidate item. Ranking graphs
-are all-items graphs with the ``rank`` output only.
+are the ``rank`` output alone: for every family one matrix product of user and item factors.
 """
 from __future__ import annotations
 
@@ -49,10 +49,13 @@ class AllItemsMF(nn.Module):
         m = self.model
         p = m.user_embedding(users)
         score = p @ m.item_embedding.weight.T + m.user_bias(users) + m.item_bias.weight[:, 0] + m.global_mean
-        # Both ranking products in one: [p * s, r] @ [q, t]^T.
-        rank_user = torch.cat([p * m.rank_scale, m.rank_user_embedding(users)], dim=1)
-        rank = rank_user @ self.rank_items.T + m.rank_item_bias.weight[:, 0]
-        return score, stars(score), rank
+        return score, stars(score), self.ranking(users)
+
+    def ranking(self, users: torch.Tensor) -> torch.Tensor:
+        """Both ranking products in one: ``[p * s, r] @ [q, t]^T + c``."""
+        m = self.model
+        rank_user = torch.cat([m.user_embedding(users) * m.rank_scale, m.rank_user_embedding(users)], dim=1)
+        return rank_user @ self.rank_items.T + m.rank_item_bias.weight[:, 0]
 
 
 class AllItemsDense(nn.Module):
@@ -79,9 +82,13 @@ class AllItemsDense(nn.Module):
         user_half = user @ self.user_weight                               # [B, H]
         hidden = torch.relu(user_half[:, None, :] + self.item_half[None, :, :])  # [B, n_items, H]
         score = (hidden @ self.head_weight)[..., 0] + self.item_offset + m.user_bias(users) + m.global_mean
-        rank_user = torch.cat([m.rank_bilinear(user), m.rank_user_embedding(users)], dim=1)
-        rank = rank_user @ self.rank_items.T + m.rank_item_bias.weight[:, 0]
-        return score, stars(score), rank
+        return score, stars(score), self.ranking(users)
+
+    def ranking(self, users: torch.Tensor) -> torch.Tensor:
+        """``[A u, r] @ [i, t]^T + c``."""
+        m = self.model
+        rank_user = torch.cat([m.rank_bilinear(m.user_embedding(users)), m.rank_user_embedding(users)], dim=1)
+        return rank_user @ self.rank_items.T + m.rank_item_bias.weight[:, 0]
 
 
 class AllItemsLSTM(nn.Module):
@@ -89,8 +96,7 @@ class AllItemsLSTM(nn.Module):
 
     The candidate step's input projection ``W_ih [emb(j); r_prev; user]`` splits into a per-item
     part, precomputed for the whole catalogue, and a per-user part (last rating, user embedding).
-    The ranking head needs no candidate step: it reads the state after the history, so it is one
-    matrix product ``[user * s, r_u + W h] @ [a, t]^T`` over the catalogue.
+    The ranking head needs no candidate step: it is one matrix product ``[user * s, r_u] @ [a, t]^T``.
     """
 
     def __init__(self, model: SequenceLSTM) -> None:
@@ -132,21 +138,25 @@ class AllItemsLSTM(nn.Module):
         h_next = torch.sigmoid(o) * torch.tanh(c_next)
         affinity = user @ self.item_factors.T                                    # [B, n_items]
         score = (h_next @ self.head_weight)[..., 0] + self.item_offset + affinity + m.user_bias(users) + m.global_mean
-        rank_user = torch.cat([user * m.rank_scale, m.rank_user(users, h)], dim=1)
-        rank = rank_user @ self.rank_items.T + self.rank_offset
-        return score, stars(score), rank
+        return score, stars(score), self.ranking(users)
+
+    def ranking(self, users: torch.Tensor) -> torch.Tensor:
+        """``[user * s, r] @ [a, t]^T + c``: no history needed."""
+        m = self.model
+        rank_user = torch.cat([m.user_embedding(users) * m.rank_scale, m.rank_user_embedding(users)], dim=1)
+        return rank_user @ self.rank_items.T + self.rank_offset
 
 
 class RankingOnly(nn.Module):
-    """An all-items graph cut down to its ``rank`` output: what a top-N-only run needs. The
-    rating arithmetic it no longer uses (MF's rating product, for one) is left out of the export."""
+    """An all-items graph cut down to its ``rank`` output, ``users [B] -> [B, n_items]``: what a
+    top-N-only run needs. No rating arithmetic (no hidden layer or LSTM step per pair) is in it."""
 
     def __init__(self, all_items: nn.Module) -> None:
         super().__init__()
         self.all_items = all_items
 
-    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
-        return self.all_items(*inputs)[2]
+    def forward(self, users: torch.Tensor) -> torch.Tensor:
+        return self.all_items.ranking(users)
 
 
 def all_items_graph(name: str, model: nn.Module) -> nn.Module:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import onnxruntime as ort
 
-from scoring.bundle import ALL_ITEMS_INPUTS, PAIRWISE_INPUTS, RANK_OUTPUT, SCORE_OUTPUT
+from scoring.bundle import PAIRWISE_INPUTS, RANK_OUTPUT, SCORE_OUTPUT
 
 from .config import PARITY_FULL_USERS, PARITY_MAX_TEST_PAIRS, PARITY_SAMPLE_PAIRS
 from .families import History
@@ -43,11 +43,11 @@ def pairwise_outputs(sess: ort.InferenceSession, model: str,
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
-def all_items_outputs(sess: ort.InferenceSession, model: str, users: np.ndarray, items: np.ndarray,
+def all_items_outputs(sess: ort.InferenceSession, users: np.ndarray, items: np.ndarray,
                       history: History, batch_users: int = 128,
                       outputs: tuple[str, ...] = (SCORE_OUTPUT, RANK_OUTPUT)) -> tuple[np.ndarray, ...]:
-    """``outputs`` (default ``(score, rank)``) at (users, items) pairs from an all-items graph run
-    on their users.
+    """``outputs`` (default ``(score, rank)``) at (users, items) pairs from an all-items or ranking
+    graph run on their users (with their histories where the graph takes them).
 
     Each batch's pairs are gathered as soon as the batch is scored, so memory stays at one
     batch's ``[batch_users, n_items]`` whatever the catalogue size.
@@ -56,10 +56,11 @@ def all_items_outputs(sess: ort.InferenceSession, model: str, users: np.ndarray,
     order = np.argsort(inverse, kind="stable")
     bounds = np.searchsorted(inverse[order], np.arange(0, len(unique) + batch_users, batch_users))
     gathered = tuple(np.empty(len(users), np.float32) for _ in outputs)
+    takes_history = "history_items" in {i.name for i in sess.get_inputs()}
     for k, start in enumerate(range(0, len(unique), batch_users)):
         chunk = unique[start:start + batch_users]
         feeds = {"user": chunk}
-        if ALL_ITEMS_INPUTS[model] != ("user",):
+        if takes_history:
             feeds["history_items"] = history.items[chunk]
             feeds["history_ratings"] = history.ratings[chunk]
         picked = order[bounds[k]:bounds[k + 1]]

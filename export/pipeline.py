@@ -152,19 +152,19 @@ def _export_model(trained: TrainedModel, dataset: Dataset, history: History, sta
     all_items = all_items_graph(name, module)
     export_graph(all_items, all_example, layout.ALL_ITEMS_INPUTS[name], all_path, {**metadata, "graph": "all_items"})
     ranking_path = staging / layout.ranking_graph_file(name)
-    export_graph(RankingOnly(all_items), all_example, layout.ALL_ITEMS_INPUTS[name], ranking_path,
+    export_graph(RankingOnly(all_items), all_example[:1], layout.RANKING_INPUTS[name], ranking_path,
                  {**metadata, "graph": "ranking"}, output_names=layout.RANKING_OUTPUTS)
 
     raw_users, raw_items = vocab.user_ids[users], vocab.item_ids[items]
     outputs = {"pairwise": pairwise_outputs(session(str(pairwise_path)), name, tuple(x.numpy() for x in inputs)),
-               "all_items": all_items_outputs(session(str(all_path)), name, users, items, history)}
+               "all_items": all_items_outputs(session(str(all_path)), users, items, history)}
     parity: dict[str, Any] = {"tolerance": PARITY_TOLERANCE, "pairs": int(len(users)), "test_pairs": n_test}
     for graph, (score, rank) in outputs.items():
         context = f"export parity, {graph} graph"
         parity[f"{graph}_max_abs_diff"] = check_parity(name, reference, score, raw_users, raw_items, context)
         parity[f"{graph}_rank_max_abs_diff"] = check_parity(name, reference_rank, rank, raw_users, raw_items,
                                                             context + ", rank output")
-    (ranking_rank,) = all_items_outputs(session(str(ranking_path)), name, users, items, history,
+    (ranking_rank,) = all_items_outputs(session(str(ranking_path)), users, items, history,
                                         outputs=layout.RANKING_OUTPUTS)
     parity["ranking_rank_max_abs_diff"] = check_parity(name, reference_rank, ranking_rank, raw_users, raw_items,
                                                        "export parity, ranking graph")

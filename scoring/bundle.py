@@ -18,7 +18,7 @@ from .checksums import sha256_file
 from .errors import BundleError
 from .schema import MODEL_NAMES
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """Bumped whenever a file's name, layout or meaning changes; the loader rejects other versions."""
 
 MANIFEST = "manifest.json"
@@ -47,6 +47,10 @@ ALL_ITEMS_INPUTS: dict[str, tuple[str, ...]] = {
     "lstm": ("user", "history_items", "history_ratings"),
 }
 """Inputs of each all-items graph, ``[B] -> [B, n_items]``, the graphs the scoring job runs."""
+
+RANKING_INPUTS: dict[str, tuple[str, ...]] = {"mf": ("user",), "dense": ("user",), "lstm": ("user",)}
+"""Inputs of each ranking graph: every family's ranking head is a product of user and item
+factors, so none needs the LSTM's history."""
 
 PAIRWISE_INPUTS: dict[str, tuple[str, ...]] = {
     "mf": ("user", "item"),

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnxruntime as ort
 
-from .bundle import (ALL_ITEMS_INPUTS, OUTPUTS, PAIRWISE_INPUTS, RANKING_OUTPUTS, RATING_OUTPUT,
+from .bundle import (ALL_ITEMS_INPUTS, OUTPUTS, PAIRWISE_INPUTS, RANKING_INPUTS, RANKING_OUTPUTS, RATING_OUTPUT,
                      SCORE_OUTPUT, Bundle, pair_windows)
 from .errors import BundleError
 
@@ -87,7 +87,8 @@ class ModelScorer:
              ranking_only: bool = False) -> "ModelScorer":
         path = bundle.ranking_graph_path(model) if ranking_only else bundle.graph_path(model)
         session = make_session(str(path), threads, device)
-        _check_signature(session, path, ALL_ITEMS_INPUTS[model], RANKING_OUTPUTS if ranking_only else OUTPUTS)
+        _check_signature(session, path, (RANKING_INPUTS if ranking_only else ALL_ITEMS_INPUTS)[model],
+                         RANKING_OUTPUTS if ranking_only else OUTPUTS)
         pairwise = None
         if ranking_only:
             pairwise_path = bundle.pairwise_graph_path(model)
@@ -95,18 +96,16 @@ class ModelScorer:
             _check_signature(pairwise, pairwise_path, PAIRWISE_INPUTS[model], OUTPUTS)
         return cls(model, session, pairwise, bundle, ranking_only)
 
-    def _history_feeds(self, users: np.ndarray) -> dict[str, np.ndarray]:
-        if "history_items" not in ALL_ITEMS_INPUTS[self.model]:
-            return {}
-        return {"history_items": self.bundle.history_items[users], "history_ratings": self.bundle.history_ratings[users]}
-
     def score(self, users: np.ndarray) -> Scores:
         """Every item for user indices ``users``: ``rank`` always, ``score`` and ``rating`` unless
         the scorer is ranking-only."""
-        feeds = {"user": users, **self._history_feeds(users)}
         if self.ranking_only:
-            (rank,) = self.session.run(list(RANKING_OUTPUTS), feeds)
+            (rank,) = self.session.run(list(RANKING_OUTPUTS), {"user": users})
             return Scores(rank)
+        feeds = {"user": users}
+        if "history_items" in ALL_ITEMS_INPUTS[self.model]:
+            feeds |= {"history_items": self.bundle.history_items[users],
+                      "history_ratings": self.bundle.history_ratings[users]}
         score, rating, rank = self.session.run(list(OUTPUTS), feeds)
         return Scores(rank, score, rating)
 

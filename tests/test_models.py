@@ -15,7 +15,7 @@ from export.models import BiasedMF
 from export.onnx_export import export_graph
 from export.parity import reference_pairs
 from export.training import predict_in_batches
-from scoring.bundle import ALL_ITEMS_INPUTS, PAIRWISE_INPUTS, RANKING_OUTPUTS
+from scoring.bundle import ALL_ITEMS_INPUTS, PAIRWISE_INPUTS, RANKING_INPUTS, RANKING_OUTPUTS
 
 N_USERS, N_ITEMS, WINDOW = 7, 11, 4
 
@@ -112,11 +112,11 @@ def test_onnx_graphs_match_torch_and_stand_alone(family, tmp_path):
     np.testing.assert_allclose(score.reshape(-1), expected, rtol=0, atol=1e-5)
 
     ranking_path = tmp_path / "ranking.onnx"
-    export_graph(RankingOnly(all_items_graph(family.name, model)), tuple(torch.as_tensor(v[:2]) for v in feeds.values()),
-                 ALL_ITEMS_INPUTS[family.name], ranking_path, {"model": family.name}, output_names=RANKING_OUTPUTS)
+    export_graph(RankingOnly(all_items_graph(family.name, model)), (torch.arange(2),),
+                 RANKING_INPUTS[family.name], ranking_path, {"model": family.name}, output_names=RANKING_OUTPUTS)
     session = ort.InferenceSession(str(ranking_path), providers=["CPUExecutionProvider"])
-    assert [o.name for o in session.get_outputs()] == ["rank"]
-    np.testing.assert_allclose(session.run(None, feeds)[0], all_rank, rtol=0, atol=1e-6)
+    assert [i.name for i in session.get_inputs()] == ["user"] and [o.name for o in session.get_outputs()] == ["rank"]
+    np.testing.assert_allclose(session.run(None, {"user": feeds["user"]})[0], all_rank, rtol=0, atol=1e-6)
     nodes = {path: len(onnx.load(str(path)).graph.node) for path in (ranking_path, all_path)}
     assert nodes[ranking_path] < nodes[all_path]  # the rating arithmetic is gone
     # Ranking is matrix products over the catalogue: no per-pair hidden layer or LSTM step.
@@ -165,14 +165,16 @@ def test_lstm_step_never_sees_its_own_rating():
         assert not torch.allclose(model(*inputs)[0][:, -1], model(*changed)[0][:, -1])
 
 
-def test_ranking_head_never_moves_what_rates(family):
-    # Every ranking head reads the rating representation detached and trains only its own parameters.
+def test_ranking_head_moves_only_what_it_may(family):
+    # MF's and the LSTM's ranking heads read the rating representation detached and train only
+    # their own parameters; the dense net's also trains the embeddings, never the hidden layer.
     model = build(family).train()
     users, items = all_pairs()
     family.rank(model, family.pair_inputs(users, items, history())).sum().backward()
     parameters = dict(model.named_parameters())
     moved = {n for n, p in parameters.items() if p.grad is not None and p.grad.abs().sum() > 0}
-    assert moved == {n for n in parameters if n.startswith("rank_")}
+    shared = {"user_embedding.weight", "item_embedding.weight"} if family.name == "dense" else set()
+    assert moved == {n for n in parameters if n.startswith("rank_")} | shared
 
 
 def test_parity_sample_keeps_every_test_pair_up_to_a_cap():
