@@ -115,6 +115,10 @@ PARITY_MAX_TEST_PAIRS = 100_000
 """At most this many test pairs (a seeded sample) in the parity sample: every test pair on
 MovieLens 100K and 1M, while export of a 20M-rating catalogue does not score every user twice."""
 
+PARITY_MAX_USERS = 5_000
+"""At most this many users (a seeded sample) in the parity sample: the all-items graphs score
+every item for each of them, so this bounds export's parity work on large catalogues."""
+
 PARITY_FULL_USERS = 5
 """Users whose every item is in the parity sample."""
 

@@ -6,7 +6,7 @@ import onnxruntime as ort
 
 from scoring.bundle import PAIRWISE_INPUTS, RANK_OUTPUT, SCORE_OUTPUT
 
-from .config import PARITY_FULL_USERS, PARITY_MAX_TEST_PAIRS, PARITY_SAMPLE_PAIRS
+from .config import PARITY_FULL_USERS, PARITY_MAX_TEST_PAIRS, PARITY_MAX_USERS, PARITY_SAMPLE_PAIRS
 from .families import History
 
 ORT_BATCH = 65_536
@@ -14,16 +14,22 @@ ORT_BATCH = 65_536
 
 def reference_pairs(n_users: int, n_items: int, test_users: np.ndarray, test_items: np.ndarray,
                     rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Every test pair (a seeded sample of ``PARITY_MAX_TEST_PAIRS`` when there are more), every
-    item for a few seeded users, and random pairs up to the sample size."""
+    """Every test pair (of a seeded ``PARITY_MAX_USERS`` users when there are more, and a seeded
+    sample of ``PARITY_MAX_TEST_PAIRS`` when there are more pairs), every item for a few seeded
+    users, and random pairs up to the sample size, all among the same users."""
+    pool = np.arange(n_users) if n_users <= PARITY_MAX_USERS else np.sort(
+        rng.choice(n_users, size=PARITY_MAX_USERS, replace=False))
+    if len(pool) < n_users:
+        kept = np.isin(test_users, pool)
+        test_users, test_items = test_users[kept], test_items[kept]
     if len(test_users) > PARITY_MAX_TEST_PAIRS:
         keep = np.sort(rng.choice(len(test_users), size=PARITY_MAX_TEST_PAIRS, replace=False))
         test_users, test_items = test_users[keep], test_items[keep]
-    full = np.sort(rng.choice(n_users, size=min(PARITY_FULL_USERS, n_users), replace=False))
+    full = np.sort(rng.choice(pool, size=min(PARITY_FULL_USERS, len(pool)), replace=False))
     users = [test_users, np.repeat(full, n_items)]
     items = [test_items, np.tile(np.arange(n_items), len(full))]
     extra = max(0, min(PARITY_SAMPLE_PAIRS, n_users * n_items) - len(full) * n_items)
-    users.append(rng.integers(0, n_users, extra))
+    users.append(rng.choice(pool, size=extra))
     items.append(rng.integers(0, n_items, extra))
     return np.concatenate(users).astype(np.int64), np.concatenate(items).astype(np.int64)
 

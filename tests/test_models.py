@@ -8,7 +8,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from export.config import PARITY_FULL_USERS, PARITY_MAX_TEST_PAIRS, PARITY_SAMPLE_PAIRS, RunConfig
+from export.config import PARITY_FULL_USERS, PARITY_MAX_TEST_PAIRS, PARITY_MAX_USERS, PARITY_SAMPLE_PAIRS, RunConfig
 from export.families import FAMILIES, History, init_parameters
 from export.graphs import PairwiseGraph, RankingOnly, all_items_graph, stars
 from export.models import BiasedMF
@@ -175,6 +175,17 @@ def test_ranking_head_moves_only_what_it_may(family):
     moved = {n for n, p in parameters.items() if p.grad is not None and p.grad.abs().sum() > 0}
     shared = {"user_embedding.weight", "item_embedding.weight"} if family.name == "dense" else set()
     assert moved == {n for n in parameters if n.startswith("rank_")} | shared
+
+
+def test_parity_sample_bounds_the_users_the_all_items_graphs_score():
+    rng = np.random.default_rng(0)
+    n_users = PARITY_MAX_USERS * 3
+    users, items = rng.integers(0, n_users, 50_000), rng.integers(0, 50, 50_000)
+    sampled_users, sampled_items = reference_pairs(n_users, 50, users, items, np.random.default_rng(1))
+    assert len(np.unique(sampled_users)) <= PARITY_MAX_USERS
+    pool = set(np.unique(sampled_users).tolist())
+    tested_in_pool = {(u, i) for u, i in zip(users.tolist(), items.tolist()) if u in pool}
+    assert tested_in_pool <= set(zip(sampled_users.tolist(), sampled_items.tolist()))  # every test pair of those users
 
 
 def test_parity_sample_keeps_every_test_pair_up_to_a_cap():
