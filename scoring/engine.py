@@ -60,6 +60,11 @@ def _check_signature(session: ort.InferenceSession, path: object, expected_input
         raise BundleError(f"{path}: graph outputs are {outputs}; expected {list(expected_outputs)}")
 
 
+RATE_BATCH = 16_384
+"""Pairs per pairwise-graph call when rating chosen pairs: the LSTM graph's intermediates are
+about 10 kB per pair, so one call over a whole parity sample would take gigabytes."""
+
+
 @dataclass
 class Scores:
     """One batch of users against every item, ``[B, n_items]`` float32 each."""
@@ -111,14 +116,16 @@ class ModelScorer:
 
     def rate_pairs(self, users: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(score, rating)`` [P] of (user index, item index) pairs, from the pairwise graph
-        (ranking-only scorers)."""
-        if len(users) == 0:
-            return np.empty(0, np.float32), np.empty(0, np.float32)
-        users, items = users.astype(np.int64), items.astype(np.int64)
-        if PAIRWISE_INPUTS[self.model] == ("user", "items", "ratings"):  # latest history, then the item
-            windows = pair_windows(self.bundle.history_items, self.bundle.history_ratings, users, items)
-            feeds = {"user": users, "items": windows[0], "ratings": windows[1]}
-        else:
-            feeds = {"user": users, "item": items}
-        score, rating = self.pairwise.run([SCORE_OUTPUT, RATING_OUTPUT], feeds)
+        (ranking-only scorers), ``RATE_BATCH`` pairs per call so memory does not grow with P."""
+        score, rating = np.empty(len(users), np.float32), np.empty(len(users), np.float32)
+        for start in range(0, len(users), RATE_BATCH):
+            u = users[start:start + RATE_BATCH].astype(np.int64)
+            i = items[start:start + RATE_BATCH].astype(np.int64)
+            if PAIRWISE_INPUTS[self.model] == ("user", "items", "ratings"):  # latest history, then the item
+                windows = pair_windows(self.bundle.history_items, self.bundle.history_ratings, u, i)
+                feeds = {"user": u, "items": windows[0], "ratings": windows[1]}
+            else:
+                feeds = {"user": u, "item": i}
+            score[start:start + len(u)], rating[start:start + len(u)] = self.pairwise.run(
+                [SCORE_OUTPUT, RATING_OUTPUT], feeds)
         return score, rating

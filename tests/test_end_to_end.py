@@ -94,6 +94,20 @@ def test_a_top_n_only_run_writes_the_same_recommendations(scored, trained, tmp_p
     assert run_cli("export.verify", "--run", str(out / "latest")).returncode == 0
 
 
+@pytest.mark.parametrize("model", ["mf", "lstm"])
+def test_rating_chosen_pairs_in_batches_gives_the_same_ratings(trained, model, monkeypatch):
+    from scoring import engine
+    bundle = load_bundle(trained / "latest", [model])
+    scorer = engine.ModelScorer.open(bundle, model, threads=1, ranking_only=True)
+    rng = np.random.default_rng(0)
+    users, items = rng.integers(0, bundle.n_users, 1_000), rng.integers(0, bundle.n_items, 1_000)
+    whole = scorer.rate_pairs(users, items)
+    monkeypatch.setattr(engine, "RATE_BATCH", 97)
+    batched = scorer.rate_pairs(users, items)
+    for a, b in zip(whole, batched):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+
+
 def test_make_verify_compares_every_row_with_torch(scored):
     result = run_cli("export.verify", "--run", str(scored / "latest"))
     assert result.returncode == 0, result.stderr
