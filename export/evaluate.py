@@ -30,8 +30,7 @@ from . import baselines
 from .cli import make_config
 from .config import RunConfig
 from .dataset import Dataset, Interactions, seen_csr
-from .families import History
-from .graphs import all_items_graph
+from .graphs import RankingOnly, all_items_graph
 from .loading import DataSource, build_dataset
 from .metrics import POST_RMSE_UNIT, rating_errors
 from .pipeline import seeds, train_model
@@ -61,18 +60,15 @@ def temporal_split(frame: pd.DataFrame, fraction: float) -> tuple[pd.DataFrame, 
     return ordered[~held].sort_index(), ordered[held].sort_index()
 
 
-def rank_matrix(trained: Any, dataset: Dataset, window: int, chunk: int = 256) -> np.ndarray:
-    """Ranking logits for every user x item from the model's all-items graph (the scoring maths)."""
+def rank_matrix(trained: Any, dataset: Dataset, chunk: int = 256) -> np.ndarray:
+    """Ranking logits for every user x item from the model's ranking graph (the scoring maths)."""
     vocab = dataset.vocab
-    graph = all_items_graph(trained.name, trained.module)
-    history = History.of(dataset.history, vocab.n_users, vocab.n_items, window)
+    graph = RankingOnly(all_items_graph(trained.name, trained.module))
     out = np.empty((vocab.n_users, vocab.n_items), np.float32)
     with torch.no_grad():
         for start in range(0, vocab.n_users, chunk):
             users = torch.arange(start, min(start + chunk, vocab.n_users))
-            feeds = (users,) if trained.name != "lstm" else (
-                users, torch.as_tensor(history.items[users.numpy()]), torch.as_tensor(history.ratings[users.numpy()]))
-            out[start:start + len(users)] = graph(*feeds)[2].numpy()
+            out[start:start + len(users)] = graph(users).numpy()
     return out
 
 
@@ -108,7 +104,7 @@ def evaluate_split(name: str, train: pd.DataFrame, test: pd.DataFrame, config: R
         trained = train_model(model_name, dataset, config, child[model_name])
         result["rating"][model_name] = trained.test_metrics
         result["learning_curves"][model_name] = trained.fit.epochs
-        candidates[model_name] = rank_matrix(trained, dataset, config.lstm.window)
+        candidates[model_name] = rank_matrix(trained, dataset)
         result["histograms"][model_name] = trained.histogram
     result["histograms"]["truth"] = np.bincount(test_i.stars.astype(int), minlength=6)[1:].tolist()
     for label, scores in candidates.items():
