@@ -14,6 +14,9 @@ from torch import nn
 from .models import BiasedMF, DenseNet, SequenceLSTM
 from .ratings import MAX_RATING, MIN_RATING
 
+GATES = ("i", "f", "g", "o")
+"""torch's LSTM gate order within its weight rows: input, forget, cell, output."""
+
 
 def stars(score: torch.Tensor) -> torch.Tensor:
     """Scores on [0, 1] to stars, clipped to [1, 5]."""
@@ -96,6 +99,8 @@ class AllItemsLSTM(nn.Module):
 
     The candidate step's input projection ``W_ih [emb(j); r_prev; user]`` splits into a per-item
     part, precomputed for the whole catalogue, and a per-user part (last rating, user embedding).
+    Each of the four gates is its own [B, n_items, H] sum of the two, so no [B, n_items, 4H]
+    tensor is built and then split: one pass over memory fewer per pair.
     The ranking head needs no candidate step: it is one matrix product ``[user * s, r_u] @ [a, t]^T``.
     """
 
@@ -108,8 +113,9 @@ class AllItemsLSTM(nn.Module):
         with torch.no_grad():
             w_ih, w_hh = lstm.weight_ih_l0, lstm.weight_hh_l0
             bias = lstm.bias_ih_l0 + lstm.bias_hh_l0
-            self.register_buffer("item_gates", (model.item_embedding.weight[:n_items] @ w_ih[:, :dim].T
-                                                + bias).contiguous())        # [n_items, 4H]
+            item_gates = model.item_embedding.weight[:n_items] @ w_ih[:, :dim].T + bias   # [n_items, 4H]
+            for name, gate in zip(GATES, item_gates.chunk(4, dim=1)):
+                self.register_buffer(f"item_gate_{name}", gate.contiguous())        # [n_items, H]
             self.register_buffer("rating_gate", w_ih[:, dim].contiguous())    # [4H]
             self.register_buffer("user_weight", w_ih[:, dim + 1:].T.contiguous())  # [user_dim, 4H]
             self.register_buffer("hidden_weight", w_hh.T.contiguous())        # [H, 4H]
@@ -132,8 +138,8 @@ class AllItemsLSTM(nn.Module):
         user = m.user_embedding(users)
         user_gates = (h @ self.hidden_weight + last[:, None] * self.rating_gate
                       + user @ self.user_weight)                                 # [B, 4H]
-        gates = user_gates[:, None, :] + self.item_gates[None, :, :]            # [B, n_items, 4H]
-        i, f, g, o = gates.chunk(4, dim=-1)
+        i, f, g, o = (u[:, None, :] + getattr(self, f"item_gate_{name}")[None, :, :]   # each [B, n_items, H]
+                      for name, u in zip(GATES, user_gates.chunk(4, dim=-1)))
         c_next = torch.sigmoid(f) * c[:, None, :] + torch.sigmoid(i) * torch.tanh(g)
         h_next = torch.sigmoid(o) * torch.tanh(c_next)
         affinity = user @ self.item_factors.T                                    # [B, n_items]
