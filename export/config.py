@@ -79,6 +79,10 @@ class LSTMConfig:
     """Size of the user embedding fed to every step and of the item factors it meets in ``<user, a_item>``."""
     rank_dim: int = 32
     """Size of the ranking head's own user and item embeddings."""
+    training_context: str = "latest"
+    """Each training rating's history: "latest", the user's latest ``window - 1`` other ratings,
+    which is the context the scoring job gives every pair; or "preceding", the ratings just before
+    it in time (next-item training, which rates pairs scored from the latest history worse)."""
     training: TrainingConfig = TrainingConfig(learning_rate=2e-3, embedding_decay=0.02, weight_decay=1e-5, patience=4,
                                               rank_weight=2.0)
 

@@ -15,7 +15,7 @@ from torch import nn
 from .config import DenseConfig, LSTMConfig, MFConfig
 from .dataset import Interactions
 from .models import BiasedMF, DenseNet, SequenceLSTM
-from .sequences import Windows, latest_history, training_windows, windows_for_pairs
+from .sequences import TRAINING_CONTEXTS, Windows, latest_history, windows_for_pairs
 
 Inputs = tuple[torch.Tensor, ...]
 
@@ -58,7 +58,10 @@ class Family:
     def training_inputs(self, train: Interactions, config, n_items: int) -> tuple[Inputs, torch.Tensor]:
         """Inputs and [0, 1] targets for every training rating."""
         if self.sequential:
-            w = training_windows(train, config.window, pad=n_items)
+            if config.training_context not in TRAINING_CONTEXTS:
+                raise ValueError(f"lstm training_context: expected one of {sorted(TRAINING_CONTEXTS)}, "
+                                 f"got {config.training_context!r}")
+            w = TRAINING_CONTEXTS[config.training_context](train, config.window, pad=n_items)
             return _windows(w), torch.as_tensor(w.ratings[:, -1].copy())
         return _ids(train.users, train.items), torch.as_tensor(train.unit)
 

@@ -1,8 +1,11 @@
 """The LSTM's view of the data: each user's items in time order, cut into fixed windows.
 
 A user's timeline is their ratings sorted by timestamp, ties broken by item index. A window of
-length L ends at the item to predict and holds the L - 1 items before it, left-padded with the
-reserved padding index; ratings go alongside (0 where padded).
+length L ends at the item to predict and holds L - 1 items of the same user as its context, in
+time order, left-padded with the reserved padding index; ratings go alongside (0 where padded).
+The scoring job's context for every pair is the user's latest L - 1 ratings; training windows
+take either that context (``latest_context_windows``) or the ratings just before each one in
+time (``preceding_windows``).
 """
 from __future__ import annotations
 
@@ -32,7 +35,15 @@ def timeline_order(interactions: Interactions) -> np.ndarray:
     return np.lexsort((interactions.items, interactions.timestamps, interactions.users))
 
 
-def training_windows(interactions: Interactions, length: int, pad: int) -> Windows:
+def _rank_from_end(sorted_users: np.ndarray) -> np.ndarray:
+    """For rows sorted by user then time: 1 for each user's latest row, 2 for the one before..."""
+    n = len(sorted_users)
+    ends = np.r_[np.flatnonzero(np.diff(sorted_users)) + 1, n]
+    rows = np.arange(n)
+    return ends[np.searchsorted(ends, rows, side="right")] - rows
+
+
+def preceding_windows(interactions: Interactions, length: int, pad: int) -> Windows:
     """One window per rating, made of the same user's preceding ratings in ``interactions``."""
     order = timeline_order(interactions)
     users = interactions.users[order]
@@ -61,14 +72,40 @@ def latest_history(interactions: Interactions, n_users: int, length: int, pad: i
     ratings = np.zeros((n_users, length), dtype=np.float32)
     if length == 0 or len(order) == 0:
         return items, ratings
-    ends = np.r_[np.flatnonzero(np.diff(users)) + 1, len(order)]
-    rank_from_end = ends[np.searchsorted(ends, np.arange(len(order)), side="right")] - np.arange(len(order))
+    rank_from_end = _rank_from_end(users)
     keep = rank_from_end <= length
     rows = users[keep]
     cols = length - rank_from_end[keep]
     items[rows, cols] = interactions.items[order][keep]
     ratings[rows, cols] = interactions.unit[order][keep]
     return items, ratings
+
+
+def latest_context_windows(interactions: Interactions, length: int, pad: int) -> Windows:
+    """One window per rating in the context the scoring job gives a pair: the same user's latest
+    ``length - 1`` other ratings (oldest first, left-padded), then the rating itself.
+
+    A rating among its user's latest ``length`` is left out of its own context; any other rating
+    gets the user's latest ``length - 1``. So training sees what scoring will feed the model, and
+    no window shows the model the rating it is asked for.
+    """
+    order = timeline_order(interactions)
+    users = interactions.users[order]
+    n_users = int(users.max()) + 1 if len(users) else 0
+    latest_items, latest_ratings = latest_history(interactions, n_users, length, pad)
+    rank_from_end = _rank_from_end(users)
+    own_column = np.where(rank_from_end <= length, length - rank_from_end, 0)     # the column to leave out
+    kept = np.arange(length - 1)[None, :]
+    columns = kept + (kept >= own_column[:, None])                               # [N, length - 1]
+    return Windows(users=users,
+                   items=np.concatenate([latest_items[users[:, None], columns],
+                                         interactions.items[order][:, None]], axis=1),
+                   ratings=np.concatenate([latest_ratings[users[:, None], columns],
+                                           interactions.unit[order][:, None]], axis=1).astype(np.float32))
+
+
+TRAINING_CONTEXTS = {"latest": latest_context_windows, "preceding": preceding_windows}
+"""How training windows choose each rating's context (``LSTMConfig.training_context``)."""
 
 
 def windows_for_pairs(history_items: np.ndarray, history_ratings: np.ndarray,

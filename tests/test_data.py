@@ -4,11 +4,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from export.config import RunConfig
 from export.dataset import Interactions, Vocabulary
 from export.loading import build_dataset
-from export.sequences import latest_history, training_windows, windows_for_pairs
+from export.sequences import latest_context_windows, latest_history, preceding_windows, windows_for_pairs
 from export.split import split_frame
 from export.synthetic import generate_ratings
 from scoring.errors import DataError
@@ -54,13 +56,46 @@ def interactions(users, items, stars, times):
     return Interactions(np.array(users), np.array(items), np.array(stars, np.float32), np.array(times))
 
 
-def test_training_windows_hold_the_preceding_items_in_time_order():
+def test_preceding_windows_hold_the_preceding_items_in_time_order():
     # user 0 rates items 5, 3, 4 at times 10, 5, 5 -> timeline 3, 4 (tie by item), 5
     data = interactions([0, 0, 0, 1], [5, 3, 4, 1], [1, 5, 3, 2], [10, 5, 5, 1])
-    w = training_windows(data, length=3, pad=9)
+    w = preceding_windows(data, length=3, pad=9)
     assert w.items.tolist() == [[9, 9, 3], [9, 3, 4], [3, 4, 5], [9, 9, 1]]
     assert w.ratings[:, -1].tolist() == [1.0, 0.5, 0.0, 0.25]
     assert w.ratings[2, :2].tolist() == [1.0, 0.5]
+
+
+def test_latest_context_windows_give_each_rating_its_users_latest_other_ratings():
+    # user 0's timeline: 2, 3, 4 (tie by item), 5, 6; user 1 rates item 1 only
+    data = interactions([0, 0, 0, 0, 0, 1], [5, 3, 4, 2, 6, 1], [1, 5, 3, 4, 2, 2], [10, 5, 5, 1, 11, 1])
+    w = latest_context_windows(data, length=3, pad=9)
+    # latest three of user 0: 4, 5, 6; older ratings get the latest two, the latest three the other two
+    assert w.items.tolist() == [[5, 6, 2], [5, 6, 3], [5, 6, 4], [4, 6, 5], [4, 5, 6], [9, 9, 1]]
+    assert w.ratings[:, -1].tolist() == [0.75, 1.0, 0.5, 0.0, 0.25, 0.25]
+    assert w.ratings[3, :2].tolist() == [0.5, 0.25]
+    assert w.users.tolist() == [0, 0, 0, 0, 0, 1]
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 6), st.integers(1, 5), st.integers(0, 5)),
+                min_size=1, max_size=30, unique_by=lambda r: (r[0], r[1])), st.integers(2, 5))
+def test_latest_context_windows_match_the_scoring_context(rows, length):
+    users, items, stars, times = (list(c) for c in zip(*rows))
+    data = interactions(users, items, stars, times)
+    w = latest_context_windows(data, length=length, pad=99)
+    history_items, history_ratings = latest_history(data, n_users=4, length=length - 1, pad=99)
+    longer_items, longer_ratings = latest_history(data, n_users=4, length=length, pad=99)
+    scored = windows_for_pairs(history_items, history_ratings, w.users, w.items[:, -1])
+    for row in range(len(w.users)):
+        user, item = w.users[row], w.items[row, -1]
+        if item in history_items[user]:   # among the latest: the latest `length` without itself
+            keep = longer_items[user] != item
+            assert w.items[row, :-1].tolist() == longer_items[user][keep].tolist()
+            assert w.ratings[row, :-1].tolist() == longer_ratings[user][keep].tolist()
+        else:                              # otherwise exactly the window scoring builds for the pair
+            assert w.items[row].tolist() == scored.items[row].tolist()
+            assert w.ratings[row, :-1].tolist() == scored.ratings[row, :-1].tolist()
+    assert sorted(zip(w.users.tolist(), w.items[:, -1].tolist())) == sorted(zip(users, items))
 
 
 def test_latest_history_is_left_padded_and_most_recent():
