@@ -10,7 +10,7 @@ from .engine import available_cpus
 from .errors import UsageError
 from .paths import DEFAULT_ARTIFACTS_ROOT, DEFAULT_OUTPUT_ROOT
 from .publish import LATEST
-from .runner import DEFAULT_CHUNK_PAIRS, ScoringOptions, run_scoring
+from .runner import DEFAULT_CHUNK_PAIRS, RANKING_CHUNK_PAIRS, ScoringOptions, run_scoring
 from .schema import MODEL_NAMES, TABLE_NAMES
 
 
@@ -38,8 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--top-n", type=int, default=10, help="recommendations per user (default: %(default)s)")
     parser.add_argument("--models", default=",".join(MODEL_NAMES), help="models to score (default: %(default)s)")
     parser.add_argument("--tables", default=",".join(TABLE_NAMES), help="tables to write (default: %(default)s)")
-    parser.add_argument("--chunk-pairs", type=int, default=DEFAULT_CHUNK_PAIRS,
-                        help="user-item pairs per onnxruntime call; bounds memory (default: %(default)s)")
+    parser.add_argument("--chunk-pairs", type=int, default=None,
+                        help=f"user-item pairs per onnxruntime call; bounds memory (default: {DEFAULT_CHUNK_PAIRS:,}; "
+                             f"{RANKING_CHUNK_PAIRS:,} when only recommendations are written)")
     parser.add_argument("--threads", type=int, default=available_cpus(),
                         help="onnxruntime intra-op threads (default: the CPUs this process may use, %(default)s)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",

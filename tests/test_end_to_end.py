@@ -172,12 +172,22 @@ def test_a_failed_run_leaves_latest_untouched(scored, trained, tmp_path):
     (["--top-n", "0"], "--top-n: expected an integer from 1 to the catalogue size 60"),
     (["--top-n", "61"], "--top-n"),
     (["--models", "mf,svd"], "--models: unknown name ['svd']"),
+    (["--chunk-pairs", "0"], "--chunk-pairs and --threads: expected positive integers"),
 ])
 def test_bad_options_exit_non_zero_with_a_message(trained, tmp_path, args, message):
     result = run_cli("scoring", "--bundle", str(trained / "latest"), "--output-root", str(tmp_path), *args)
     assert result.returncode == 2
     assert message in result.stderr
     assert not (tmp_path / "latest").exists()
+
+
+def test_chunk_size_follows_the_graphs_a_run_needs(tmp_path):
+    from scoring.runner import DEFAULT_CHUNK_PAIRS, RANKING_CHUNK_PAIRS, ScoringOptions, chunk_pairs
+    both = ScoringOptions(bundle=tmp_path, output_root=tmp_path)
+    top_n_only = ScoringOptions(bundle=tmp_path, output_root=tmp_path, tables=("recommendations",))
+    assert chunk_pairs(both) == DEFAULT_CHUNK_PAIRS < RANKING_CHUNK_PAIRS == chunk_pairs(top_n_only)
+    assert chunk_pairs(ScoringOptions(bundle=tmp_path, output_root=tmp_path, tables=("recommendations",),
+                                      chunk_pairs=1_000)) == 1_000
 
 
 def test_training_on_cuda_without_a_gpu_is_refused_before_any_work(synthetic_dir, tmp_path):
