@@ -47,13 +47,17 @@ class Family:
 
     name: str
     build: Callable[[MFConfig | DenseConfig | LSTMConfig, int, int, float], nn.Module]
-    predict: Callable[[nn.Module, Inputs], torch.Tensor]
-    """Scores [B] on [0, 1] for a batch of encoded pairs."""
+    outputs: Callable[[nn.Module, Inputs], tuple[torch.Tensor, torch.Tensor]]
+    """Scores [B] on [0, 1] and ranking logits [B] for a batch of encoded pairs, in one forward pass."""
     rank: Callable[[nn.Module, Inputs], torch.Tensor]
-    """Ranking logits [B] for a batch of encoded pairs."""
+    """Ranking logits [B] from the ranking head alone (no hidden layer, no LSTM)."""
     penalty: Callable[[nn.Module, Inputs], Penalty]
     """Mean squared norms of the embedding rows and of the biases the batch touches."""
     sequential: bool = False
+
+    def predict(self, model: nn.Module, batch: Inputs) -> torch.Tensor:
+        """Scores [B] on [0, 1] for a batch of encoded pairs."""
+        return self.outputs(model, batch)[0]
 
     def training_inputs(self, train: Interactions, config, n_items: int) -> tuple[Inputs, torch.Tensor]:
         """Inputs and [0, 1] targets for every training rating."""
@@ -112,26 +116,31 @@ def _sequence_penalty(model: nn.Module, batch: Inputs) -> Penalty:
     return embeddings.mean() + _rank_factor_penalty(model, users, items), _bias_penalty(model, users, items)
 
 
+def _last_step(model: nn.Module, batch: Inputs) -> tuple[torch.Tensor, torch.Tensor]:
+    score, rank = model(*batch)
+    return score[:, -1], rank[:, -1]
+
+
 FAMILIES: dict[str, Family] = {
     "mf": Family(
         name="mf",
         build=lambda c, n_users, n_items, mean: BiasedMF(n_users, n_items, c.dim, c.rank_dim, mean),
-        predict=lambda model, batch: model(*batch)[0],
-        rank=lambda model, batch: model(*batch)[1],
+        outputs=lambda model, batch: model(*batch),
+        rank=lambda model, batch: model.rank(*batch),
         penalty=_factor_penalty,
     ),
     "dense": Family(
         name="dense",
         build=lambda c, n_users, n_items, mean: DenseNet(n_users, n_items, c.dim, c.hidden, c.rank_dim, mean),
-        predict=lambda model, batch: model(*batch)[0],
-        rank=lambda model, batch: model(*batch)[1],
+        outputs=lambda model, batch: model(*batch),
+        rank=lambda model, batch: model.rank(*batch),
         penalty=_factor_penalty,
     ),
     "lstm": Family(
         name="lstm",
         build=lambda c, n_users, n_items, mean: SequenceLSTM(n_users, n_items, c.dim, c.hidden, c.user_dim, c.rank_dim, mean),
-        predict=lambda model, batch: model(*batch)[0][:, -1],
-        rank=lambda model, batch: model(*batch)[1][:, -1],
+        outputs=_last_step,
+        rank=lambda model, batch: model.rank(batch[0], batch[1][:, -1]),
         penalty=_sequence_penalty,
         sequential=True,
     ),

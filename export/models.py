@@ -35,9 +35,13 @@ class BiasedMF(nn.Module):
         """``users``, ``items`` int64 [B] -> score [B] and rank logit [B]."""
         p, q = self.user_embedding(users), self.item_embedding(items)
         score = self.global_mean + self.user_bias(users)[:, 0] + self.item_bias(items)[:, 0] + (p * q).sum(-1)
-        rank = (self.rank_item_bias(items)[:, 0] + (p.detach() * self.rank_scale * q.detach()).sum(-1)
+        return score, self.rank(users, items)
+
+    def rank(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """The ranking head alone: rank logit [B]."""
+        p, q = self.user_embedding(users).detach(), self.item_embedding(items).detach()
+        return (self.rank_item_bias(items)[:, 0] + (p * self.rank_scale * q).sum(-1)
                 + (self.rank_user_embedding(users) * self.rank_item_embedding(items)).sum(-1))
-        return score, rank
 
 
 class DenseNet(nn.Module):
@@ -69,9 +73,13 @@ class DenseNet(nn.Module):
         hidden = torch.relu(self.hidden(torch.cat([u, i], dim=-1)))
         score = (self.global_mean + self.user_bias(users)[:, 0] + self.item_bias(items)[:, 0]
                  + self.output(hidden)[:, 0])
-        rank = (self.rank_item_bias(items)[:, 0] + (self.rank_bilinear(u) * i).sum(-1)
+        return score, self.rank(users, items)
+
+    def rank(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """The ranking head alone: rank logit [B]."""
+        u, i = self.user_embedding(users), self.item_embedding(items)
+        return (self.rank_item_bias(items)[:, 0] + (self.rank_bilinear(u) * i).sum(-1)
                 + (self.rank_user_embedding(users) * self.rank_item_embedding(items)).sum(-1))
-        return score, rank
 
 
 class SequenceLSTM(nn.Module):
@@ -120,9 +128,16 @@ class SequenceLSTM(nn.Module):
         factors = self.affinity_item_embedding(items)
         score = (self.global_mean + self.user_bias(users) + self.item_bias(items)[..., 0]
                  + self.output(states)[..., 0] + (user * factors).sum(-1))
-        # The ranking head reads the rating factors as they are (detached): its loss trains the
-        # head's own parameters, never what the ratings rely on.
-        rank = (self.rank_item_bias(items)[..., 0]
-                + (user.detach() * self.rank_scale * factors.detach()).sum(-1)
-                + (self.rank_user_embedding(users)[:, None, :] * self.rank_item_embedding(items)).sum(-1))
-        return score, rank
+        return score, self.rank(users, items)
+
+    def rank(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """The ranking head alone, no LSTM: rank logit of ``items`` [B] or [B, L] for ``users`` [B].
+
+        It reads the rating factors as they are (detached): its loss trains the head's own
+        parameters, never what the ratings rely on."""
+        user, rank_user = self.user_embedding(users).detach(), self.rank_user_embedding(users)
+        if items.dim() == 2:
+            user, rank_user = user[:, None, :], rank_user[:, None, :]
+        return (self.rank_item_bias(items)[..., 0]
+                + (user * self.rank_scale * self.affinity_item_embedding(items).detach()).sum(-1)
+                + (rank_user * self.rank_item_embedding(items)).sum(-1))

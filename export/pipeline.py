@@ -104,7 +104,7 @@ def train_model(name: str, dataset: Dataset, config: RunConfig, seed: int) -> Tr
     train = _on(device, family.training_inputs(dataset.train, model_config, vocab.n_items))
     validation_inputs = family.pair_inputs(dataset.validation.users, dataset.validation.items, context)
     validation = (tuple(x.to(device) for x in validation_inputs), torch.as_tensor(dataset.validation.unit))
-    objective = Objective(family.predict, family.rank, family.penalty, family.with_items, vocab.n_items)
+    objective = Objective(family.outputs, family.rank, family.penalty, family.with_items, vocab.n_items)
     result = fit(module, objective, train, validation, training, generator, name)
     if training.refit and len(dataset.validation) and not result.out_of_time:
         started = time.perf_counter()

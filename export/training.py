@@ -103,26 +103,31 @@ class Optimizer:
 class Objective:
     """What the loss is made of for one family."""
 
-    predict: Predict
-    """Rating scores [B] of a batch."""
+    outputs: Callable[[nn.Module, Inputs], tuple[torch.Tensor, torch.Tensor]]
+    """Rating scores [B] and ranking logits [B] of a batch, in one forward pass."""
     rank: Predict
-    """Ranking logits [B] of a batch."""
+    """Ranking logits [B] of a batch from the ranking head alone (for the sampled negatives)."""
     penalty: Penalty
     with_items: Callable[[Inputs, torch.Tensor], Inputs]
     """The batch with its items replaced (sampled negatives for the ranking head)."""
     n_items: int
 
+    def predict(self, model: nn.Module, batch: Inputs) -> torch.Tensor:
+        """Rating scores [B] of a batch."""
+        return self.outputs(model, batch)[0]
+
 
 def batch_loss(model: nn.Module, objective: Objective, batch: Inputs, targets: torch.Tensor,
                config: TrainingConfig, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """Total loss and the rating MSE of one mini-batch."""
-    mse = torch.mean((objective.predict(model, batch) - targets) ** 2)
+    scores, ranks = objective.outputs(model, batch)
+    mse = torch.mean((scores - targets) ** 2)
     embedding_l2, bias_l2 = objective.penalty(model, batch)
     loss = mse + config.embedding_decay * embedding_l2 + config.bias_decay * bias_l2
     if config.rank_weight:
         sampled = torch.randint(0, objective.n_items, targets.shape, generator=generator)
         negatives = objective.with_items(batch, sampled.to(targets.device))
-        logits = torch.cat([objective.rank(model, batch), objective.rank(model, negatives)])
+        logits = torch.cat([ranks, objective.rank(model, negatives)])
         labels = torch.cat([torch.ones_like(targets), torch.zeros_like(targets)])
         loss = loss + config.rank_weight * nn.functional.binary_cross_entropy_with_logits(logits, labels)
     return loss, mse

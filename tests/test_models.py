@@ -53,6 +53,19 @@ def test_same_seed_same_parameters(family):
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
 
 
+def test_the_ranking_head_alone_equals_the_forward_passes_rank(family, monkeypatch):
+    # Training scores its sampled negatives with the head alone; for the LSTM that runs no LSTM.
+    model = build(family)
+    users, items = all_pairs()
+    inputs = family.pair_inputs(users, items, history())
+    with torch.no_grad():
+        expected = family.outputs(model, inputs)[1]
+        if family.sequential:
+            monkeypatch.setattr(model, "lstm", None)
+        alone = family.rank(model, inputs)
+    torch.testing.assert_close(alone, expected, rtol=0, atol=1e-6)
+
+
 def test_batch_equals_single_rows_and_a_batch_of_one_works(family):
     model, hist = build(family), history()
     users, items = all_pairs()

@@ -56,7 +56,7 @@ def test_sparse_embedding_gradients_train_every_family(dataset, name):
     training = dataclasses.replace(model_config.training, sparse_embeddings=True, max_epochs=3, patience=3,
                                    batch_size=128)
     train = family.training_inputs(dataset.train, model_config, vocab.n_items)
-    objective = Objective(family.predict, family.rank, family.penalty, family.with_items, vocab.n_items)
+    objective = Objective(family.outputs, family.rank, family.penalty, family.with_items, vocab.n_items)
     result = fit(model, objective, train, train, training, torch.Generator().manual_seed(1), name)
     curve = [e["train_rmse"] for e in result.epochs]
     assert curve[-1] < curve[0]
