@@ -3,8 +3,9 @@
 Each returns ``(score, rank)``: ``score`` is the rating on [0, 1], a global mean and user/item
 biases around the family's core; ``rank`` is a logit that the user rates the item at all (a
 second head on the same representation, trained on sampled unrated items), which orders the
-recommendations. Both live in ``forward``, so the exported graph is the whole prediction.
-No training logic lives here.
+recommendations. Both live in ``forward``, so the exported graph is the whole prediction;
+``rank(users, items)`` is the ranking head alone (for the LSTM, without running the LSTM), which
+training uses to score its sampled unrated items. No training logic lives here.
 """
 from __future__ import annotations
 

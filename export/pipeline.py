@@ -31,7 +31,7 @@ from .families import FAMILIES, History, init_parameters
 from .graphs import PairwiseGraph, RankingOnly, all_items_graph
 from .metrics import POST_RMSE_UNIT, clipped_stars, prediction_histogram, rating_errors
 from .onnx_export import EXPORTER_SETTINGS, export_graph
-from scoring.parity import check_parity
+from scoring.parity import RANK_TOLERANCE_RULE, check_parity
 
 from .parity import all_items_outputs, pairwise_outputs, reference_pairs, session
 from .training import FitResult, Objective, fit, predict_in_batches, refit
@@ -158,20 +158,21 @@ def _export_model(trained: TrainedModel, dataset: Dataset, history: History, sta
     raw_users, raw_items = vocab.user_ids[users], vocab.item_ids[items]
     outputs = {"pairwise": pairwise_outputs(session(str(pairwise_path)), name, tuple(x.numpy() for x in inputs)),
                "all_items": all_items_outputs(session(str(all_path)), users, items, history)}
-    parity: dict[str, Any] = {"tolerance": PARITY_TOLERANCE, "pairs": int(len(users)), "test_pairs": n_test}
+    parity: dict[str, Any] = {"tolerance": PARITY_TOLERANCE, "rank_tolerance": RANK_TOLERANCE_RULE,
+                              "pairs": int(len(users)), "test_pairs": n_test}
     for graph, (score, rank) in outputs.items():
         context = f"export parity, {graph} graph"
         parity[f"{graph}_max_abs_diff"] = check_parity(name, reference, score, raw_users, raw_items, context)
         parity[f"{graph}_rank_max_abs_diff"] = check_parity(name, reference_rank, rank, raw_users, raw_items,
-                                                            context + ", rank output")
+                                                            context + ", rank output", logits=True)
     (ranking_rank,) = all_items_outputs(session(str(ranking_path)), users, items, history,
                                         outputs=layout.RANKING_OUTPUTS)
     parity["ranking_rank_max_abs_diff"] = check_parity(name, reference_rank, ranking_rank, raw_users, raw_items,
-                                                       "export parity, ranking graph")
-    log.info("%s parity over %d pairs: pairwise %.2e, all-items %.2e, rank %.2e (tolerance %.0e)", name,
-             len(users), parity["pairwise_max_abs_diff"], parity["all_items_max_abs_diff"],
+                                                       "export parity, ranking graph", logits=True)
+    log.info("%s parity over %d pairs: pairwise %.2e, all-items %.2e (tolerance %.0e); rank %.2e (tolerance %s)",
+             name, len(users), parity["pairwise_max_abs_diff"], parity["all_items_max_abs_diff"], PARITY_TOLERANCE,
              max(parity["pairwise_rank_max_abs_diff"], parity["all_items_rank_max_abs_diff"],
-                 parity["ranking_rank_max_abs_diff"]), PARITY_TOLERANCE)
+                 parity["ranking_rank_max_abs_diff"]), RANK_TOLERANCE_RULE)
     torch.save(module.state_dict(), staging / layout.torch_weights_file(name))
     return {"reference": reference.astype(np.float32), "reference_rank": reference_rank.astype(np.float32),
             "parity": parity}

@@ -18,6 +18,7 @@ import torch
 from scoring.bundle import PARITY_TOLERANCE, Bundle, load_bundle, torch_weights_file
 from scoring.cli_support import run_cli
 from scoring.errors import BundleError, VerificationError
+from scoring.parity import allowed_difference
 from scoring.paths import DEFAULT_OUTPUT_ROOT
 from scoring.publish import LATEST
 from scoring.topn import mask_seen, top_n
@@ -114,8 +115,9 @@ def verify_recommendations(run_dir: Path, bundle: Bundle, model: str, scores: np
     theirs = masked[users, expected[users, ranks]]
     gap = np.abs(ours - theirs)
     gap[~np.isfinite(ours)] = np.inf
-    worst = int(np.argmax(gap)) if len(gap) else 0
-    if len(gap) and gap[worst] > PARITY_TOLERANCE:
+    excess = gap / allowed_difference(theirs, logits=True)
+    worst = int(np.argmax(excess)) if len(gap) else 0
+    if len(gap) and excess[worst] > 1:
         raise VerificationError(
             f"{path}: user_id {bundle.user_ids[users[worst]]} rank {ranks[worst] + 1} holds item_id "
             f"{bundle.item_ids[items[worst]]}; torch ranks item_id {bundle.item_ids[expected[users[worst], ranks[worst]]]} "
@@ -123,7 +125,7 @@ def verify_recommendations(run_dir: Path, bundle: Bundle, model: str, scores: np
     stars = clipped_stars(scores[users, items])
     if np.abs(stars - table["prediction"].to_numpy()).max(initial=0) > STARS_TOLERANCE:
         raise VerificationError(f"{path}: a recommendation's prediction differs from torch's rating")
-    if np.abs(ours - table["score"].to_numpy()).max(initial=0) > PARITY_TOLERANCE:
+    if (np.abs(ours - table["score"].to_numpy()) > allowed_difference(ours, logits=True)).any():
         raise VerificationError(f"{path}: a recommendation's score differs from torch's ranking logit")
     return int((expected[users, ranks] != items).sum())
 

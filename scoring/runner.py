@@ -27,7 +27,7 @@ from .checksums import sha256_file
 from .engine import ModelScorer, Scores, available_cpus
 from .errors import PublishError, UsageError, VerificationError
 from .failpoints import failpoint
-from .parity import check_parity
+from .parity import RANK_TOLERANCE_RULE, check_parity
 from .publish import RootLock, new_staging_dir, prepare_root, publish, remove_stale_staging
 from .schema import MODEL_NAMES, SCHEMAS, TABLE_NAMES
 from .topn import mask_seen, top_n
@@ -71,6 +71,9 @@ class ModelResult:
 
     rows: dict[str, int] = field(default_factory=dict)
     parity_max_abs_diff: float = 0.0
+    """Largest |onnxruntime - torch| of the ratings (scores on [0, 1]) at the reference pairs."""
+    parity_rank_max_abs_diff: float = 0.0
+    """The same for the ranking logits."""
     parity_pairs: int = 0
     seconds: dict[str, float] = field(default_factory=lambda: {"onnxruntime": 0.0, "onnxruntime_pairs": 0.0,
                                                                "top_n": 0.0, "write": 0.0})
@@ -221,8 +224,9 @@ def score_model(bundle: Bundle, model: str, options: ScoringOptions, run_dir: Pa
     result.parity_pairs = int(len(ref.users))
     raw = (bundle.user_ids[ref.users], bundle.item_ids[ref.items])
     context = f"scoring parity against the bundle's torch reference ({bundle.path})"
-    result.parity_max_abs_diff = max(check_parity(model, ref.scores, ours["score"], *raw, context),
-                                     check_parity(model, ref.ranks, ours["rank"], *raw, context + ", rank output"))
+    result.parity_max_abs_diff = check_parity(model, ref.scores, ours["score"], *raw, context)
+    result.parity_rank_max_abs_diff = check_parity(model, ref.ranks, ours["rank"], *raw, context + ", rank output",
+                                                   logits=True)
     return result
 
 
@@ -276,9 +280,10 @@ def run_scoring(options: ScoringOptions) -> Path:
                     results[model] = score_model(bundle, model, options, staging, pool)
                     failpoint("after_first_model")
                     results[model].seconds["total"] = time.perf_counter() - t
-                    log.info("%s: %s rows, parity %.2e over %d pairs, %.2f s", model,
-                             results[model].rows, results[model].parity_max_abs_diff,
-                             results[model].parity_pairs, results[model].seconds["total"])
+                    log.info("%s: %s rows, parity %.2e (ratings), %.2e (ranking logits) over %d pairs, %.2f s",
+                             model, results[model].rows, results[model].parity_max_abs_diff,
+                             results[model].parity_rank_max_abs_diff, results[model].parity_pairs,
+                             results[model].seconds["total"])
             failpoint("after_all_models")
             counts = verify_tables(staging, bundle, options)
             failpoint("after_verify")
@@ -330,7 +335,8 @@ def _run_manifest(run_id: str, created: datetime, digest: str, bundle: Bundle, o
         "n_items": bundle.n_items,
         "row_counts": counts,
         "parity": {m: {"pairs": r.parity_pairs, "max_abs_diff": r.parity_max_abs_diff,
-                       "tolerance": PARITY_TOLERANCE} for m, r in results.items()},
+                       "rank_max_abs_diff": r.parity_rank_max_abs_diff, "tolerance": PARITY_TOLERANCE,
+                       "rank_tolerance": RANK_TOLERANCE_RULE} for m, r in results.items()},
         "seconds": {"load": round(load_seconds, 4), "total": round(total_seconds, 4),
                     **{m: {k: round(v, 4) for k, v in r.seconds.items()} for m, r in results.items()}},
         "threads": options.threads,

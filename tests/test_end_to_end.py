@@ -61,6 +61,7 @@ def test_tables_have_the_schema_counts_and_raw_ids(scored, trained):
     run_manifest = manifest(run)
     assert run_manifest["row_counts"]["predictions"] == {m: N_USERS * N_ITEMS for m in MODEL_NAMES}
     assert all(p["max_abs_diff"] <= 1e-5 for p in run_manifest["parity"].values())
+    assert all(0 <= p["rank_max_abs_diff"] < 1e-3 and p["rank_tolerance"] for p in run_manifest["parity"].values())
 
 
 def test_top_n_excludes_history_and_is_ranked(scored, trained, synthetic_dir):
