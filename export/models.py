@@ -36,12 +36,14 @@ class BiasedMF(nn.Module):
         """``users``, ``items`` int64 [B] -> score [B] and rank logit [B]."""
         p, q = self.user_embedding(users), self.item_embedding(items)
         score = self.global_mean + self.user_bias(users)[:, 0] + self.item_bias(items)[:, 0] + (p * q).sum(-1)
-        return score, self.rank(users, items)
+        return score, self._rank(users, items, p, q)
 
     def rank(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """The ranking head alone: rank logit [B]."""
-        p, q = self.user_embedding(users).detach(), self.item_embedding(items).detach()
-        return (self.rank_item_bias(items)[:, 0] + (p * self.rank_scale * q).sum(-1)
+        return self._rank(users, items, self.user_embedding(users), self.item_embedding(items))
+
+    def _rank(self, users: torch.Tensor, items: torch.Tensor, p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+        return (self.rank_item_bias(items)[:, 0] + (p.detach() * self.rank_scale * q.detach()).sum(-1)
                 + (self.rank_user_embedding(users) * self.rank_item_embedding(items)).sum(-1))
 
 
@@ -74,11 +76,13 @@ class DenseNet(nn.Module):
         hidden = torch.relu(self.hidden(torch.cat([u, i], dim=-1)))
         score = (self.global_mean + self.user_bias(users)[:, 0] + self.item_bias(items)[:, 0]
                  + self.output(hidden)[:, 0])
-        return score, self.rank(users, items)
+        return score, self._rank(users, items, u, i)
 
     def rank(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """The ranking head alone: rank logit [B]."""
-        u, i = self.user_embedding(users), self.item_embedding(items)
+        return self._rank(users, items, self.user_embedding(users), self.item_embedding(items))
+
+    def _rank(self, users: torch.Tensor, items: torch.Tensor, u: torch.Tensor, i: torch.Tensor) -> torch.Tensor:
         return (self.rank_item_bias(items)[:, 0] + (self.rank_bilinear(u) * i).sum(-1)
                 + (self.rank_user_embedding(users) * self.rank_item_embedding(items)).sum(-1))
 
@@ -129,16 +133,20 @@ class SequenceLSTM(nn.Module):
         factors = self.affinity_item_embedding(items)
         score = (self.global_mean + self.user_bias(users) + self.item_bias(items)[..., 0]
                  + self.output(states)[..., 0] + (user * factors).sum(-1))
-        return score, self.rank(users, items)
+        return score, self._rank(users, items, user, factors)
 
     def rank(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """The ranking head alone, no LSTM: rank logit of ``items`` [B] or [B, L] for ``users`` [B].
+        """The ranking head alone, no LSTM: rank logit of ``items`` [B] or [B, L] for ``users`` [B]."""
+        user = self.user_embedding(users)
+        return self._rank(users, items, user[:, None, :] if items.dim() == 2 else user,
+                          self.affinity_item_embedding(items))
 
-        It reads the rating factors as they are (detached): its loss trains the head's own
-        parameters, never what the ratings rely on."""
-        user, rank_user = self.user_embedding(users).detach(), self.rank_user_embedding(users)
+    def _rank(self, users: torch.Tensor, items: torch.Tensor, user: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
+        """``user`` shaped to broadcast against ``factors``. The head reads the rating factors as
+        they are (detached): its loss trains its own parameters, never what the ratings rely on."""
+        rank_user = self.rank_user_embedding(users)
         if items.dim() == 2:
-            user, rank_user = user[:, None, :], rank_user[:, None, :]
+            rank_user = rank_user[:, None, :]
         return (self.rank_item_bias(items)[..., 0]
-                + (user * self.rank_scale * self.affinity_item_embedding(items).detach()).sum(-1)
+                + (user.detach() * self.rank_scale * factors.detach()).sum(-1)
                 + (rank_user * self.rank_item_embedding(items)).sum(-1))

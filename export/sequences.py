@@ -68,17 +68,20 @@ def latest_history(interactions: Interactions, n_users: int, length: int, pad: i
     """
     order = timeline_order(interactions)
     users = interactions.users[order]
-    items = np.full((n_users, length), pad, dtype=np.int64)
-    ratings = np.zeros((n_users, length), dtype=np.float32)
-    if length == 0 or len(order) == 0:
-        return items, ratings
-    rank_from_end = _rank_from_end(users)
+    return _latest(users, interactions.items[order], interactions.unit[order], _rank_from_end(users),
+                   n_users, length, pad)
+
+
+def _latest(users: np.ndarray, items: np.ndarray, unit: np.ndarray, rank_from_end: np.ndarray,
+            n_users: int, length: int, pad: int) -> tuple[np.ndarray, np.ndarray]:
+    """``latest_history`` of rows already in timeline order, with their ``_rank_from_end``."""
+    latest_items = np.full((n_users, length), pad, dtype=np.int64)
+    latest_ratings = np.zeros((n_users, length), dtype=np.float32)
     keep = rank_from_end <= length
-    rows = users[keep]
     cols = length - rank_from_end[keep]
-    items[rows, cols] = interactions.items[order][keep]
-    ratings[rows, cols] = interactions.unit[order][keep]
-    return items, ratings
+    latest_items[users[keep], cols] = items[keep]
+    latest_ratings[users[keep], cols] = unit[keep]
+    return latest_items, latest_ratings
 
 
 def latest_context_windows(interactions: Interactions, length: int, pad: int) -> Windows:
@@ -90,18 +93,17 @@ def latest_context_windows(interactions: Interactions, length: int, pad: int) ->
     no window shows the model the rating it is asked for.
     """
     order = timeline_order(interactions)
-    users = interactions.users[order]
+    users, items, unit = interactions.users[order], interactions.items[order], interactions.unit[order]
     n_users = int(users.max()) + 1 if len(users) else 0
-    latest_items, latest_ratings = latest_history(interactions, n_users, length, pad)
     rank_from_end = _rank_from_end(users)
+    latest_items, latest_ratings = _latest(users, items, unit, rank_from_end, n_users, length, pad)
     own_column = np.where(rank_from_end <= length, length - rank_from_end, 0)     # the column to leave out
     kept = np.arange(length - 1)[None, :]
     columns = kept + (kept >= own_column[:, None])                               # [N, length - 1]
     return Windows(users=users,
-                   items=np.concatenate([latest_items[users[:, None], columns],
-                                         interactions.items[order][:, None]], axis=1),
-                   ratings=np.concatenate([latest_ratings[users[:, None], columns],
-                                           interactions.unit[order][:, None]], axis=1).astype(np.float32))
+                   items=np.concatenate([latest_items[users[:, None], columns], items[:, None]], axis=1),
+                   ratings=np.concatenate([latest_ratings[users[:, None], columns], unit[:, None]],
+                                          axis=1).astype(np.float32))
 
 
 TRAINING_CONTEXTS = {"latest": latest_context_windows, "preceding": preceding_windows}
