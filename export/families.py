@@ -41,6 +41,12 @@ def _windows(w: Windows) -> Inputs:
             torch.as_tensor(w.ratings, dtype=torch.float32))
 
 
+def _training_windows(w: Windows) -> Inputs:
+    """``_windows`` plus each window's history label, so that a batch runs the LSTM over each
+    distinct history once (pair inputs need none: a pair's history is its user's latest)."""
+    return *_windows(w), torch.as_tensor(w.histories, dtype=torch.int64)
+
+
 @dataclass(frozen=True)
 class Family:
     """How one model family is built, fed and penalised."""
@@ -66,7 +72,7 @@ class Family:
                 raise ValueError(f"lstm training_context: expected one of {sorted(TRAINING_CONTEXTS)}, "
                                  f"got {config.training_context!r}")
             w = TRAINING_CONTEXTS[config.training_context](train, config.window, pad=n_items)
-            return _windows(w), torch.as_tensor(w.ratings[:, -1].copy())
+            return _training_windows(w), torch.as_tensor(w.ratings[:, -1].copy())
         return _ids(train.users, train.items), torch.as_tensor(train.unit)
 
     def with_items(self, batch: Inputs, items: torch.Tensor) -> Inputs:
@@ -74,7 +80,7 @@ class Family:
         if self.sequential:
             windows = batch[1].clone()
             windows[:, -1] = items
-            return batch[0], windows, batch[2]
+            return batch[0], windows, *batch[2:]
         return batch[0], items
 
     def pair_inputs(self, users: np.ndarray, items: np.ndarray, history: History | None) -> Inputs:
@@ -117,8 +123,10 @@ def _sequence_penalty(model: nn.Module, batch: Inputs) -> Penalty:
 
 
 def _last_step(model: nn.Module, batch: Inputs) -> tuple[torch.Tensor, torch.Tensor]:
-    score, rank = model(*batch)
-    return score[:, -1], rank[:, -1]
+    """Training windows carry history labels; pair inputs score every pair from its user's
+    latest history, so there the user labels it."""
+    users, items, ratings, *labels = batch
+    return model.last_step(users, items, ratings, labels[0] if labels else users)
 
 
 FAMILIES: dict[str, Family] = {

@@ -129,9 +129,39 @@ class SequenceLSTM(nn.Module):
                 ratings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``users`` [B], ``items`` int64 [B, L], ``ratings`` [B, L] -> per-step score and rank [B, L]."""
         states, _ = self.lstm(self.step_inputs(users, items, ratings))
-        user = self.user_embedding(users)[:, None, :]
+        return self._outputs(users, items, states)
+
+    def last_step(self, users: torch.Tensor, items: torch.Tensor, ratings: torch.Tensor,
+                  histories: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Score and rank [B] of each window's last item: ``forward(...)[:, -1]`` of both outputs.
+
+        ``histories`` [B] labels each window's history (its user and its first L - 1 items and
+        ratings); windows with equal labels must have equal histories. The LSTM then runs over each
+        distinct history once and takes one step per window from that history's state. Without
+        labels every window is its own history.
+        """
+        n = users.shape[0]
+        if histories is None:
+            first = inverse = torch.arange(n, device=users.device)
+        else:
+            labels, inverse = torch.unique(histories, return_inverse=True)
+            first = torch.full((labels.shape[0],), n, device=users.device).scatter_reduce_(
+                0, inverse, torch.arange(n, device=users.device), "amin")   # one window per history
+        _, (h, c) = self.lstm(self.step_inputs(users[first], items[first, :-1], ratings[first, :-1]))
+        last = self.step_inputs(users, items[:, -2:], ratings[:, -2:])[:, -1:]
+        states, _ = self.lstm(last, (h[:, inverse], c[:, inverse]))
+        return self._outputs(users, items[:, -1], states[:, 0])
+
+    def _outputs(self, users: torch.Tensor, items: torch.Tensor,
+                 states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Score and rank of ``items`` [B] or [B, L] from the LSTM's outputs there, [B(, L), H]."""
+        user, user_bias = self.user_embedding(users), self.user_bias(users)      # [B, D], [B, 1]
+        if items.dim() == 2:
+            user = user[:, None, :]
+        else:
+            user_bias = user_bias[:, 0]
         factors = self.affinity_item_embedding(items)
-        score = (self.global_mean + self.user_bias(users) + self.item_bias(items)[..., 0]
+        score = (self.global_mean + user_bias + self.item_bias(items)[..., 0]
                  + self.output(states)[..., 0] + (user * factors).sum(-1))
         return score, self._rank(users, items, user, factors)
 

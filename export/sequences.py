@@ -28,6 +28,9 @@ class Windows:
     """Item indices, int64 [N, L], ``pad`` where there is no earlier item."""
     ratings: np.ndarray
     """Ratings on [0, 1], float32 [N, L]; the last column is the target (never fed to the model)."""
+    histories: np.ndarray
+    """Label of each window's history, int64 [N]: windows with equal labels have the same user
+    and the same first L - 1 items and ratings (so the LSTM can run over a shared history once)."""
 
 
 def timeline_order(interactions: Interactions) -> np.ndarray:
@@ -58,7 +61,8 @@ def preceding_windows(interactions: Interactions, length: int, pad: int) -> Wind
     source = np.where(valid, source, 0)
     return Windows(users=users,
                    items=np.where(valid, items[source], pad),
-                   ratings=np.where(valid, unit[source], 0.0).astype(np.float32))
+                   ratings=np.where(valid, unit[source], 0.0).astype(np.float32),
+                   histories=np.arange(n, dtype=np.int64))
 
 
 def latest_history(interactions: Interactions, n_users: int, length: int, pad: int) -> tuple[np.ndarray, np.ndarray]:
@@ -90,7 +94,8 @@ def latest_context_windows(interactions: Interactions, length: int, pad: int) ->
 
     A rating among its user's latest ``length`` is left out of its own context; any other rating
     gets the user's latest ``length - 1``. So training sees what scoring will feed the model, and
-    no window shows the model the rating it is asked for.
+    no window shows the model the rating it is asked for. All of a user's older ratings share one
+    history label; each of the latest ``length`` has its own.
     """
     order = timeline_order(interactions)
     users, items, unit = interactions.users[order], interactions.items[order], interactions.unit[order]
@@ -100,10 +105,12 @@ def latest_context_windows(interactions: Interactions, length: int, pad: int) ->
     own_column = np.where(rank_from_end <= length, length - rank_from_end, 0)     # the column to leave out
     kept = np.arange(length - 1)[None, :]
     columns = kept + (kept >= own_column[:, None])                               # [N, length - 1]
+    left_out = np.where(rank_from_end <= length, rank_from_end, 0)                # 0: the shared history
     return Windows(users=users,
                    items=np.concatenate([latest_items[users[:, None], columns], items[:, None]], axis=1),
                    ratings=np.concatenate([latest_ratings[users[:, None], columns], unit[:, None]],
-                                          axis=1).astype(np.float32))
+                                          axis=1).astype(np.float32),
+                   histories=users.astype(np.int64) * (length + 1) + left_out)
 
 
 TRAINING_CONTEXTS = {"latest": latest_context_windows, "preceding": preceding_windows}
@@ -114,4 +121,5 @@ def windows_for_pairs(history_items: np.ndarray, history_ratings: np.ndarray,
                       users: np.ndarray, items: np.ndarray) -> Windows:
     """Windows predicting ``(users, items)`` from each user's latest history (scoring semantics)."""
     window_items, window_ratings = pair_windows(history_items, history_ratings, users, items)
-    return Windows(users=users, items=window_items, ratings=window_ratings)
+    return Windows(users=users, items=window_items, ratings=window_ratings,
+                   histories=np.asarray(users, dtype=np.int64))

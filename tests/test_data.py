@@ -74,6 +74,8 @@ def test_latest_context_windows_give_each_rating_its_users_latest_other_ratings(
     assert w.ratings[:, -1].tolist() == [0.75, 1.0, 0.5, 0.0, 0.25, 0.25]
     assert w.ratings[3, :2].tolist() == [0.5, 0.25]
     assert w.users.tolist() == [0, 0, 0, 0, 0, 1]
+    # the two older ratings share the latest two as their history; each of the latest has its own
+    assert len(set(w.histories.tolist())) == 5 and w.histories[0] == w.histories[1]
 
 
 @settings(max_examples=40, deadline=None)
@@ -96,6 +98,10 @@ def test_latest_context_windows_match_the_scoring_context(rows, length):
             assert w.items[row].tolist() == scored.items[row].tolist()
             assert w.ratings[row, :-1].tolist() == scored.ratings[row, :-1].tolist()
     assert sorted(zip(w.users.tolist(), w.items[:, -1].tolist())) == sorted(zip(users, items))
+    for label in np.unique(w.histories):  # one label, one history: user, items and ratings
+        rows = w.histories == label
+        assert len({(u, *i, *r) for u, i, r in zip(w.users[rows], w.items[rows, :-1].tolist(),
+                                                     w.ratings[rows, :-1].tolist())}) == 1
 
 
 def test_latest_history_is_left_padded_and_most_recent():

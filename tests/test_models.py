@@ -2,6 +2,8 @@
 and ONNX == torch, plus hand-computed cases for the arithmetic."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -9,6 +11,7 @@ import pytest
 import torch
 
 from export.config import PARITY_FULL_USERS, PARITY_MAX_TEST_PAIRS, PARITY_MAX_USERS, PARITY_SAMPLE_PAIRS, RunConfig
+from export.dataset import Interactions
 from export.families import FAMILIES, History, init_parameters
 from export.graphs import PairwiseGraph, RankingOnly, all_items_graph, stars
 from export.models import BiasedMF
@@ -176,6 +179,33 @@ def test_lstm_step_never_sees_its_own_rating():
         torch.testing.assert_close(model(*inputs)[0][:, -1], model(*changed)[0][:, -1])
         changed[2][0, -2] = 0.0 if float(inputs[2][0, -2]) else 1.0
         assert not torch.allclose(model(*inputs)[0][:, -1], model(*changed)[0][:, -1])
+
+
+def test_lstm_last_step_runs_each_shared_history_once_and_trains_like_the_forward_pass():
+    # Training windows label shared histories (a user's older ratings all share the latest ones),
+    # so a batch runs the LSTM over each distinct history once: same outputs, same gradients.
+    family = FAMILIES["lstm"]
+    rng = np.random.default_rng(4)
+    pairs = rng.permutation(N_USERS * N_ITEMS)[:60]
+    ratings = Interactions(pairs // N_ITEMS, pairs % N_ITEMS, rng.integers(1, 6, 60).astype(np.float32),
+                           rng.integers(0, 20, 60))
+    config = dataclasses.replace(RunConfig().lstm, window=WINDOW)
+    inputs, _ = family.training_inputs(ratings, config, N_ITEMS)
+    assert len(inputs) == 4 and len(torch.unique(inputs[3])) < len(inputs[3])
+    models = build(family).train(), build(family).train()
+    histories_run = []
+    models[1].lstm.register_forward_hook(lambda module, args, out: histories_run.append(args[0].shape[0]))
+    expected = models[0](*inputs[:3])
+    shared = family.outputs(models[1], inputs)
+    assert histories_run == [len(torch.unique(inputs[3])), len(inputs[3])]  # shared histories, then one step each
+    for got, want in zip(shared, expected):
+        torch.testing.assert_close(got, want[:, -1], rtol=0, atol=1e-6)
+    sum(o[:, -1].sum() for o in expected).backward()
+    sum(o.sum() for o in shared).backward()
+    grads = [dict((n, p.grad) for n, p in m.named_parameters() if p.grad is not None) for m in models]
+    assert grads[0].keys() == grads[1].keys()
+    for name in grads[0]:
+        torch.testing.assert_close(grads[1][name], grads[0][name], rtol=1e-5, atol=1e-6)
 
 
 def test_ranking_head_moves_only_what_it_may(family):
