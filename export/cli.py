@@ -22,7 +22,8 @@ from .config import RunConfig
 from .loading import DataSource, load_dataset
 from .metrics import POST_RMSE_UNIT
 from .synthetic import parse_shape
-from .pipeline import build_bundle, code_fingerprint, run_fingerprint, seeds, train_model
+from .pipeline import build_bundle, code_fingerprint, run_fingerprint, seeds
+from .workers import add_jobs_option, jobs_option, train_models
 
 log = logging.getLogger("export")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -53,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--time-budget", type=float, help="stop each model's training after this many seconds")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                         help="where torch trains (default: %(default)s; cuda needs a CUDA build of torch)")
+    add_jobs_option(parser)
     parser.add_argument("--window", type=int, default=10, help="LSTM sequence length L (default: %(default)s)")
     parser.add_argument("--force", action="store_true", help="retrain even if an identical bundle exists")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -108,7 +110,7 @@ def train_and_export(args: argparse.Namespace) -> Path:
     if not args.force and (existing := reusable_bundle(args.artifacts, fingerprint)) is not None:
         log.info("bundle %s is up to date (same data, settings and code); not retraining", existing.name)
         return existing
-    trained = [train_model(name, dataset, config, child[name]) for name in config.models]
+    trained = train_models(dataset, config, child, jobs_option(args.jobs, config))
     bundle = build_bundle(dataset, trained, config, fingerprint, checksums, args.artifacts)
     for model in trained:
         m = model.test_metrics

@@ -33,9 +33,10 @@ from .dataset import Dataset, Interactions, seen_csr
 from .graphs import RankingOnly, all_items_graph
 from .loading import DataSource, build_dataset
 from .metrics import POST_RMSE_UNIT, rating_errors
-from .pipeline import seeds, train_model
+from .pipeline import seeds
 from .ranking import most_popular_scores, random_scores, ranking_metrics, top_n_from_matrix
 from .ratings import parse_ratings
+from .workers import add_jobs_option, jobs_option, train_models
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,7 @@ def rank_matrix(trained: Any, dataset: Dataset, chunk: int = 256) -> np.ndarray:
 
 
 def evaluate_split(name: str, train: pd.DataFrame, test: pd.DataFrame, config: RunConfig,
-                   use_surprise: bool) -> dict[str, Any]:
+                   use_surprise: bool, jobs: int = 1) -> dict[str, Any]:
     """Every model and baseline on one split."""
     started = time.perf_counter()
     child = seeds(config.seed)
@@ -100,8 +101,7 @@ def evaluate_split(name: str, train: pd.DataFrame, test: pd.DataFrame, config: R
     relevant = {"rated_4_plus": test_i.take(np.flatnonzero(test_i.stars >= RELEVANT_STARS)), "any_held_out": test_i}
     candidates = {"most_popular": most_popular_scores(full_train, vocab.n_users, vocab.n_items),
                   "random": random_scores(vocab.n_users, vocab.n_items, np.random.default_rng(config.seed))}
-    for model_name in config.models:
-        trained = train_model(model_name, dataset, config, child[model_name])
+    for model_name, trained in zip(config.models, train_models(dataset, config, child, jobs)):
         result["rating"][model_name] = trained.test_metrics
         result["learning_curves"][model_name] = trained.fit.epochs
         candidates[model_name] = rank_matrix(trained, dataset)
@@ -130,6 +130,7 @@ def mean_over(splits: list[dict[str, Any]], section: str) -> dict[str, Any]:
 def run_evaluation(args: argparse.Namespace) -> dict[str, Any]:
     config = make_config(argparse.Namespace(seed=args.seed, models=args.models, window=RunConfig().lstm.window,
                                             max_epochs=args.max_epochs, batch_size=None))
+    jobs = jobs_option(args.jobs, config)
     use_surprise = not args.no_surprise and baselines.surprise_available()
     if not args.no_surprise and not use_surprise:
         log.warning("Surprise is not installed (pip install '.[eval]'); its baselines are left out")
@@ -145,12 +146,12 @@ def run_evaluation(args: argparse.Namespace) -> dict[str, Any]:
         frame = parse_ratings(DataSource(args.data_dir, cache_dir=args.cache_dir).resolve()[0][0])
         splits = kfold_splits(frame, args.folds, args.seed) if args.folds > 1 else []
     if splits:
-        results = [evaluate_split(name, tr, te, config, use_surprise) for name, tr, te in splits]
+        results = [evaluate_split(name, tr, te, config, use_surprise, jobs) for name, tr, te in splits]
         report["protocols"]["cross_validation"] = {"splits": results, "mean_rating": mean_over(results, "rating"),
                                                    "mean_ranking": mean_over(results, "ranking")}
     if args.temporal_fraction > 0 and not args.train_file:
         train, test = temporal_split(frame, args.temporal_fraction)
-        result = evaluate_split("temporal", train, test, config, use_surprise)
+        result = evaluate_split("temporal", train, test, config, use_surprise, jobs)
         report["protocols"]["temporal"] = {"splits": [result], "mean_rating": result["rating"],
                                            "mean_ranking": result["ranking"]}
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -188,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=RunConfig.seed, help="the one seed (default: %(default)s)")
     parser.add_argument("--models", default=",".join(MODEL_NAMES), help="models (default: %(default)s)")
     parser.add_argument("--max-epochs", type=int, help="cap every model's epochs (quick runs)")
+    add_jobs_option(parser)
     parser.add_argument("--no-surprise", action="store_true", help="leave out the Surprise baselines")
     parser.add_argument("--out", type=Path, default=DEFAULT_REPORT_JSON, help="JSON output (default: %(default)s)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")

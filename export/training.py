@@ -22,6 +22,9 @@ Penalty = Callable[[nn.Module, Inputs], tuple[torch.Tensor, torch.Tensor]]
 
 EVAL_BATCH = 16_384
 
+PROGRESS_BARS = True
+"""Show a progress bar per epoch when stderr is a terminal (worker processes turn it off)."""
+
 
 @dataclass
 class FitResult:
@@ -142,7 +145,7 @@ def _train_epoch(model: nn.Module, objective: Objective, train: tuple[Inputs, to
     order = torch.randperm(targets.shape[0], generator=generator)
     total, seen = 0.0, 0
     for start in tqdm(range(0, len(order), config.batch_size), desc=desc, leave=False, unit="batch",
-                      disable=not sys.stderr.isatty()):
+                      disable=not (PROGRESS_BARS and sys.stderr.isatty())):
         if deadline is not None and time.perf_counter() > deadline:
             return total, seen, True
         index = order[start:start + config.batch_size].to(targets.device)

@@ -1,4 +1,5 @@
-"""Training: the refit on training + validation, and sparse embedding gradients for large tables."""
+"""Training: the refit on training + validation, models trained side by side in worker processes,
+and sparse embedding gradients for large tables."""
 from __future__ import annotations
 
 import dataclasses
@@ -14,6 +15,7 @@ from export.loading import build_dataset
 from export.pipeline import train_model
 from export.synthetic import generate_ratings
 from export.training import SPARSE_EMBEDDING_PARAMETERS, Objective, Optimizer, fit
+from export.workers import train_models
 
 
 def with_training(config: RunConfig, name: str, **changes) -> RunConfig:
@@ -38,6 +40,21 @@ def test_refit_runs_the_chosen_epoch_count_on_training_and_validation(dataset, n
     assert plain.fit.refit_epochs == []
     assert plain.fit.best_epoch == refitted.fit.best_epoch  # the same first fit chose the count
     assert refitted.test_metrics != plain.test_metrics  # the kept model is the refit one
+
+
+def test_models_trained_side_by_side_in_workers_equal_those_trained_one_after_another(dataset):
+    config = RunConfig(models=("mf", "lstm"))
+    for name in config.models:
+        config = with_training(config, name, max_epochs=2, batch_size=256)
+    seeds = {"mf": 11, "lstm": 12}
+    in_process = train_models(dataset, config, seeds, jobs=1)
+    in_workers = train_models(dataset, config, seeds, jobs=2)
+    assert [t.name for t in in_workers] == ["mf", "lstm"]
+    for alone, worker in zip(in_process, in_workers):
+        assert worker.fit.best_epoch == alone.fit.best_epoch
+        assert worker.test_metrics == pytest.approx(alone.test_metrics, rel=1e-4)
+        for key, value in alone.module.state_dict().items():  # thread counts may reorder float sums
+            torch.testing.assert_close(worker.module.state_dict()[key], value, rtol=1e-4, atol=1e-5)
 
 
 def test_refit_is_skipped_when_the_time_budget_cut_the_fit_short(dataset):
