@@ -24,7 +24,8 @@ def stars(score: torch.Tensor) -> torch.Tensor:
 
 
 class PairwiseGraph(nn.Module):
-    """The trained module, one prediction per row (for the LSTM, the window's last step)."""
+    """The trained module, one prediction per row (for the LSTM, the window's last step: its
+    heads run on that step alone, not on every step of the window)."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
@@ -32,9 +33,7 @@ class PairwiseGraph(nn.Module):
         self.sequential = isinstance(model, SequenceLSTM)
 
     def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        score, rank = self.model(*inputs)
-        if self.sequential:
-            score, rank = score[:, -1], rank[:, -1]
+        score, rank = self.model.last_step(*inputs) if self.sequential else self.model(*inputs)
         return score, stars(score), rank
 
 

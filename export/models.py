@@ -138,15 +138,16 @@ class SequenceLSTM(nn.Module):
         ``histories`` [B] labels each window's history (its user and its first L - 1 items and
         ratings); windows with equal labels must have equal histories. The LSTM then runs over each
         distinct history once and takes one step per window from that history's state. Without
-        labels every window is its own history.
+        labels it runs over each window (the exported pairwise graph). Either way the heads read
+        the last step only.
         """
-        n = users.shape[0]
         if histories is None:
-            first = inverse = torch.arange(n, device=users.device)
-        else:
-            labels, inverse = torch.unique(histories, return_inverse=True)
-            first = torch.full((labels.shape[0],), n, device=users.device).scatter_reduce_(
-                0, inverse, torch.arange(n, device=users.device), "amin")   # one window per history
+            states, _ = self.lstm(self.step_inputs(users, items, ratings))
+            return self._outputs(users, items[:, -1], states[:, -1])
+        n = users.shape[0]
+        labels, inverse = torch.unique(histories, return_inverse=True)
+        first = torch.full((labels.shape[0],), n, device=users.device).scatter_reduce_(
+            0, inverse, torch.arange(n, device=users.device), "amin")   # one window per history
         _, (h, c) = self.lstm(self.step_inputs(users[first], items[first, :-1], ratings[first, :-1]))
         last = self.step_inputs(users, items[:, -2:], ratings[:, -2:])[:, -1:]
         states, _ = self.lstm(last, (h[:, inverse], c[:, inverse]))
