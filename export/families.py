@@ -66,7 +66,8 @@ class Family:
         return self.outputs(model, batch)[0]
 
     def training_inputs(self, train: Interactions, config, n_items: int) -> tuple[Inputs, torch.Tensor]:
-        """Inputs and [0, 1] targets for every training rating."""
+        """Inputs and [0, 1] targets for every training rating (the LSTM's inputs end with each
+        window's history label, see ``SequenceLSTM.last_step``)."""
         if self.sequential:
             if config.training_context not in TRAINING_CONTEXTS:
                 raise ValueError(f"lstm training_context: expected one of {sorted(TRAINING_CONTEXTS)}, "
