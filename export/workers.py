@@ -11,12 +11,14 @@ import argparse
 import logging
 import multiprocessing
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 
 import torch
 
 from scoring.cli_support import configure_logging
 from scoring.engine import available_cpus
-from scoring.errors import UsageError
+from scoring.errors import TrainingError, UsageError
+from scoring.failpoints import failpoint
 
 from . import training
 from .config import RunConfig
@@ -67,6 +69,9 @@ def train_models(dataset: Dataset, config: RunConfig, seeds: dict[str, int], job
     try:
         futures = {name: pool.submit(train_model, name, dataset, config, seeds[name]) for name in order}
         return [futures[name].result() for name in names]
+    except BrokenProcessPool as exc:
+        raise TrainingError(f"a training worker process died before finishing ({exc}); if the machine ran "
+                            f"out of memory, train fewer models at once (--jobs 1)") from exc
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
@@ -77,3 +82,4 @@ def _start_worker(threads: int, level: int) -> None:
     torch.set_num_threads(threads)
     configure_logging(verbose=level <= logging.DEBUG)
     training.PROGRESS_BARS = False
+    failpoint("training_worker_started")

@@ -26,6 +26,10 @@ class FetchError(DataError):
     """No source of the MovieLens data could be reached or verified."""
 
 
+class TrainingError(RecJobError):
+    """Training could not finish (a worker process died)."""
+
+
 class BundleError(RecJobError):
     """A model bundle is missing a file, corrupted, or of a schema this code does not read."""
 

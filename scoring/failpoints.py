@@ -26,6 +26,9 @@ SCORING_POINTS = (
 )
 """Every failpoint the scoring job passes, in order."""
 
+TRAINING_POINTS = ("training_worker_started",)
+"""Failpoints of training (``training_worker_started``: each worker process, once set up)."""
+
 
 def failpoint(name: str) -> None:
     """Die at once, without cleanup, if the environment names this point."""

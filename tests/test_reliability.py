@@ -72,6 +72,15 @@ def test_bad_ratings_file_is_named_and_nothing_is_lost(case, tmp_path, trained, 
     assert "Traceback" not in result.stderr
 
 
+def test_a_training_worker_that_dies_is_named_and_nothing_is_lost(trained, synthetic_dir, published):
+    # As if the OOM killer took a worker: each worker SIGKILLs itself once set up.
+    result = run_cli("export", "--data-dir", str(synthetic_dir), "--artifacts", str(trained), "--force",
+                     "--jobs", "2", "--max-epochs", "1", env={ENVIRONMENT_VARIABLE: "training_worker_started"})
+    assert result.returncode == 1, result.stderr
+    assert "a training worker process died" in result.stderr and "--jobs 1" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_windows_line_endings_train_like_unix_ones(tmp_path, synthetic_dir):
     crlf = tmp_path / "crlf"
     crlf.mkdir()
