@@ -38,6 +38,7 @@ def default_jobs(config: RunConfig) -> int:
 
 
 def add_jobs_option(parser: argparse.ArgumentParser) -> None:
+    """``--jobs``, shared by the commands that train."""
     parser.add_argument("--jobs", type=int, help="models trained at once, one worker process each (default: one "
                                                  "per model up to the CPUs available; 1 with --device cuda)")
 
@@ -65,9 +66,8 @@ def train_models(dataset: Dataset, config: RunConfig, seeds: dict[str, int], job
     order = sorted(names, key=LONGEST_FIRST.index)
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
                                initializer=_start_worker, initargs=(threads, logging.getLogger().level))
-    futures: dict[str, Future[TrainedModel]] = {}
     try:
-        futures = {name: pool.submit(train_model, name, dataset, config, seeds[name]) for name in order}
+        futures: dict[str, Future[TrainedModel]] = {name: pool.submit(train_model, name, dataset, config, seeds[name]) for name in order}
         return [futures[name].result() for name in names]
     except BrokenProcessPool as exc:
         raise TrainingError(f"a training worker process died before finishing ({exc}); if the machine ran "
