@@ -167,10 +167,8 @@ class SequenceLSTM(nn.Module):
         return score, self._rank(users, items, user, factors)
 
     def rank(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """The ranking head alone, no LSTM: rank logit of ``items`` [B] or [B, L] for ``users`` [B]."""
-        user = self.user_embedding(users)
-        return self._rank(users, items, user[:, None, :] if items.dim() == 2 else user,
-                          self.affinity_item_embedding(items))
+        """The ranking head alone, no LSTM: rank logit [B] of ``items`` [B] for ``users`` [B]."""
+        return self._rank(users, items, self.user_embedding(users), self.affinity_item_embedding(items))
 
     def _rank(self, users: torch.Tensor, items: torch.Tensor, user: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
         """``user`` shaped to broadcast against ``factors``. The head reads the rating factors as

@@ -102,10 +102,10 @@ def latest_context_windows(interactions: Interactions, length: int, pad: int) ->
     n_users = int(users.max()) + 1 if len(users) else 0
     rank_from_end = _rank_from_end(users)
     latest_items, latest_ratings = _latest(users, items, unit, rank_from_end, n_users, length, pad)
-    own_column = np.where(rank_from_end <= length, length - rank_from_end, 0)     # the column to leave out
+    left_out = np.where(rank_from_end <= length, rank_from_end, 0)                # 0: the shared history
+    own_column = np.where(left_out > 0, length - left_out, 0)                    # the column to leave out
     kept = np.arange(length - 1)[None, :]
     columns = kept + (kept >= own_column[:, None])                               # [N, length - 1]
-    left_out = np.where(rank_from_end <= length, rank_from_end, 0)                # 0: the shared history
     return Windows(users=users,
                    items=np.concatenate([latest_items[users[:, None], columns], items[:, None]], axis=1),
                    ratings=np.concatenate([latest_ratings[users[:, None], columns], unit[:, None]],

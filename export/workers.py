@@ -65,9 +65,10 @@ def train_models(dataset: Dataset, config: RunConfig, seeds: dict[str, int], job
     threads = max(1, available_cpus() // workers)
     order = sorted(names, key=LONGEST_FIRST.index)
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_start_worker, initargs=(threads, logging.getLogger().level))
+                               initializer=_start_worker, initargs=(dataset, threads, logging.getLogger().level))
     try:
-        futures: dict[str, Future[TrainedModel]] = {name: pool.submit(train_model, name, dataset, config, seeds[name]) for name in order}
+        futures: dict[str, Future[TrainedModel]] = {name: pool.submit(_train, name, config, seeds[name])
+                                                    for name in order}
         return [futures[name].result() for name in names]
     except BrokenProcessPool as exc:
         raise TrainingError(f"a training worker process died before finishing ({exc}); if the machine ran "
@@ -76,10 +77,22 @@ def train_models(dataset: Dataset, config: RunConfig, seeds: dict[str, int], job
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _start_worker(threads: int, level: int) -> None:
-    """Set up a fresh worker: its share of the CPUs, the parent's log level, no progress bars
-    (several on one terminal would overwrite each other; the epoch log lines remain)."""
+_DATASET: Dataset | None = None
+"""The data set a worker process trains on, sent once when the worker starts (not once per model)."""
+
+
+def _start_worker(dataset: Dataset, threads: int, level: int) -> None:
+    """Set up a fresh worker: the data set, its share of the CPUs, the parent's log level, no
+    progress bars (several on one terminal would overwrite each other; the epoch log lines remain)."""
+    global _DATASET
+    _DATASET = dataset
     torch.set_num_threads(threads)
     configure_logging(verbose=level <= logging.DEBUG)
     training.PROGRESS_BARS = False
     failpoint("training_worker_started")
+
+
+def _train(name: str, config: RunConfig, seed: int) -> TrainedModel:
+    """``train_model`` in a worker, on the data set it was started with."""
+    assert _DATASET is not None, "worker not started by train_models"
+    return train_model(name, _DATASET, config, seed)

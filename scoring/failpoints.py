@@ -1,5 +1,6 @@
 """Named crash points for the crash-safety tests: ``RECJOB_FAILPOINT=<name>`` makes the process
 SIGKILL itself when it reaches that point, the way a power cut or the OOM killer would.
+Training has one, ``training_worker_started``, passed by each training worker process once set up.
 
 Unset (always, outside the tests) a failpoint costs one dictionary lookup.
 """
@@ -25,9 +26,6 @@ SCORING_POINTS = (
     "after_latest_switch",
 )
 """Every failpoint the scoring job passes, in order."""
-
-TRAINING_POINTS = ("training_worker_started",)
-"""Failpoints of training (``training_worker_started``: each worker process, once set up)."""
 
 
 def failpoint(name: str) -> None:
