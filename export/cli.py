@@ -5,6 +5,7 @@ import argparse
 import dataclasses
 import logging
 import sys
+from contextlib import closing
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,7 @@ from .loading import DataSource, load_dataset
 from .metrics import POST_RMSE_UNIT
 from .synthetic import parse_shape
 from .pipeline import build_bundle, code_fingerprint, run_fingerprint, seeds
-from .workers import add_jobs_option, jobs_option, train_models
+from .workers import add_jobs_option, jobs_option, trained_as_completed
 
 log = logging.getLogger("export")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -110,12 +111,13 @@ def train_and_export(args: argparse.Namespace) -> Path:
     if not args.force and (existing := reusable_bundle(args.artifacts, fingerprint)) is not None:
         log.info("bundle %s is up to date (same data, settings and code); not retraining", existing.name)
         return existing
-    trained = train_models(dataset, config, child, jobs_option(args.jobs, config))
-    bundle = build_bundle(dataset, trained, config, fingerprint, checksums, args.artifacts)
-    for model in trained:
-        m = model.test_metrics
-        print(f"{model.name:6s} test RMSE {m['rmse_stars']:.4f} stars, MAE {m['mae_stars']:.4f}, "
-              f"RMSE {m['rmse_unit']:.4f} on [0,1] (post: {POST_RMSE_UNIT[model.name]:.2f})")
+    with closing(trained_as_completed(dataset, config, child, jobs_option(args.jobs, config))) as trained:
+        bundle = build_bundle(dataset, trained, config, fingerprint, checksums, args.artifacts)
+    exported = read_manifest(bundle)["models"]
+    for name in config.models:
+        m = exported[name]["test_metrics"]
+        print(f"{name:6s} test RMSE {m['rmse_stars']:.4f} stars, MAE {m['mae_stars']:.4f}, "
+              f"RMSE {m['rmse_unit']:.4f} on [0,1] (post: {POST_RMSE_UNIT[name]:.2f})")
     print(f"bundle: {bundle}")
     return bundle
 

@@ -7,6 +7,7 @@ import logging
 import platform
 import shutil
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -25,7 +26,7 @@ from scoring.bundle import PARITY_TOLERANCE
 from scoring.checksums import sha256_file
 from scoring.publish import RootLock, new_staging_dir, prepare_root, publish, remove_stale_staging
 
-from .config import PARITY_MAX_TEST_PAIRS, RunConfig
+from .config import PARITY_MAX_TEST_PAIRS, REFITS, RunConfig
 from .dataset import Dataset, Interactions, seen_csr
 from .families import FAMILIES, History, init_parameters
 from .graphs import PairwiseGraph, RankingOnly, all_items_graph
@@ -85,11 +86,14 @@ def _on(device: torch.device, data: tuple[tuple[torch.Tensor, ...], torch.Tensor
 
 
 def train_model(name: str, dataset: Dataset, config: RunConfig, seed: int) -> TrainedModel:
-    """Fit one family on the training split (early stopping on validation, then a refit on both
-    when configured) on ``config.device``, and measure it on the test split, on the CPU."""
+    """Fit one family on the training split (early stopping on validation, then the configured
+    refit on both, see ``TrainingConfig.refit``) on ``config.device``, and measure it on the test
+    split, on the CPU."""
     family = FAMILIES[name]
     model_config = config.model_config(name)
     training = model_config.training
+    if training.refit not in REFITS:
+        raise ValueError(f"{name} training refit: expected one of {list(REFITS)}, got {training.refit!r}")
     vocab = dataset.vocab
     device = torch.device(config.device)
 
@@ -106,13 +110,15 @@ def train_model(name: str, dataset: Dataset, config: RunConfig, seed: int) -> Tr
     validation = (tuple(x.to(device) for x in validation_inputs), torch.as_tensor(dataset.validation.unit))
     objective = Objective(family.outputs, family.rank, family.penalty, family.with_items, vocab.n_items)
     result = fit(module, objective, train, validation, training, generator, name)
-    if training.refit and len(dataset.validation) and not result.out_of_time:
+    if training.refit != "none" and len(dataset.validation) and not result.out_of_time:
         started = time.perf_counter()
         both = dataset.train.concat(dataset.validation)
-        module, generator = fresh(both)
+        if training.refit == "fresh":
+            module, generator = fresh(both)
+        epochs = result.best_epoch if training.refit == "fresh" else training.continue_epochs
         result.refit_epochs = refit(module, objective,
                                     _on(device, family.training_inputs(both, model_config, vocab.n_items)),
-                                    result.best_epoch, training, generator, name)
+                                    epochs, training, generator, name)
         context = History.of(both, vocab.n_users, vocab.n_items, config.lstm.window)
         result.seconds += time.perf_counter() - started
     module = module.cpu()
@@ -195,9 +201,14 @@ def versions() -> dict[str, str]:
             "pyarrow": pa.__version__}
 
 
-def build_bundle(dataset: Dataset, trained: list[TrainedModel], config: RunConfig, fingerprint: str,
+def build_bundle(dataset: Dataset, trained: Iterable[TrainedModel], config: RunConfig, fingerprint: str,
                  data_checksums: dict[str, str], artifacts_root: Path) -> Path:
-    """Export every trained model into a staging bundle, check parity, and publish it atomically."""
+    """Export every trained model into a staging bundle, check parity, and publish it atomically.
+
+    ``trained`` may be lazy (``workers.trained_as_completed``): each model is exported and checked
+    as it arrives, while the others still train. The artifacts root is locked before the first one
+    is asked for, so that a second trainer of the same root fails at once, not after training.
+    """
     root = prepare_root(artifacts_root)
     created = datetime.now(timezone.utc)
     bundle_id = f"{created:%Y%m%dT%H%M%SZ}-{fingerprint[:10]}"
@@ -233,7 +244,8 @@ def build_bundle(dataset: Dataset, trained: list[TrainedModel], config: RunConfi
                     "parity": exported["parity"],
                     "parameters": int(sum(p.numel() for p in model.module.parameters())),
                 }
-            np.savez(staging / layout.REFERENCE, **references)
+            # sorted: the file's bytes must not depend on the order in which the models finished
+            np.savez(staging / layout.REFERENCE, **dict(sorted(references.items())))
             _write_vocab_and_history(dataset, history, staging)
             manifest = {
                 "schema_version": layout.SCHEMA_VERSION,

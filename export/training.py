@@ -37,7 +37,8 @@ class FitResult:
     out_of_time: bool = False
     """Whether the time budget cut the fit short."""
     refit_epochs: list[dict[str, float]] = field(default_factory=list)
-    """Training curve of the refit on training + validation ratings; empty when there was none."""
+    """Training curve of the refit (fresh or continued) on training + validation ratings; empty
+    when there was none."""
 
 
 def predict_in_batches(model: nn.Module, predict: Predict, inputs: Inputs, batch: int = EVAL_BATCH) -> torch.Tensor:
@@ -63,7 +64,9 @@ trains them with sparse gradients: MovieLens 100K and 1M stay dense, 20M and up 
 class Optimizer:
     """Adam for the dense layers (with ``weight_decay``) and, for the embedding tables, Adam on
     dense gradients or, for large catalogues, SparseAdam on the rows each batch touches: with
-    dense gradients every step would update every row of every table."""
+    dense gradients every step would update every row of every table. Adam is torch's fused
+    implementation (one kernel over all parameters, not a series of per-tensor operations): at
+    MovieLens 100K's size its step took half as long."""
 
     def __init__(self, model: nn.Module, config: TrainingConfig) -> None:
         tables = [m for m in model.modules() if isinstance(m, nn.Embedding)]
@@ -85,7 +88,7 @@ class Optimizer:
             self.parts = []
         groups = [g for g in groups if g["params"]]
         if groups:
-            self.parts.append(torch.optim.Adam(groups, lr=config.learning_rate))
+            self.parts.append(torch.optim.Adam(groups, lr=config.learning_rate, fused=True))
         self.tables = tables
 
     def zero_grad(self) -> None:
@@ -208,8 +211,9 @@ def fit(model: nn.Module, objective: Objective,
 
 def refit(model: nn.Module, objective: Objective, train: tuple[Inputs, torch.Tensor], epochs: int,
           config: TrainingConfig, generator: torch.Generator, name: str) -> list[dict[str, float]]:
-    """Train ``model`` for exactly ``epochs`` passes over ``train`` (no validation, final weights
-    kept) and return the per-epoch training curve."""
+    """Train ``model`` (a fresh copy, or the early-stopped model to continue it) for exactly
+    ``epochs`` passes over ``train`` with a new optimizer (no validation, final weights kept) and
+    return the per-epoch training curve."""
     optimizer = Optimizer(model, config)
     deadline = _deadline(config, time.perf_counter())
     curve = []

@@ -10,7 +10,8 @@ from __future__ import annotations
 import argparse
 import logging
 import multiprocessing
-from concurrent.futures import Future, ProcessPoolExecutor
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 
 import torch
@@ -53,23 +54,35 @@ def jobs_option(value: int | None, config: RunConfig) -> int:
 
 
 def train_models(dataset: Dataset, config: RunConfig, seeds: dict[str, int], jobs: int) -> list[TrainedModel]:
-    """Train every model of ``config`` (results in ``config.models`` order): in this process when
-    ``jobs`` is 1, otherwise in ``jobs`` worker processes with ``cpus // jobs`` torch threads each.
+    """Train every model of ``config``, results in ``config.models`` order (see ``trained_as_completed``)."""
+    by_name = {model.name: model for model in trained_as_completed(dataset, config, seeds, jobs)}
+    return [by_name[name] for name in config.models]
 
-    Each model's result depends on its seed, not on which worker trained it or when.
+
+def trained_as_completed(dataset: Dataset, config: RunConfig, seeds: dict[str, int],
+                         jobs: int) -> Iterator[TrainedModel]:
+    """Train every model of ``config`` and yield each as soon as it is trained: in this process,
+    in ``config.models`` order, when ``jobs`` is 1; otherwise in ``jobs`` worker processes with
+    ``cpus // jobs`` torch threads each, in the order they finish, so that the caller can export
+    one model while the others still train.
+
+    Each model's result depends on its seed, not on which worker trained it or when. Closing the
+    iterator early (the caller failed) cancels the models not started and waits for those running.
     """
     names = list(config.models)
     if jobs <= 1 or len(names) <= 1:
-        return [train_model(name, dataset, config, seeds[name]) for name in names]
+        for name in names:
+            yield train_model(name, dataset, config, seeds[name])
+        return
     workers = min(jobs, len(names))
     threads = max(1, available_cpus() // workers)
     order = sorted(names, key=LONGEST_FIRST.index)
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
                                initializer=_start_worker, initargs=(dataset, threads, logging.getLogger().level))
     try:
-        futures: dict[str, Future[TrainedModel]] = {name: pool.submit(_train, name, config, seeds[name])
-                                                    for name in order}
-        return [futures[name].result() for name in names]
+        futures = [pool.submit(_train, name, config, seeds[name]) for name in order]
+        for future in as_completed(futures):
+            yield future.result()
     except BrokenProcessPool as exc:
         raise TrainingError(f"a training worker process died before finishing ({exc}); if the machine ran "
                             f"out of memory, train fewer models at once (--jobs 1)") from exc
