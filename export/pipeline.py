@@ -115,7 +115,9 @@ def train_model(name: str, dataset: Dataset, config: RunConfig, seed: int) -> Tr
         both = dataset.train.concat(dataset.validation)
         if training.refit == "fresh":
             module, generator = fresh(both)
-        epochs = result.best_epoch if training.refit == "fresh" else training.continue_epochs
+            epochs = result.best_epoch
+        else:   # "continue": the early-stopped module and its generator go on
+            epochs = training.continue_epochs
         result.refit_epochs = refit(module, objective,
                                     _on(device, family.training_inputs(both, model_config, vocab.n_items)),
                                     epochs, training, generator, name)
@@ -216,7 +218,7 @@ def build_bundle(dataset: Dataset, trained: Iterable[TrainedModel], config: RunC
     history = History.of(dataset.history, vocab.n_users, vocab.n_items, config.lstm.window)
     rng = np.random.default_rng(seeds(config.seed)["parity"])
     pairs = reference_pairs(vocab.n_users, vocab.n_items, dataset.test.users, dataset.test.items, rng)
-    with RootLock(root):
+    with RootLock(root, advice="wait for it to finish (no two trainings publish into one artifacts root)"):
         remove_stale_staging(root)
         staging = new_staging_dir(root, bundle_id)
         try:

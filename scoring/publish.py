@@ -43,9 +43,12 @@ def prepare_root(root: Path) -> Path:
 class RootLock:
     """Exclusive ``flock`` on ``<root>/.lock``; the kernel drops it if the holder dies."""
 
-    def __init__(self, root: Path, wait: bool = False) -> None:
+    def __init__(self, root: Path, wait: bool = False,
+                 advice: str = "wait for it to finish or pass --wait") -> None:
         self.path = root / LOCK_FILE
         self.wait = wait
+        self.advice = advice
+        """What the error tells the user to do when the lock is held and ``wait`` is false."""
         self._fd: int | None = None
 
     def __enter__(self) -> "RootLock":
@@ -60,8 +63,7 @@ class RootLock:
             holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
             os.close(fd)
             raise LockError(
-                f"{self.path}: another run (pid {holder}) is writing to this output root; "
-                "wait for it to finish or pass --wait"
+                f"{self.path}: another run (pid {holder}) is writing to this output root; {self.advice}"
             ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import ROOT, run_cli
+from conftest import QUICK_ARGS, ROOT, run_cli
 from scoring.bundle import MANIFEST, SCHEMA_VERSION
 from scoring.failpoints import ENVIRONMENT_VARIABLE, SCORING_POINTS
 from scoring.publish import RootLock
@@ -272,6 +272,18 @@ def test_a_second_run_on_the_same_root_is_refused_or_waits(trained, scored, publ
         refused = run_cli("scoring", "--bundle", str(trained / "latest"), "--output-root", str(scored))
     assert refused.returncode == 1
     assert "another run" in refused.stderr and "--wait" in refused.stderr
+
+
+def test_a_second_training_into_the_same_artifacts_root_is_refused_before_it_trains(trained, synthetic_dir):
+    before = sorted(p.name for p in trained.iterdir())
+    with RootLock(trained):
+        refused = run_cli("export", "--data-dir", str(synthetic_dir), "--artifacts", str(trained), "--force",
+                          *QUICK_ARGS)
+    assert refused.returncode == 1
+    assert "another run" in refused.stderr and "wait for it to finish" in refused.stderr
+    assert "--wait" not in refused.stderr   # python -m export has no such option
+    assert "epoch" not in refused.stderr     # refused before training, not after it
+    assert sorted(p.name for p in trained.iterdir()) == before
 
 
 def test_two_runs_started_at_once_both_finish_one_after_the_other(trained, tmp_path):
