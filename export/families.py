@@ -147,7 +147,8 @@ FAMILIES: dict[str, Family] = {
     ),
     "lstm": Family(
         name="lstm",
-        build=lambda c, n_users, n_items, mean: SequenceLSTM(n_users, n_items, c.dim, c.hidden, c.user_dim, c.rank_dim, mean),
+        build=lambda c, n_users, n_items, mean: SequenceLSTM(n_users, n_items, c.dim, c.hidden, c.user_dim, c.user_input,
+                                                               c.rank_dim, mean),
         outputs=_last_step,
         rank=lambda model, batch: model.rank(batch[0], batch[1][:, -1]),
         penalty=_sequence_penalty,

@@ -96,8 +96,9 @@ class AllItemsDense(nn.Module):
 class AllItemsLSTM(nn.Module):
     """Run each user's history once, then one LSTM step for every candidate item.
 
-    The candidate step's input projection ``W_ih [emb(j); r_prev; user]`` splits into a per-item
-    part, precomputed for the whole catalogue, and a per-user part (last rating, user embedding).
+    The candidate step's input projection ``W_ih [emb(j); r_prev; P user]`` splits into a per-item
+    part, precomputed for the whole catalogue, and a per-user part (last rating, and the user
+    embedding through ``W_ih_user P``, folded into one matrix).
     Each of the four gates is its own [B, n_items, H] sum of the two, so no [B, n_items, 4H]
     tensor is built and then split: one pass over memory fewer per pair.
     The ranking head needs no candidate step: it is one matrix product ``[user * s, r_u] @ [a, t]^T``.
@@ -116,7 +117,8 @@ class AllItemsLSTM(nn.Module):
             for name, gate in zip(GATES, item_gates.chunk(4, dim=1)):
                 self.register_buffer(f"item_gate_{name}", gate.contiguous())        # [n_items, H]
             self.register_buffer("rating_gate", w_ih[:, dim].contiguous())    # [4H]
-            self.register_buffer("user_weight", w_ih[:, dim + 1:].T.contiguous())  # [user_dim, 4H]
+            user_weight = w_ih[:, dim + 1:] @ model.user_input.weight         # the projection folded in
+            self.register_buffer("user_weight", user_weight.T.contiguous())    # [user_dim, 4H]
             self.register_buffer("hidden_weight", w_hh.T.contiguous())        # [H, 4H]
             self.register_buffer("head_weight", model.output.weight.T.contiguous())  # [H, 1]
             self.register_buffer("item_factors", model.affinity_item_embedding.weight[:n_items].contiguous())

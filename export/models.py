@@ -91,7 +91,8 @@ class SequenceLSTM(nn.Module):
     """LSTM over a user's items in time order; a Linear on each step's output rates that step's item.
 
     Step ``t`` sees item ``t``'s embedding, the rating of item ``t - 1`` (centred on the global
-    mean, 0 where padded; a step never sees its own rating) and the user's embedding. The user
+    mean, 0 where padded; a step never sees its own rating) and a linear projection of the user's
+    embedding (narrower than the embedding: the LSTM's input product is most of its cost). The user
     representation that a ten-item window cannot hold also meets each step's item directly:
     ``<user, a_item>``, with item factors ``a`` of their own, is added to the Linear head's output.
 
@@ -100,14 +101,15 @@ class SequenceLSTM(nn.Module):
     matrix product over the catalogue, with no LSTM step per candidate.
     """
 
-    def __init__(self, n_users: int, n_items: int, dim: int, hidden: int, user_dim: int, rank_dim: int,
-                 global_mean: float) -> None:
+    def __init__(self, n_users: int, n_items: int, dim: int, hidden: int, user_dim: int, user_input: int,
+                 rank_dim: int, global_mean: float) -> None:
         super().__init__()
         self.padding_index = n_items
         self.item_embedding = nn.Embedding(n_items + 1, dim, padding_idx=n_items)
         self.user_embedding = nn.Embedding(n_users, user_dim)
+        self.user_input = nn.Linear(user_dim, user_input, bias=False)
         self.affinity_item_embedding = nn.Embedding(n_items + 1, user_dim, padding_idx=n_items)
-        self.lstm = nn.LSTM(dim + 1 + user_dim, hidden, batch_first=True)
+        self.lstm = nn.LSTM(dim + 1 + user_input, hidden, batch_first=True)
         self.output = nn.Linear(hidden, 1)
         self.rank_scale = nn.Parameter(torch.ones(user_dim))
         self.rank_user_embedding = nn.Embedding(n_users, rank_dim)
@@ -118,11 +120,12 @@ class SequenceLSTM(nn.Module):
         self.register_buffer("global_mean", torch.tensor(float(global_mean)))
 
     def step_inputs(self, users: torch.Tensor, items: torch.Tensor, ratings: torch.Tensor) -> torch.Tensor:
-        """LSTM inputs [B, L, dim + 1 + user_dim]: item embedding, previous centred rating, user."""
+        """LSTM inputs [B, L, dim + 1 + user_input]: item embedding, previous centred rating, and the
+        user embedding's projection to ``user_input`` dimensions."""
         known = (items != self.padding_index).to(ratings.dtype)
         centred = (ratings - self.global_mean) * known
         previous = torch.cat([torch.zeros_like(centred[:, :1]), centred[:, :-1]], dim=1)
-        user = self.user_embedding(users)[:, None, :].expand(-1, items.shape[1], -1)
+        user = self.user_input(self.user_embedding(users))[:, None, :].expand(-1, items.shape[1], -1)
         return torch.cat([self.item_embedding(items), previous.unsqueeze(-1), user], dim=-1)
 
     def forward(self, users: torch.Tensor, items: torch.Tensor,

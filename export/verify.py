@@ -40,7 +40,11 @@ def load_torch_model(bundle: Bundle, name: str) -> torch.nn.Module:
     path = bundle.path / torch_weights_file(name)
     if not path.is_file():
         raise BundleError(f"{path}: torch weights are missing")
-    module.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    try:
+        module.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    except RuntimeError as exc:
+        raise BundleError(f"{path}: these weights do not fit this code's {name} model (a bundle trained by an "
+                          f"older version? retrain it with `make train`): {exc}") from exc
     return module.eval()
 
 

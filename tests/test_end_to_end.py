@@ -130,6 +130,19 @@ def test_verify_fails_on_a_tampered_table(scored, tmp_path):
     assert "differs from torch" in result.stderr and "model=mf" in result.stderr
 
 
+def test_torch_weights_that_do_not_fit_the_model_are_named(trained, tmp_path):
+    import torch
+    from export.verify import load_torch_model
+    from scoring.errors import BundleError
+    bundle_dir = tmp_path / "bundle"
+    shutil.copytree((trained / "latest").resolve(), bundle_dir)
+    weights = torch.load(bundle_dir / "lstm.pt", weights_only=True)
+    del weights["user_input.weight"]   # what a bundle of the LSTM before its input projection holds
+    torch.save(weights, bundle_dir / "lstm.pt")
+    with pytest.raises(BundleError, match=r"lstm\.pt: these weights do not fit this code's lstm model"):
+        load_torch_model(load_bundle(bundle_dir), "lstm")
+
+
 def test_same_seed_gives_identical_tables(trained, synthetic_dir, tmp_path):
     artifacts = tmp_path / "again"
     result = run_cli("export", "--data-dir", str(synthetic_dir), "--artifacts", str(artifacts),
