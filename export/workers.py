@@ -107,5 +107,5 @@ def _start_worker(dataset: Dataset, threads: int, level: int) -> None:
 
 def _train(name: str, config: RunConfig, seed: int) -> TrainedModel:
     """``train_model`` in a worker, on the data set it was started with."""
-    assert _DATASET is not None, "worker not started by train_models"
+    assert _DATASET is not None, "worker not started by trained_as_completed"
     return train_model(name, _DATASET, config, seed)
