@@ -5,6 +5,11 @@ a batch of users, ``[B] -> [B, n_items]``, with the same arithmetic rearranged: 
 matrix product, the dense net's first layer is split into a user half and a precomputed item
 half, and the LSTM runs each history once and then one step per candidate item. Ranking graphs
 are the ``rank`` output alone: for every family one matrix product of user and item factors.
+
+Per-pair intermediates are laid out ``[B, H, n_items]``, items innermost: onnxruntime's
+broadcast Add and Mul of a per-user ``[B, H, 1]`` with a per-item ``[1, H, n_items]`` then run
+over rows of ``n_items`` values with one scalar each instead of rows of ``H`` values, several
+times faster per op; the output head is one ``[1, H] @ [B, H, n_items]`` product.
 """
 from __future__ import annotations
 
@@ -71,19 +76,19 @@ class AllItemsDense(nn.Module):
         with torch.no_grad():
             weight = model.hidden.weight
             self.register_buffer("user_weight", weight[:, :dim].T.contiguous())
-            item_half = model.item_embedding.weight @ weight[:, dim:].T + model.hidden.bias
-            self.register_buffer("item_half", item_half.contiguous())
+            item_half = weight[:, dim:] @ model.item_embedding.weight.T + model.hidden.bias[:, None]
+            self.register_buffer("item_half", item_half.contiguous())                # [H, n_items]
             self.register_buffer("item_offset", (model.item_bias.weight[:, 0] + model.output.bias).contiguous())
-            self.register_buffer("head_weight", model.output.weight.T.contiguous())  # [H, 1]
+            self.register_buffer("head_weight", model.output.weight.contiguous())    # [1, H]
             self.register_buffer("rank_items", torch.cat([model.item_embedding.weight,
                                                           model.rank_item_embedding.weight], dim=1).contiguous())
 
     def forward(self, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         m = self.model
         user = m.user_embedding(users)
-        user_half = user @ self.user_weight                               # [B, H]
-        hidden = torch.relu(user_half[:, None, :] + self.item_half[None, :, :])  # [B, n_items, H]
-        score = (hidden @ self.head_weight)[..., 0] + self.item_offset + m.user_bias(users) + m.global_mean
+        user_half = user @ self.user_weight                                  # [B, H]
+        hidden = torch.relu(user_half[:, :, None] + self.item_half[None, :, :])  # [B, H, n_items]
+        score = (self.head_weight @ hidden).squeeze(1) + self.item_offset + m.user_bias(users) + m.global_mean
         return score, stars(score), self.ranking(users)
 
     def ranking(self, users: torch.Tensor) -> torch.Tensor:
@@ -99,7 +104,7 @@ class AllItemsLSTM(nn.Module):
     The candidate step's input projection ``W_ih [emb(j); r_prev; P user]`` splits into a per-item
     part, precomputed for the whole catalogue, and a per-user part (last rating, and the user
     embedding through ``W_ih_user P``, folded into one matrix).
-    Each of the four gates is its own [B, n_items, H] sum of the two, so no [B, n_items, 4H]
+    Each of the four gates is its own [B, H, n_items] sum of the two, so no [B, 4H, n_items]
     tensor is built and then split: one pass over memory fewer per pair.
     The ranking head needs no candidate step: it is one matrix product ``[user * s, r_u] @ [a, t]^T``.
     """
@@ -113,14 +118,14 @@ class AllItemsLSTM(nn.Module):
         with torch.no_grad():
             w_ih, w_hh = lstm.weight_ih_l0, lstm.weight_hh_l0
             bias = lstm.bias_ih_l0 + lstm.bias_hh_l0
-            item_gates = model.item_embedding.weight[:n_items] @ w_ih[:, :dim].T + bias   # [n_items, 4H]
-            for name, gate in zip(GATES, item_gates.chunk(4, dim=1)):
-                self.register_buffer(f"item_gate_{name}", gate.contiguous())        # [n_items, H]
+            item_gates = w_ih[:, :dim] @ model.item_embedding.weight[:n_items].T + bias[:, None]  # [4H, n_items]
+            for name, gate in zip(GATES, item_gates.chunk(4, dim=0)):
+                self.register_buffer(f"item_gate_{name}", gate.contiguous())        # [H, n_items]
             self.register_buffer("rating_gate", w_ih[:, dim].contiguous())    # [4H]
             user_weight = w_ih[:, dim + 1:] @ model.user_input.weight         # the projection folded in
             self.register_buffer("user_weight", user_weight.T.contiguous())    # [user_dim, 4H]
             self.register_buffer("hidden_weight", w_hh.T.contiguous())        # [H, 4H]
-            self.register_buffer("head_weight", model.output.weight.T.contiguous())  # [H, 1]
+            self.register_buffer("head_weight", model.output.weight.contiguous())    # [1, H]
             self.register_buffer("item_factors", model.affinity_item_embedding.weight[:n_items].contiguous())
             self.register_buffer("rank_items", torch.cat([self.item_factors, model.rank_item_embedding.weight[:n_items]],
                                                          dim=1).contiguous())
@@ -139,12 +144,13 @@ class AllItemsLSTM(nn.Module):
         user = m.user_embedding(users)
         user_gates = (h @ self.hidden_weight + last[:, None] * self.rating_gate
                       + user @ self.user_weight)                                 # [B, 4H]
-        i, f, g, o = (u[:, None, :] + getattr(self, f"item_gate_{name}")[None, :, :]   # each [B, n_items, H]
+        i, f, g, o = (u[:, :, None] + getattr(self, f"item_gate_{name}")[None, :, :]   # each [B, H, n_items]
                       for name, u in zip(GATES, user_gates.chunk(4, dim=-1)))
-        c_next = torch.sigmoid(f) * c[:, None, :] + torch.sigmoid(i) * torch.tanh(g)
+        c_next = torch.sigmoid(f) * c[:, :, None] + torch.sigmoid(i) * torch.tanh(g)
         h_next = torch.sigmoid(o) * torch.tanh(c_next)
         affinity = user @ self.item_factors.T                                    # [B, n_items]
-        score = (h_next @ self.head_weight)[..., 0] + self.item_offset + affinity + m.user_bias(users) + m.global_mean
+        score = ((self.head_weight @ h_next).squeeze(1) + self.item_offset + affinity + m.user_bias(users)
+                 + m.global_mean)
         return score, stars(score), self.ranking(users)
 
     def ranking(self, users: torch.Tensor) -> torch.Tensor:
