@@ -75,6 +75,16 @@ class Scores:
     """None when only the ranking graph ran (top-N-only runs)."""
     rating: np.ndarray | None = None
 
+    @classmethod
+    def concat(cls, parts: list["Scores"]) -> "Scores":
+        """Consecutive batches of users as one (the parts themselves when there is one)."""
+        if len(parts) == 1:
+            return parts[0]
+        joined = {name: None if getattr(parts[0], name) is None
+                  else np.concatenate([getattr(part, name) for part in parts])
+                  for name in ("rank", "score", "rating")}
+        return cls(**joined)
+
 
 @dataclass
 class ModelScorer:

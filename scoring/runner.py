@@ -40,6 +40,11 @@ DEFAULT_CHUNK_PAIRS = 16_384
 """User-item pairs per onnxruntime call for the all-items graphs: bounds their per-pair
 intermediates ([B, n_items, H] for the dense net and the LSTM), which run fastest in pieces this
 size (at 100K: stage 0.82-1.04 s against 1.10-1.15 s with 32,768; 8,192 slower again)."""
+SINK_PAIRS = 65_536
+"""Pairs the table-writer thread takes at a time: consecutive onnxruntime chunks are handed over
+together until they reach this many, so top-N selection and Parquet batches run over a few tens
+of users per call, not a few (at 100K, 9 users per call spent about half of top-N's time in
+per-call overhead). Memory stays bounded by this and the chunk size."""
 RANKING_CHUNK_PAIRS = 4_194_304
 """User-item pairs per call for the ranking graphs of top-N-only runs: one matrix product, which
 needs many users per call to run at speed (at 20M, 1 user per call runs it at a fraction); its
@@ -192,6 +197,8 @@ def score_model(bundle: Bundle, model: str, options: ScoringOptions, run_dir: Pa
     ours = {"score": np.full(len(ref.users), np.nan, np.float32), "rank": np.full(len(ref.users), np.nan, np.float32)}
     all_items = np.arange(bundle.n_items)
     pending: deque[Future] = deque()
+    held: list[Scores] = []  # consecutive chunks not yet handed to the writer thread
+    held_from = 0
     try:
         for start, stop in _chunks(bundle.n_users, bundle.n_items, chunk_pairs(options)):
             t = time.perf_counter()
@@ -207,7 +214,10 @@ def score_model(bundle: Bundle, model: str, options: ScoringOptions, run_dir: Pa
             ours["rank"][picked] = scores.rank[ref.users[picked] - start, ref.items[picked]]
             if scores.score is not None:
                 ours["score"][picked] = scores.score[ref.users[picked] - start, ref.items[picked]]
-            pending.append(pool.submit(sink, start, stop, scores))
+            held.append(scores)
+            if stop == bundle.n_users or (stop - held_from) * bundle.n_items >= SINK_PAIRS:
+                pending.append(pool.submit(sink, held_from, stop, Scores.concat(held)))
+                held, held_from = [], stop
             failpoint("mid_model_first_chunk")
             while len(pending) > 1:
                 pending.popleft().result()

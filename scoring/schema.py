@@ -36,8 +36,9 @@ SCHEMAS: dict[str, pa.Schema] = {"predictions": PREDICTIONS, "recommendations": 
 PARQUET_COMPRESSION = "zstd"
 """Codec of every published Parquet file."""
 
-PARQUET_COMPRESSION_LEVEL = 3
-"""zstd level: level 3 is the library default; higher levels cost write time for little gain here."""
+PARQUET_COMPRESSION_LEVEL = 1
+"""zstd level: 1 writes the 1.59M predictions of a 100K model in about two thirds of the time of
+the library default 3, at the same size (5.74 vs 5.72 MB); higher levels gain little here."""
 
 PARQUET_USE_DICTIONARY = False
 """Plain encoding + zstd: for these columns it is both smaller (5.7 vs 7.3 MB for 1.59M

@@ -204,6 +204,18 @@ def test_chunk_size_follows_the_graphs_a_run_needs(tmp_path):
                                       chunk_pairs=1_000)) == 1_000
 
 
+def test_handing_chunks_to_the_writer_in_groups_changes_no_table(trained, tmp_path, monkeypatch):
+    from scoring import runner
+    tables = {}
+    for sink_pairs in (1, 7 * N_ITEMS):  # each 2-user chunk alone; 8 users at a time, a short last group
+        monkeypatch.setattr(runner, "SINK_PAIRS", sink_pairs)
+        run = runner.run_scoring(runner.ScoringOptions(bundle=trained / "latest", output_root=tmp_path / str(sink_pairs),
+                                                       top_n=TOP_N, chunk_pairs=2 * N_ITEMS, report=False))
+        tables[sink_pairs] = {t: read(run, t) for t in SCHEMAS}
+    for table, ours in tables[7 * N_ITEMS].items():
+        assert len(ours) > 0 and ours.equals(tables[1][table]), table
+
+
 def test_training_on_cuda_without_a_gpu_is_refused_before_any_work(synthetic_dir, tmp_path):
     # CUDA_VISIBLE_DEVICES="" hides any GPU, so the refusal is checked on GPU machines too.
     result = run_cli("export", "--data-dir", str(synthetic_dir), "--artifacts", str(tmp_path / "a"),
