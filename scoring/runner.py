@@ -1,7 +1,8 @@
 """One scoring run: every user x item for each model, top-N, Parquet, checks, atomic publish.
 
-Users are scored in chunks. The main thread runs onnxruntime on chunk k + 1 while a worker
-thread selects top-N and writes chunk k, so memory is set by the chunk size, not the catalogue.
+Users are scored in chunks. The main thread runs onnxruntime on the next chunk while a worker
+thread selects top-N and writes the chunks before it, handed over in groups of ``SINK_PAIRS``,
+so memory is set by the chunk size, not the catalogue.
 """
 from __future__ import annotations
 
@@ -38,8 +39,8 @@ log = logging.getLogger(__name__)
 RUN_SCHEMA_VERSION = 1
 DEFAULT_CHUNK_PAIRS = 16_384
 """User-item pairs per onnxruntime call for the all-items graphs: bounds their per-pair
-intermediates ([B, n_items, H] for the dense net and the LSTM), which run fastest in pieces this
-size (at 100K: stage 0.82-1.04 s against 1.10-1.15 s with 32,768; 8,192 slower again)."""
+intermediates ([B, H, n_items] for the dense net and the LSTM), which run fastest in pieces of
+about this size (README, "Speed and memory")."""
 SINK_PAIRS = 65_536
 """Pairs the table-writer thread takes at a time: consecutive onnxruntime chunks are handed over
 together until they reach this many, so top-N selection and Parquet batches run over a few tens
