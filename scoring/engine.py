@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import onnxruntime as ort
@@ -80,10 +80,8 @@ class Scores:
         """Consecutive batches of users as one (the parts themselves when there is one)."""
         if len(parts) == 1:
             return parts[0]
-        joined = {name: None if getattr(parts[0], name) is None
-                  else np.concatenate([getattr(part, name) for part in parts])
-                  for name in ("rank", "score", "rating")}
-        return cls(**joined)
+        return cls(**{f.name: None if getattr(parts[0], f.name) is None
+                      else np.concatenate([getattr(part, f.name) for part in parts]) for f in fields(cls)})
 
 
 @dataclass

@@ -209,8 +209,9 @@ def test_handing_chunks_to_the_writer_in_groups_changes_no_table(trained, tmp_pa
     tables = {}
     for sink_pairs in (1, 7 * N_ITEMS):  # each 2-user chunk alone; 8 users at a time, a short last group
         monkeypatch.setattr(runner, "SINK_PAIRS", sink_pairs)
-        run = runner.run_scoring(runner.ScoringOptions(bundle=trained / "latest", output_root=tmp_path / str(sink_pairs),
-                                                       top_n=TOP_N, chunk_pairs=2 * N_ITEMS, report=False))
+        options = runner.ScoringOptions(bundle=trained / "latest", output_root=tmp_path / str(sink_pairs),
+                                        top_n=TOP_N, chunk_pairs=2 * N_ITEMS, report=False)
+        run = runner.run_scoring(options)
         tables[sink_pairs] = {t: read(run, t) for t in SCHEMAS}
     for table, ours in tables[7 * N_ITEMS].items():
         assert len(ours) > 0 and ours.equals(tables[1][table]), table
