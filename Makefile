@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 
 EVAL_ARGS ?=
 
-.PHONY: help venv data train score verify evaluate report test bench clean distclean
+.PHONY: help venv data train score verify evaluate report test test-fast bench clean distclean
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -28,7 +28,7 @@ $(EVAL_STAMP): $(STAMP)
 venv: $(STAMP)  ## create .venv and install the project (torch pinned to 2.13.0, CPU)
 
 data: $(STAMP)  ## fetch MovieLens 100K into data/ (verified by checksum; cached)
-	$(PY) -m export.fetch
+	$(PY) -m export.data.fetch
 
 train: data  ## train and export the three models into artifacts/latest (reused when unchanged)
 	$(PY) -m export $(TRAIN_ARGS)
@@ -37,10 +37,10 @@ score: train  ## score every user-item pair and publish Parquet tables under out
 	$(PY) -m scoring $(SCORE_ARGS)
 
 verify: $(STAMP)  ## compare every row of output/latest with the torch models
-	$(PY) -m export.verify
+	$(PY) -m evaluation.verify
 
 evaluate: data $(EVAL_STAMP)  ## 5-fold CV + temporal hold-out vs baselines and Surprise (~7 min)
-	$(PY) -m export.evaluate $(EVAL_ARGS)
+	$(PY) -m evaluation $(EVAL_ARGS)
 
 report: $(STAMP)  ## (re)write output/latest/report.html, with make evaluate's results if present
 	$(PY) -m scoring.report
@@ -48,10 +48,13 @@ report: $(STAMP)  ## (re)write output/latest/report.html, with make evaluate's r
 BENCH_ARGS ?=
 
 bench: data  ## benchmark: stage times, pairs/s, peak RSS, vs torch eager and the GEMM floor
-	$(PY) -m export.bench $(BENCH_ARGS)
+	$(PY) -m benchmarks.bench $(BENCH_ARGS)
 
 test: data  ## run the whole test suite
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: $(STAMP)  ## the quick subset for the edit-test loop (no training of the real models)
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 clean:  ## remove trained bundles, published runs and caches (keeps .venv and data)
 	rm -rf artifacts output bench .pytest_cache .hypothesis

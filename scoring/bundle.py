@@ -1,7 +1,7 @@
-"""The model bundle contract: file layout, schema version, and a validating loader.
+"""Load a model bundle for scoring: check its manifest and every checksum, read its arrays.
 
-The trainer (``export``) writes bundles with these names; the scoring job reads them with
-numpy, pyarrow and onnxruntime only.
+The format itself (file names, graph outputs, feeds) is ``contract.bundle_format``; this module
+reads it with numpy, pyarrow and the manifest alone, never torch.
 """
 from __future__ import annotations
 
@@ -14,83 +14,16 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .checksums import sha256_file
-from .errors import BundleError
-from .schema import MODEL_NAMES
+from contract.bundle_format import (CONTEXT, CONTEXT_ARRAYS, GRAPH_KINDS, ITEMS, MANIFEST, REFERENCE,
+                                    SCHEMA_VERSION, USERS, ModelGraphs, graph_input_problem)
+from contract.checksums import sha256_file
+from contract.errors import BundleError
+from contract.scale import RatingScale
 
-SCHEMA_VERSION = 3
-"""Bumped whenever a file's name, layout or meaning changes; the loader rejects other versions."""
+from .feeds import UserContext
 
-MANIFEST = "manifest.json"
-USERS = "users.parquet"
-ITEMS = "items.parquet"
-HISTORY = "history.npz"
-REFERENCE = "reference.npz"
-
-PARITY_TOLERANCE = 1e-5
-"""Largest allowed |onnxruntime - torch| on the [0, 1] scale, at export and before every publish."""
-
-SCORE_OUTPUT = "score"
-"""Graph output on the training scale [0, 1], unclipped; ranking and parity use it."""
-RATING_OUTPUT = "rating"
-"""Graph output in stars, clipped to [1, 5]; the predictions table holds it."""
-RANK_OUTPUT = "rank"
-"""Graph output: logit that the user rates the item at all; the recommendations are ordered by it."""
-OUTPUTS = (SCORE_OUTPUT, RATING_OUTPUT, RANK_OUTPUT)
-"""Outputs of the pairwise and all-items graphs."""
-RANKING_OUTPUTS = (RANK_OUTPUT,)
-"""Outputs of the ranking graphs."""
-
-ALL_ITEMS_INPUTS: dict[str, tuple[str, ...]] = {
-    "mf": ("user",),
-    "dense": ("user",),
-    "lstm": ("user", "history_items", "history_ratings"),
-}
-"""Inputs of each all-items graph, ``[B] -> [B, n_items]``, the graphs the scoring job runs."""
-
-RANKING_INPUTS: dict[str, tuple[str, ...]] = {"mf": ("user",), "dense": ("user",), "lstm": ("user",)}
-"""Inputs of each ranking graph: every family's ranking head is a product of user and item
-factors, so none needs the LSTM's history."""
-
-PAIRWISE_INPUTS: dict[str, tuple[str, ...]] = {
-    "mf": ("user", "item"),
-    "dense": ("user", "item"),
-    "lstm": ("user", "items", "ratings"),
-}
-"""Inputs of each pairwise graph, one prediction per row, the models as trained."""
-
-
-def pair_windows(history_items: np.ndarray, history_ratings: np.ndarray, users: np.ndarray,
-                 items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The LSTM pairwise graph's ``items`` and ``ratings`` [P, L] for (user, item) index pairs:
-    each user's latest history window followed by the item, whose own rating slot is 0."""
-    return (np.concatenate([history_items[users], items[:, None]], axis=1),
-            np.concatenate([history_ratings[users], np.zeros((len(users), 1), np.float32)], axis=1))
-
-
-def pairwise_graph_file(model: str) -> str:
-    """File name of a model's pairwise ONNX graph."""
-    return f"{model}.onnx"
-
-
-def all_items_graph_file(model: str) -> str:
-    """File name of a model's all-items ONNX graph."""
-    return f"{model}.all_items.onnx"
-
-
-def ranking_graph_file(model: str) -> str:
-    """File name of a model's ranking ONNX graph: the all-items graph with ``rank`` only."""
-    return f"{model}.ranking.onnx"
-
-
-def graph_files(model: str) -> list[str]:
-    """Every ONNX graph file of a model."""
-    return [pairwise_graph_file(model), all_items_graph_file(model), ranking_graph_file(model)]
-
-
-def torch_weights_file(model: str) -> str:
-    """File name of a model's torch ``state_dict`` (read by ``make verify`` only)."""
-    return f"{model}.pt"
+REFERENCE_ARRAYS = ("users", "items", "unit_ratings", "logits")
+"""Per model, in ``REFERENCE`` as ``<model>_<array>``: see ``Reference``."""
 
 
 @dataclass(frozen=True)
@@ -101,9 +34,9 @@ class Reference:
     """User indices, int64 [P]."""
     items: np.ndarray
     """Item indices, int64 [P]."""
-    scores: np.ndarray
-    """Torch scores on the [0, 1] scale, float32 [P]."""
-    ranks: np.ndarray
+    unit_ratings: np.ndarray
+    """Torch ratings on the [0, 1] scale, float32 [P]."""
+    logits: np.ndarray
     """Torch ranking logits, float32 [P]."""
 
 
@@ -114,24 +47,22 @@ class Bundle:
     path: Path
     manifest: dict[str, Any]
     user_ids: np.ndarray
-    """Raw MovieLens user id of each user index, int32 [n_users]."""
+    """Raw user id of each user index, int32 [n_users]."""
     item_ids: np.ndarray
-    """Raw MovieLens item id of each item index, int32 [n_items], ascending."""
+    """Raw item id of each item index, int32 [n_items], ascending."""
     item_titles: list[str | None]
     seen_indptr: np.ndarray
     """CSR row pointers of each user's history items (excluded from top-N), int64 [n_users + 1]."""
     seen_items: np.ndarray
     """CSR item indices of each user's history, int64."""
-    history_items: np.ndarray
-    """The LSTM's input: each user's latest items, left-padded, int64 [n_users, window - 1]."""
-    history_ratings: np.ndarray
-    """Ratings of ``history_items`` on the [0, 1] scale, float32 [n_users, window - 1]."""
+    context: UserContext
+    """Each user's latest rated items, for the models that read them."""
     references: dict[str, Reference]
 
     @property
     def models(self) -> list[str]:
-        """Models present in the bundle, in the canonical order."""
-        return [m for m in MODEL_NAMES if m in self.manifest["models"]]
+        """Models in the bundle, in the order they were trained and are scored."""
+        return list(self.manifest["model_names"])
 
     @property
     def bundle_id(self) -> str:
@@ -145,18 +76,29 @@ class Bundle:
     def n_items(self) -> int:
         return int(self.item_ids.shape[0])
 
-    def graph_path(self, model: str) -> Path:
-        return self.path / all_items_graph_file(model)
+    @property
+    def scale(self) -> RatingScale:
+        return scale_of(self.manifest)
 
-    def pairwise_graph_path(self, model: str) -> Path:
-        return self.path / pairwise_graph_file(model)
+    def graphs(self, model: str) -> ModelGraphs:
+        """The model's graphs as the manifest lists them."""
+        return model_graphs(self.path, self.manifest, model)
 
-    def ranking_graph_path(self, model: str) -> Path:
-        return self.path / ranking_graph_file(model)
+
+def scale_of(manifest: dict[str, Any]) -> RatingScale:
+    """The rating scale a manifest records."""
+    return RatingScale(float(manifest["rating_scale"]["low"]), float(manifest["rating_scale"]["high"]))
+
+
+def model_graphs(path: Path, manifest: dict[str, Any], model: str) -> ModelGraphs:
+    entry = manifest["models"][model]
+    return ModelGraphs(model, {k: path / entry["graphs"][k]["file"] for k in GRAPH_KINDS},
+                       {k: tuple(entry["graphs"][k]["inputs"]) for k in GRAPH_KINDS}, int(entry["context_length"]))
 
 
 def read_manifest(path: Path) -> dict[str, Any]:
-    """Parse and check a bundle's manifest: present, JSON, and of this schema version."""
+    """Parse and check a bundle's manifest: present, JSON, of this schema version, and every
+    model's graphs listed with inputs this code can feed."""
     manifest_path = path / MANIFEST
     if not path.is_dir():
         raise BundleError(f"{path}: model bundle directory not found (run `make train` first)")
@@ -174,14 +116,25 @@ def read_manifest(path: Path) -> dict[str, Any]:
             f"{manifest_path}: field 'schema_version' is {version!r}; this code reads version "
             f"{SCHEMA_VERSION} (re-run `make train` to rebuild the bundle)"
         )
-    for key in ("bundle_id", "models", "files", "n_users", "n_items"):
+    for key in ("bundle_id", "model_names", "models", "files", "n_users", "n_items", "rating_scale"):
         if key not in manifest:
             raise BundleError(f"{manifest_path}: required field '{key}' is missing")
-    unknown = sorted(set(manifest["models"]) - set(MODEL_NAMES))
-    if unknown:
-        raise BundleError(f"{manifest_path}: field 'models' names unknown models {unknown}; "
-                          f"expected a subset of {list(MODEL_NAMES)}")
+    for model in manifest["model_names"]:
+        _check_model_entry(manifest_path, model, manifest["models"].get(model))
     return manifest
+
+
+def _check_model_entry(manifest_path: Path, model: str, entry: Any) -> None:
+    where = f"{manifest_path}: model '{model}'"
+    if not isinstance(entry, dict) or "graphs" not in entry or "context_length" not in entry:
+        raise BundleError(f"{where}: expected 'graphs' and 'context_length' fields")
+    for kind in GRAPH_KINDS:
+        graph = entry["graphs"].get(kind)
+        if not isinstance(graph, dict) or "file" not in graph or not isinstance(graph.get("inputs"), list):
+            raise BundleError(f"{where}: graph '{kind}' needs a 'file' and a list of 'inputs'")
+        problem = graph_input_problem(kind, graph["inputs"])
+        if problem:
+            raise BundleError(f"{where}, graph '{kind}': {problem}")
 
 
 def verify_files(path: Path, manifest: dict[str, Any], names: list[str]) -> None:
@@ -214,7 +167,7 @@ def _load_npz(path: Path, keys: list[str]) -> dict[str, np.ndarray]:
 
 def _int32_column(table: pa.Table, name: str, path: Path) -> np.ndarray:
     """A non-null int32 column as numpy, read from its buffer: pyarrow's ``to_numpy`` imports
-    pandas, which would add ~0.4 s to every scoring run's start."""
+    pandas, which would add to every scoring run's start-up."""
     if name not in table.column_names or table.schema.field(name).type != pa.int32():
         raise BundleError(f"{path}: expected an int32 column '{name}'")
     column = table.column(name).combine_chunks()
@@ -223,18 +176,29 @@ def _int32_column(table: pa.Table, name: str, path: Path) -> np.ndarray:
     return np.frombuffer(column.buffers()[1], dtype=np.int32, count=len(column), offset=column.offset * 4).copy()
 
 
+def _references(path: Path, models: list[str]) -> dict[str, Reference]:
+    arrays = _load_npz(path, [])
+    references = {}
+    for model in models:
+        keys = [f"{model}_{name}" for name in REFERENCE_ARRAYS]
+        if any(k not in arrays for k in keys):
+            raise BundleError(f"{path}: reference outputs for model '{model}' are missing")
+        references[model] = Reference(*(arrays[k] for k in keys))
+    return references
+
+
 def load_bundle(path: Path, models: list[str] | None = None) -> Bundle:
     """Load a bundle for scoring, verifying schema version and every checksum it relies on."""
     path = Path(path)
     manifest = read_manifest(path)
-    chosen = list(manifest["models"]) if models is None else models
-    missing = [m for m in chosen if m not in manifest["models"]]
+    chosen = list(manifest["model_names"]) if models is None else models
+    missing = [m for m in chosen if m not in manifest["model_names"]]
     if missing:
-        raise BundleError(f"{path / MANIFEST}: bundle has no model {missing}; it holds {manifest['models']}")
-    names = [USERS, ITEMS, HISTORY, REFERENCE] + [f for m in chosen for f in graph_files(m)]
-    verify_files(path, manifest, names)
+        raise BundleError(f"{path / MANIFEST}: bundle has no model {missing}; it holds {manifest['model_names']}")
+    graph_files = [p.name for m in chosen for p in model_graphs(path, manifest, m).paths.values()]
+    verify_files(path, manifest, [USERS, ITEMS, CONTEXT, REFERENCE] + graph_files)
 
-    # ParquetFile, not read_table: read_table imports pyarrow.dataset, ~0.5 s of start-up.
+    # ParquetFile, not read_table: read_table imports pyarrow.dataset, which slows start-up.
     users = pq.ParquetFile(path / USERS).read()
     items = pq.ParquetFile(path / ITEMS).read()
     user_ids = _int32_column(users, "user_id", path / USERS)
@@ -243,27 +207,24 @@ def load_bundle(path: Path, models: list[str] | None = None) -> Bundle:
     if len(user_ids) != manifest["n_users"] or len(item_ids) != manifest["n_items"]:
         raise BundleError(f"{path}: users/items files hold {len(user_ids)}/{len(item_ids)} rows; "
                           f"the manifest says {manifest['n_users']}/{manifest['n_items']}")
-
-    history = _load_npz(path / HISTORY, ["seen_indptr", "seen_items", "history_items", "history_ratings"])
-    if history["seen_indptr"].shape != (len(user_ids) + 1,):
-        raise BundleError(f"{path / HISTORY}: 'seen_indptr' has shape {history['seen_indptr'].shape}; "
+    context = _load_npz(path / CONTEXT, list(CONTEXT_ARRAYS))
+    if context["seen_indptr"].shape != (len(user_ids) + 1,):
+        raise BundleError(f"{path / CONTEXT}: 'seen_indptr' has shape {context['seen_indptr'].shape}; "
                           f"expected ({len(user_ids) + 1},)")
-    reference_arrays = _load_npz(path / REFERENCE, [])
-    references = {}
+    latest = UserContext(context["latest_items"].astype(np.int64), context["latest_ratings"].astype(np.float32))
     for model in chosen:
-        keys = [f"{model}_users", f"{model}_items", f"{model}_scores", f"{model}_ranks"]
-        if any(k not in reference_arrays for k in keys):
-            raise BundleError(f"{path / REFERENCE}: reference outputs for model '{model}' are missing")
-        references[model] = Reference(*(reference_arrays[k] for k in keys))
+        needed = model_graphs(path, manifest, model).context_length
+        if needed > latest.length or latest.latest_items.shape[0] != len(user_ids):
+            raise BundleError(f"{path / CONTEXT}: holds {latest.length} latest items for "
+                              f"{latest.latest_items.shape[0]} users; model '{model}' needs {needed} for {len(user_ids)}")
     return Bundle(
         path=path,
-        manifest=manifest,
+        manifest={**manifest, "model_names": chosen},
         user_ids=user_ids,
         item_ids=item_ids,
         item_titles=titles,
-        seen_indptr=history["seen_indptr"].astype(np.int64),
-        seen_items=history["seen_items"].astype(np.int64),
-        history_items=history["history_items"].astype(np.int64),
-        history_ratings=history["history_ratings"].astype(np.float32),
-        references=references,
+        seen_indptr=context["seen_indptr"].astype(np.int64),
+        seen_items=context["seen_items"].astype(np.int64),
+        context=latest,
+        references=_references(path / REFERENCE, chosen),
     )

@@ -5,23 +5,17 @@ import argparse
 import sys
 from pathlib import Path
 
-from .cli_support import run_cli
-from .engine import available_cpus
-from .errors import UsageError
-from .paths import DEFAULT_ARTIFACTS_ROOT, DEFAULT_OUTPUT_ROOT
-from .publish import LATEST
+from contract.cli import run_cli
+from contract.machine import available_cpus
+from contract.paths import DEFAULT_ARTIFACTS_ROOT, DEFAULT_OUTPUT_ROOT
+from contract.publish import LATEST
+from contract.tables import TABLE_NAMES
+
 from .runner import DEFAULT_CHUNK_PAIRS, RANKING_CHUNK_PAIRS, ScoringOptions, run_scoring
-from .schema import MODEL_NAMES, TABLE_NAMES
 
 
-def parse_names(option: str, text: str, allowed: tuple[str, ...]) -> tuple[str, ...]:
-    """Comma-separated names, each one of ``allowed``; returned in ``allowed``'s order."""
-    names = [n.strip() for n in text.split(",") if n.strip()]
-    unknown = [n for n in names if n not in allowed]
-    if unknown or not names:
-        raise UsageError(f"{option}: unknown name {unknown or text!r}; expected a comma-separated "
-                         f"subset of {','.join(allowed)}")
-    return tuple(n for n in allowed if n in names)
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(n.strip() for n in text.split(",") if n.strip())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output-root", type=Path, default=DEFAULT_OUTPUT_ROOT,
                         help="where runs are published (default: %(default)s)")
     parser.add_argument("--top-n", type=int, default=10, help="recommendations per user (default: %(default)s)")
-    parser.add_argument("--models", default=",".join(MODEL_NAMES), help="models to score (default: %(default)s)")
+    parser.add_argument("--models", help="comma-separated models to score (default: every model in the bundle)")
     parser.add_argument("--tables", default=",".join(TABLE_NAMES), help="tables to write (default: %(default)s)")
     parser.add_argument("--chunk-pairs", type=int, default=None,
                         help=f"user-item pairs per onnxruntime call; bounds memory (default: {DEFAULT_CHUNK_PAIRS:,}; "
@@ -58,8 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     def action() -> None:
         options = ScoringOptions(
             bundle=args.bundle, output_root=args.output_root, top_n=args.top_n,
-            models=parse_names("--models", args.models, MODEL_NAMES),
-            tables=parse_names("--tables", args.tables, TABLE_NAMES),
+            models=None if args.models is None else _names(args.models), tables=_names(args.tables),
             chunk_pairs=args.chunk_pairs, threads=args.threads, device=args.device, wait=args.wait,
             report=not args.no_report)
         print(run_scoring(options))

@@ -1,27 +1,20 @@
-"""onnxruntime sessions over the all-items graphs: a batch of users in, ``[B, n_items]`` out."""
+"""onnxruntime sessions over one model's graphs: every item for a batch of users, or chosen pairs.
+
+The scoring job and export's parity checks both run this code, so what export checks is what
+will serve the bundle.
+"""
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, fields
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
-from .bundle import (ALL_ITEMS_INPUTS, OUTPUTS, PAIRWISE_INPUTS, RANKING_INPUTS, RANKING_OUTPUTS, RATING_OUTPUT,
-                     SCORE_OUTPUT, Bundle, pair_windows)
-from .errors import BundleError
+from contract.bundle_format import FEEDS, GRAPH_OUTPUTS, LOGIT, PAIR_OUTPUTS, RATING, UNIT_RATING, ModelGraphs
+from contract.errors import BundleError
 
-_EXPECTED_TYPES = {"user": "tensor(int64)", "history_items": "tensor(int64)",
-                   "history_ratings": "tensor(float)", "item": "tensor(int64)", "items": "tensor(int64)",
-                   "ratings": "tensor(float)"}
-
-
-def available_cpus() -> int:
-    """CPUs this process may run on (its affinity mask, not the machine's count)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
+from .feeds import UserContext, build_feeds
 
 
 def providers(device: str) -> list[str]:
@@ -34,7 +27,7 @@ def providers(device: str) -> list[str]:
     return ["CPUExecutionProvider"]
 
 
-def make_session(path: str, threads: int, device: str = "cpu") -> ort.InferenceSession:
+def make_session(path: Path, threads: int, device: str = "cpu") -> ort.InferenceSession:
     """A session with explicit thread counts: intra-op = ``threads``, one inter-op thread."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
@@ -42,42 +35,41 @@ def make_session(path: str, threads: int, device: str = "cpu") -> ort.InferenceS
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     try:
-        return ort.InferenceSession(path, sess_options=options, providers=providers(device))
+        return ort.InferenceSession(str(path), sess_options=options, providers=providers(device))
     except (RuntimeError, ort.capi.onnxruntime_pybind11_state.Fail,
             ort.capi.onnxruntime_pybind11_state.InvalidProtobuf,
             ort.capi.onnxruntime_pybind11_state.InvalidGraph) as exc:
         raise BundleError(f"{path}: onnxruntime cannot load this model ({str(exc).splitlines()[0][:300]})") from exc
 
 
-def _check_signature(session: ort.InferenceSession, path: object, expected_inputs: tuple[str, ...],
-                     expected_outputs: tuple[str, ...]) -> None:
-    inputs = {i.name: i.type for i in session.get_inputs()}
-    outputs = [o.name for o in session.get_outputs()]
-    if tuple(inputs) != expected_inputs or any(inputs[n] != _EXPECTED_TYPES[n] for n in expected_inputs):
-        raise BundleError(f"{path}: graph inputs are {inputs}; expected "
-                          f"{ {n: _EXPECTED_TYPES[n] for n in expected_inputs} }")
-    if sorted(outputs) != sorted(expected_outputs):
-        raise BundleError(f"{path}: graph outputs are {outputs}; expected {list(expected_outputs)}")
+def check_signature(session: ort.InferenceSession, path: Path, inputs: tuple[str, ...],
+                    outputs: tuple[str, ...]) -> None:
+    """BundleError unless the graph takes exactly ``inputs`` (with their feed types) and gives ``outputs``."""
+    actual = {i.name: i.type for i in session.get_inputs()}
+    if tuple(actual) != inputs or any(actual[n] != FEEDS[n] for n in inputs):
+        raise BundleError(f"{path}: graph inputs are {actual}; expected { {n: FEEDS[n] for n in inputs} }")
+    names = [o.name for o in session.get_outputs()]
+    if sorted(names) != sorted(outputs):
+        raise BundleError(f"{path}: graph outputs are {names}; expected {list(outputs)}")
 
 
 RATE_BATCH = 4_096
-"""Pairs per pairwise-graph call when rating chosen pairs. The LSTM graph's intermediates (each
-window's steps) grow onnxruntime's arena by about 30 kB per pair in a call: at the 20M shape
-16,384 pairs per call took 0.5 GB more, 4,096 took 0.13 GB, at the same speed."""
+"""Pairs per pairwise-graph call when rating chosen pairs: a sequence model's per-window
+intermediates grow onnxruntime's memory arena with the pairs in a call."""
 
 
 @dataclass
-class Scores:
+class Outputs:
     """One batch of users against every item, ``[B, n_items]`` float32 each."""
 
-    rank: np.ndarray
-    score: np.ndarray | None = None
+    logit: np.ndarray
+    unit_rating: np.ndarray | None = None
     """None when only the ranking graph ran (top-N-only runs)."""
     rating: np.ndarray | None = None
 
     @classmethod
-    def concat(cls, parts: list["Scores"]) -> "Scores":
-        """Consecutive batches of users as one (the parts themselves when there is one)."""
+    def concat(cls, parts: list["Outputs"]) -> "Outputs":
+        """Consecutive batches of users as one (the part itself when there is one)."""
         if len(parts) == 1:
             return parts[0]
         return cls(**{f.name: None if getattr(parts[0], f.name) is None
@@ -86,55 +78,77 @@ class Scores:
 
 @dataclass
 class ModelScorer:
-    """Scores every item for batches of users with one model's all-items graph, or with its
-    ranking graph when only ``rank`` is wanted for every pair; the pairwise graph rates chosen pairs."""
+    """Runs one model's graphs: the all-items graph (or, when only ``logit`` is wanted for every
+    pair, the ranking graph) for batches of users, and the pairwise graph for chosen pairs."""
 
-    model: str
+    graphs: ModelGraphs
     session: ort.InferenceSession
-    pairwise: ort.InferenceSession | None
-    """Opened for ranking-only scorers, the only ones that rate chosen pairs."""
-    bundle: Bundle
+    pairwise: ort.InferenceSession
+    context: UserContext
+    """The users' context cut to the model's ``context_length``."""
     ranking_only: bool
 
     @classmethod
-    def open(cls, bundle: Bundle, model: str, threads: int, device: str = "cpu",
+    def open(cls, graphs: ModelGraphs, context: UserContext, threads: int, device: str = "cpu",
              ranking_only: bool = False) -> "ModelScorer":
-        path = bundle.ranking_graph_path(model) if ranking_only else bundle.graph_path(model)
-        session = make_session(str(path), threads, device)
-        _check_signature(session, path, (RANKING_INPUTS if ranking_only else ALL_ITEMS_INPUTS)[model],
-                         RANKING_OUTPUTS if ranking_only else OUTPUTS)
-        pairwise = None
-        if ranking_only:
-            pairwise_path = bundle.pairwise_graph_path(model)
-            pairwise = make_session(str(pairwise_path), threads, device)
-            _check_signature(pairwise, pairwise_path, PAIRWISE_INPUTS[model], OUTPUTS)
-        return cls(model, session, pairwise, bundle, ranking_only)
+        kind = "ranking" if ranking_only else "all_items"
+        session = make_session(graphs.paths[kind], threads, device)
+        check_signature(session, graphs.paths[kind], graphs.inputs[kind], GRAPH_OUTPUTS[kind])
+        pairwise = make_session(graphs.paths["pairwise"], threads, device)
+        check_signature(pairwise, graphs.paths["pairwise"], graphs.inputs["pairwise"], PAIR_OUTPUTS)
+        return cls(graphs, session, pairwise, context.last(graphs.context_length), ranking_only)
 
-    def score(self, users: np.ndarray) -> Scores:
-        """Every item for user indices ``users``: ``rank`` always, ``score`` and ``rating`` unless
-        the scorer is ranking-only."""
+    @property
+    def model(self) -> str:
+        return self.graphs.model
+
+    def score_users(self, users: np.ndarray) -> Outputs:
+        """Every item for user indices ``users``: ``logit`` always, ``unit_rating`` and ``rating``
+        unless the scorer is ranking-only."""
         if self.ranking_only:
-            (rank,) = self.session.run(list(RANKING_OUTPUTS), {"user": users})
-            return Scores(rank)
-        feeds = {"user": users}
-        if "history_items" in ALL_ITEMS_INPUTS[self.model]:
-            feeds |= {"history_items": self.bundle.history_items[users],
-                      "history_ratings": self.bundle.history_ratings[users]}
-        score, rating, rank = self.session.run(list(OUTPUTS), feeds)
-        return Scores(rank, score, rating)
+            (logit,) = self.session.run([LOGIT], build_feeds(self.graphs.inputs["ranking"], users, None, self.context))
+            return Outputs(logit)
+        feeds = build_feeds(self.graphs.inputs["all_items"], users, None, self.context)
+        unit, rating, logit = self.session.run(list(PAIR_OUTPUTS), feeds)
+        return Outputs(logit, unit, rating)
 
-    def rate_pairs(self, users: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``(score, rating)`` [P] of (user index, item index) pairs, from the pairwise graph
-        (ranking-only scorers), ``RATE_BATCH`` pairs per call so memory does not grow with P."""
-        score, rating = np.empty(len(users), np.float32), np.empty(len(users), np.float32)
+    def rate_pairs(self, users: np.ndarray, items: np.ndarray) -> Outputs:
+        """``unit_rating``, ``rating`` and ``logit`` [P] of (user index, item index) pairs from the
+        pairwise graph, ``RATE_BATCH`` pairs per call so memory does not grow with P."""
+        out = {name: np.empty(len(users), np.float32) for name in PAIR_OUTPUTS}
         for start in range(0, len(users), RATE_BATCH):
-            u = users[start:start + RATE_BATCH].astype(np.int64)
-            i = items[start:start + RATE_BATCH].astype(np.int64)
-            if PAIRWISE_INPUTS[self.model] == ("user", "items", "ratings"):  # latest history, then the item
-                windows = pair_windows(self.bundle.history_items, self.bundle.history_ratings, u, i)
-                feeds = {"user": u, "items": windows[0], "ratings": windows[1]}
-            else:
-                feeds = {"user": u, "item": i}
-            score[start:start + len(u)], rating[start:start + len(u)] = self.pairwise.run(
-                [SCORE_OUTPUT, RATING_OUTPUT], feeds)
-        return score, rating
+            stop = start + RATE_BATCH
+            feeds = build_feeds(self.graphs.inputs["pairwise"], users[start:stop], items[start:stop], self.context)
+            for name, values in zip(PAIR_OUTPUTS, self.pairwise.run(list(PAIR_OUTPUTS), feeds)):
+                out[name][start:start + len(values)] = values
+        return Outputs(out[LOGIT], out[UNIT_RATING], out[RATING])
+
+
+class PairCollector:
+    """Gathers the outputs at fixed (user, item) pairs from batches of users scored against
+    every item, for parity checks: the scoring run fills it during its pass over all users,
+    export's check from the users of the pairs alone."""
+
+    def __init__(self, users: np.ndarray, items: np.ndarray) -> None:
+        self.users, self.items = users, items
+        self.order = np.argsort(users, kind="stable")
+        self.sorted_users = users[self.order]
+        self.values = {name: np.full(len(users), np.nan, np.float32) for name in PAIR_OUTPUTS}
+
+    def take(self, batch_users: np.ndarray, outputs: Outputs) -> None:
+        """Record the pairs whose user is in ``batch_users`` (ascending, consecutive rows of ``outputs``)."""
+        lo, hi = np.searchsorted(self.sorted_users, [batch_users[0], batch_users[-1] + 1])
+        picked = self.order[lo:hi]
+        rows = np.searchsorted(batch_users, self.users[picked])
+        for name in PAIR_OUTPUTS:
+            values = getattr(outputs, name)
+            if values is not None:
+                self.values[name][picked] = values[rows, self.items[picked]]
+
+    def collect(self, scorer: ModelScorer, chunk_users: int) -> dict[str, np.ndarray]:
+        """Score the pairs' users in chunks and gather every output at the pairs."""
+        distinct = np.unique(self.users)
+        for start in range(0, len(distinct), chunk_users):
+            batch = distinct[start:start + chunk_users]
+            self.take(batch, scorer.score_users(batch))
+        return self.values

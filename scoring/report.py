@@ -20,16 +20,15 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
-from .bundle import ITEMS, MANIFEST
-from .cli_support import run_cli
-from .paths import DEFAULT_OUTPUT_ROOT
-from .publish import LATEST
+from contract.bundle_format import ITEMS, MANIFEST
+from contract.cli import run_cli
+from contract.paths import DEFAULT_EVALUATION, DEFAULT_OUTPUT_ROOT
+from contract.publish import LATEST
 
 log = logging.getLogger(__name__)
 
 REPORT_HTML = "report.html"
 REPORT_JSON = "report.json"
-EVALUATION_JSON = DEFAULT_OUTPUT_ROOT / "evaluation" / "evaluation.json"
 EXAMPLE_USERS = 3
 
 
@@ -46,8 +45,9 @@ def gather(run_dir: Path, evaluation: Path | None) -> dict[str, Any]:
     data: dict[str, Any] = {
         "run_id": run["run_id"], "bundle_id": bundle["bundle_id"], "top_n": run["top_n"],
         "baseline_global_mean": bundle["baseline_global_mean"],
-        "models": {m: {k: bundle["models"][m][k] for k in ("test_metrics", "post_rmse_unit", "learning_curve",
-                                                           "best_epoch", "histogram")
+        "rating_scale": bundle["rating_scale"],
+        "models": {m: {k: bundle["models"][m][k] for k in ("test_metrics", "untuned_reference_rmse_unit",
+                                                           "learning_curve", "best_epoch", "histogram")
                        if k in bundle["models"][m]} for m in run["models"]},
         "examples": examples(run_dir, bundle_dir, run),
         "evaluation": None,
@@ -106,11 +106,12 @@ def figures(data: dict[str, Any]) -> dict[str, str]:
     with_hist = {n: m for n, m in models.items() if "histogram" in m}
     if with_hist:
         fig, axes = plt.subplots(1, len(with_hist), figsize=(4 * len(with_hist), 3), squeeze=False)
-        centres = np.linspace(1.125, 4.875, 16)
         for ax, (name, m) in zip(axes[0], with_hist.items()):
-            for star, counts in enumerate(m["histogram"], start=1):
-                ax.plot(centres, counts, label=f"true {star}")
-            ax.set(title=name, xlabel="predicted stars", ylabel="test ratings")
+            edges = np.asarray(m["histogram"]["bins"])
+            centres = (edges[1:] + edges[:-1]) / 2
+            for truth, counts in zip(m["histogram"]["truth"], m["histogram"]["counts"]):
+                ax.plot(centres, counts, label=f"true {truth:g}")
+            ax.set(title=name, xlabel="predicted rating", ylabel="test ratings")
             ax.legend(fontsize=7)
         out["predicted_vs_true"] = _png(fig)
     if data["evaluation"]:
@@ -139,8 +140,12 @@ def render(data: dict[str, Any], images: dict[str, str]) -> str:
     baseline = data["baseline_global_mean"]
     rows = [["global mean", baseline["rmse_stars"], baseline["mae_stars"], baseline["rmse_unit"], "-"]]
     rows += [[n, m["test_metrics"]["rmse_stars"], m["test_metrics"]["mae_stars"], m["test_metrics"]["rmse_unit"],
-              m["post_rmse_unit"]] for n, m in data["models"].items()]
-    parts.append(_table(["model", "RMSE (stars)", "MAE (stars)", "RMSE [0, 1]", "post's RMSE [0, 1]"], rows))
+              "-" if m.get("untuned_reference_rmse_unit") is None else m["untuned_reference_rmse_unit"]]
+             for n, m in data["models"].items()]
+    scale = data["rating_scale"]
+    parts.append(f"<p>Ratings from {scale['low']:g} to {scale['high']:g}.</p>")
+    parts.append(_table(["model", "RMSE", "MAE", "RMSE [0, 1]", "untuned reference RMSE [0, 1] (introductory article)"],
+                        rows))
     if not images:
         parts.append("<p><em>Plots are left out: matplotlib is not installed (pip install '.[report]').</em></p>")
     titles = {"learning_curves": "Learning curves", "predicted_vs_true": "Predicted vs true ratings",
@@ -150,7 +155,7 @@ def render(data: dict[str, Any], images: dict[str, str]) -> str:
     if data["evaluation"]:
         for protocol, body in data["evaluation"].items():
             parts.append(f"<h2>{protocol.replace('_', ' ')}: mean over {body['splits']} split(s)</h2>")
-            parts.append(_table(["method", "RMSE (stars)", "MAE (stars)", "RMSE [0, 1]"],
+            parts.append(_table(["method", "RMSE", "MAE", "RMSE [0, 1]"],
                                 [[k, v["rmse_stars"], v["mae_stars"], v["rmse_unit"]] for k, v in body["mean_rating"].items()]))
             parts.append(_table(["method (top-10, relevant = rated >= 4)", "precision", "recall", "NDCG", "MAP",
                                  "hit rate", "coverage", "mean popularity"],
@@ -162,7 +167,7 @@ def render(data: dict[str, Any], images: dict[str, str]) -> str:
     for model, users in data["examples"].items():
         parts.append(f"<h2>Top {data['top_n']} by {model}</h2>")
         for user, recs in users.items():
-            parts.append(f"<h3>user {user}</h3>" + _table(["rank", "item_id", "title", "predicted stars"],
+            parts.append(f"<h3>user {user}</h3>" + _table(["rank", "item_id", "title", "predicted rating"],
                                                          [[r["rank"], r["item_id"], r["title"], r["prediction"]] for r in recs]))
     style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse;margin:1em 0}"
              "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}img{max-width:100%}")
@@ -170,7 +175,7 @@ def render(data: dict[str, Any], images: dict[str, str]) -> str:
            f"<style>{style}</style></head><body>{''.join(parts)}</body></html>"
 
 
-def write_report(run_dir: Path, evaluation: Path | None = EVALUATION_JSON) -> Path:
+def write_report(run_dir: Path, evaluation: Path | None = DEFAULT_EVALUATION) -> Path:
     """Write ``report.json`` and ``report.html`` into ``run_dir`` (each by an atomic rename)."""
     data = gather(run_dir, evaluation)
     page = render(data, figures(data))
@@ -185,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m scoring.report", description=__doc__)
     parser.add_argument("--run", type=Path, default=DEFAULT_OUTPUT_ROOT / LATEST,
                         help="published run directory (default: %(default)s)")
-    parser.add_argument("--evaluation", type=Path, default=EVALUATION_JSON,
+    parser.add_argument("--evaluation", type=Path, default=DEFAULT_EVALUATION,
                         help="results of make evaluate, if any (default: %(default)s)")
     args = parser.parse_args(argv)
     return run_cli(lambda: print(write_report(args.run.resolve(), args.evaluation)))

@@ -7,9 +7,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .errors import PublishError
-from .failpoints import failpoint
-from .schema import PARQUET_COMPRESSION, PARQUET_COMPRESSION_LEVEL, PARQUET_USE_DICTIONARY, SCHEMAS
+from contract.errors import PublishError
+from contract.failpoints import failpoint
+from contract.tables import PARQUET_COMPRESSION, PARQUET_COMPRESSION_LEVEL, PARQUET_USE_DICTIONARY, SCHEMAS
 
 ROW_GROUP_ROWS = 1 << 20
 """Rows buffered before a row group is written: large enough for fast scans, small enough to

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from export.synthetic import generate_ratings, write_u_data
+from export.data.synthetic import generate_ratings, write_u_data
 
 ROOT = Path(__file__).resolve().parent.parent
 SYNTHETIC_SHAPE = (100, 60, 3_000)

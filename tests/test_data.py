@@ -8,12 +8,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from export.config import RunConfig
-from export.dataset import Interactions, Vocabulary
-from export.loading import build_dataset
-from export.sequences import latest_context_windows, latest_history, preceding_windows, windows_for_pairs
-from export.split import split_frame
-from export.synthetic import generate_ratings
-from scoring.errors import DataError
+from export.data.dataset import Interactions, Vocabulary
+from export.data.loading import build_dataset
+from contract.bundle_format import pair_windows
+from export.data.sequences import latest_context_windows, latest_history, preceding_windows
+from export.data.split import split_frame
+from export.data.synthetic import generate_ratings
+from contract.errors import DataError
 
 
 def frame(rows):
@@ -26,7 +27,7 @@ def test_vocabulary_round_trip_raw_index_raw():
     assert vocab.user_ids.tolist() == [3, 10] and vocab.item_ids.tolist() == [1, 7, 200]
     assert vocab.user_ids[vocab.user_index(f["user_id"])].tolist() == f["user_id"].tolist()
     assert vocab.item_ids[vocab.item_index(f["item_id"])].tolist() == f["item_id"].tolist()
-    with pytest.raises(DataError, match=r"item ids \[8\] not in the training vocabulary"):
+    with pytest.raises(DataError, match=r"item ids of the training vocabulary: ids \[8\] not in the vocabulary"):
         vocab.item_index(np.array([8]))
 
 
@@ -87,7 +88,7 @@ def test_latest_context_windows_match_the_scoring_context(rows, length):
     w = latest_context_windows(data, length=length, pad=99)
     history_items, history_ratings = latest_history(data, n_users=4, length=length - 1, pad=99)
     longer_items, longer_ratings = latest_history(data, n_users=4, length=length, pad=99)
-    scored = windows_for_pairs(history_items, history_ratings, w.users, w.items[:, -1])
+    scored_items, scored_ratings = pair_windows(history_items, history_ratings, w.users, w.items[:, -1])
     for row in range(len(w.users)):
         user, item = w.users[row], w.items[row, -1]
         if item in history_items[user]:   # among the latest: the latest `length` without itself
@@ -95,8 +96,8 @@ def test_latest_context_windows_match_the_scoring_context(rows, length):
             assert w.items[row, :-1].tolist() == longer_items[user][keep].tolist()
             assert w.ratings[row, :-1].tolist() == longer_ratings[user][keep].tolist()
         else:                              # otherwise exactly the window scoring builds for the pair
-            assert w.items[row].tolist() == scored.items[row].tolist()
-            assert w.ratings[row, :-1].tolist() == scored.ratings[row, :-1].tolist()
+            assert w.items[row].tolist() == scored_items[row].tolist()
+            assert w.ratings[row, :-1].tolist() == scored_ratings[row, :-1].tolist()
     assert sorted(zip(w.users.tolist(), w.items[:, -1].tolist())) == sorted(zip(users, items))
     for label in np.unique(w.histories):  # one label, one history: user, items and ratings
         rows = w.histories == label
@@ -109,6 +110,6 @@ def test_latest_history_is_left_padded_and_most_recent():
     items, ratings = latest_history(data, n_users=3, length=2, pad=9)
     assert items.tolist() == [[4, 5], [9, 1], [9, 9]]
     assert ratings.tolist() == [[0.5, 0.0], [0.0, 0.25], [0.0, 0.0]]
-    w = windows_for_pairs(items, ratings, np.array([1, 2]), np.array([7, 8]))
-    assert w.items.tolist() == [[9, 1, 7], [9, 9, 8]]
-    assert w.ratings[:, -1].tolist() == [0.0, 0.0]
+    window_items, window_ratings = pair_windows(items, ratings, np.array([1, 2]), np.array([7, 8]))
+    assert window_items.tolist() == [[9, 1, 7], [9, 9, 8]]
+    assert window_ratings[:, -1].tolist() == [0.0, 0.0]

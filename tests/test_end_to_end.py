@@ -11,7 +11,9 @@ import pytest
 
 from conftest import QUICK_ARGS, SYNTHETIC_SHAPE, run_cli
 from scoring.bundle import load_bundle
-from scoring.schema import MODEL_NAMES, SCHEMAS
+from contract.tables import SCHEMAS
+
+MODEL_NAMES = ("mf", "dense", "lstm")
 
 N_USERS, N_ITEMS, _ = SYNTHETIC_SHAPE
 TOP_N = 5
@@ -37,7 +39,7 @@ def test_bundle_is_complete_and_every_model_beats_the_global_mean(trained):
         assert model["parity"]["all_items_max_abs_diff"] <= 1e-5
         assert model["parity"]["pairs"] >= min(10_000, N_USERS * N_ITEMS)
         assert model["learning_curve"][0]["epoch"] == 1
-    assert set(bundle["files"]) >= {"mf.onnx", "dense.onnx", "lstm.onnx", "mf.all_items.onnx", "history.npz"}
+    assert set(bundle["files"]) >= {"mf.onnx", "dense.onnx", "lstm.onnx", "mf.all_items.onnx", "context.npz"}
     assert bundle["exporter"]["external_data"] is False
     load_bundle(trained / "latest")  # every checksum holds
 
@@ -61,7 +63,7 @@ def test_tables_have_the_schema_counts_and_raw_ids(scored, trained):
     run_manifest = manifest(run)
     assert run_manifest["row_counts"]["predictions"] == {m: N_USERS * N_ITEMS for m in MODEL_NAMES}
     assert all(p["max_abs_diff"] <= 1e-5 for p in run_manifest["parity"].values())
-    assert all(0 <= p["rank_max_abs_diff"] < 1e-3 and p["rank_tolerance"] for p in run_manifest["parity"].values())
+    assert all(0 <= p["logit_max_abs_diff"] < 1e-3 and p["logit_tolerance"] for p in run_manifest["parity"].values())
 
 
 def test_top_n_excludes_history_and_is_ranked(scored, trained, synthetic_dir):
@@ -73,7 +75,7 @@ def test_top_n_excludes_history_and_is_ranked(scored, trained, synthetic_dir):
         assert group["rank"].tolist() == list(range(1, len(group) + 1))
         unseen = N_ITEMS - sum(1 for u, _ in rated if u == user)
         assert len(group) == min(TOP_N, unseen)
-        assert (np.diff(group["score"].to_numpy()) <= 0).all()
+        assert (np.diff(group["logit"].to_numpy()) <= 0).all()
         stored = predictions.loc[[(model, user, i) for i in group["item_id"]], "prediction"].to_numpy()
         np.testing.assert_allclose(group["prediction"].to_numpy(), stored)
 
@@ -89,32 +91,32 @@ def test_a_top_n_only_run_writes_the_same_recommendations(scored, trained, tmp_p
     ours = read(out / "latest", "recommendations").sort_values(keys).reset_index(drop=True)
     full = read(scored / "latest", "recommendations").sort_values(keys).reset_index(drop=True)
     assert len(ours) == len(full) > 0
-    for column in ("model", "user_id", "rank", "item_id", "score"):
+    for column in ("model", "user_id", "rank", "item_id", "logit"):
         assert (ours[column] == full[column]).all(), column
     np.testing.assert_allclose(ours["prediction"], full["prediction"], rtol=0, atol=4e-5)
-    assert run_cli("export.verify", "--run", str(out / "latest")).returncode == 0
+    assert run_cli("evaluation.verify", "--run", str(out / "latest")).returncode == 0
 
 
 @pytest.mark.parametrize("model", ["mf", "lstm"])
 def test_rating_chosen_pairs_in_batches_gives_the_same_ratings(trained, model, monkeypatch):
     from scoring import engine
     bundle = load_bundle(trained / "latest", [model])
-    scorer = engine.ModelScorer.open(bundle, model, threads=1, ranking_only=True)
+    scorer = engine.ModelScorer.open(bundle.graphs(model), bundle.context, threads=1, ranking_only=True)
     rng = np.random.default_rng(0)
     users, items = rng.integers(0, bundle.n_users, 1_000), rng.integers(0, bundle.n_items, 1_000)
     whole = scorer.rate_pairs(users, items)
     monkeypatch.setattr(engine, "RATE_BATCH", 97)
     batched = scorer.rate_pairs(users, items)
-    for a, b in zip(whole, batched):
-        np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+    for output in ("unit_rating", "rating", "logit"):
+        np.testing.assert_allclose(getattr(whole, output), getattr(batched, output), rtol=0, atol=1e-6)
 
 
 def test_make_verify_compares_every_row_with_torch(scored):
-    result = run_cli("export.verify", "--run", str(scored / "latest"))
+    result = run_cli("evaluation.verify", "--run", str(scored / "latest"))
     assert result.returncode == 0, result.stderr
     figures = json.loads(result.stdout)["verified"]
     assert set(figures) == set(MODEL_NAMES)
-    assert all(f["max_abs_diff_stars"] <= 4e-5 for f in figures.values())
+    assert all(f["max_abs_diff_rating"] <= 4e-5 for f in figures.values())
 
 
 def test_verify_fails_on_a_tampered_table(scored, tmp_path):
@@ -125,15 +127,15 @@ def test_verify_fails_on_a_tampered_table(scored, tmp_path):
     values = table.column("prediction").to_numpy().copy()
     values[17] = 5.0 if values[17] < 4 else 1.0
     pq.write_table(table.set_column(2, "prediction", [values.astype(np.float32)]), path)
-    result = run_cli("export.verify", "--run", str(run))
+    result = run_cli("evaluation.verify", "--run", str(run))
     assert result.returncode != 0
     assert "differs from torch" in result.stderr and "model=mf" in result.stderr
 
 
 def test_torch_weights_that_do_not_fit_the_model_are_named(trained, tmp_path):
     import torch
-    from export.verify import load_torch_model
-    from scoring.errors import BundleError
+    from evaluation.torch_models import load_torch_model
+    from contract.errors import BundleError
     bundle_dir = tmp_path / "bundle"
     shutil.copytree((trained / "latest").resolve(), bundle_dir)
     weights = torch.load(bundle_dir / "lstm.pt", weights_only=True)
@@ -196,12 +198,12 @@ def test_bad_options_exit_non_zero_with_a_message(trained, tmp_path, args, messa
 
 
 def test_chunk_size_follows_the_graphs_a_run_needs(tmp_path):
-    from scoring.runner import DEFAULT_CHUNK_PAIRS, RANKING_CHUNK_PAIRS, ScoringOptions, chunk_pairs
+    from scoring.runner import DEFAULT_CHUNK_PAIRS, RANKING_CHUNK_PAIRS, ScoringOptions
     both = ScoringOptions(bundle=tmp_path, output_root=tmp_path)
     top_n_only = ScoringOptions(bundle=tmp_path, output_root=tmp_path, tables=("recommendations",))
-    assert chunk_pairs(both) == DEFAULT_CHUNK_PAIRS < RANKING_CHUNK_PAIRS == chunk_pairs(top_n_only)
-    assert chunk_pairs(ScoringOptions(bundle=tmp_path, output_root=tmp_path, tables=("recommendations",),
-                                      chunk_pairs=1_000)) == 1_000
+    assert both.pairs_per_call == DEFAULT_CHUNK_PAIRS < RANKING_CHUNK_PAIRS == top_n_only.pairs_per_call
+    assert ScoringOptions(bundle=tmp_path, output_root=tmp_path, tables=("recommendations",),
+                          chunk_pairs=1_000).pairs_per_call == 1_000
 
 
 def test_handing_chunks_to_the_writer_in_groups_changes_no_table(trained, tmp_path, monkeypatch):
@@ -234,7 +236,7 @@ def test_scoring_imports_and_runs_without_torch(scored):
     assert "No module named" not in probe.stderr and "model bundle directory not found" in probe.stderr
 
 
-@pytest.mark.parametrize("module", ["export", "export.fetch", "export.verify", "export.evaluate", "export.bench",
+@pytest.mark.parametrize("module", ["export", "export.data.fetch", "evaluation.verify", "evaluation", "benchmarks.bench",
                                     "scoring", "scoring.report"])
 def test_every_command_has_help(module):
     result = run_cli(module, "--help")

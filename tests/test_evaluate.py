@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 
 from conftest import run_cli
-from export.evaluate import kfold_splits, temporal_split
+from evaluation.evaluate import kfold_splits, temporal_split
 
 
 def test_kfold_and_temporal_splits_partition_the_ratings():
@@ -22,7 +22,7 @@ def test_kfold_and_temporal_splits_partition_the_ratings():
 
 def test_evaluate_writes_every_method_for_both_protocols(synthetic_dir, tmp_path):
     out = tmp_path / "evaluation.json"
-    result = run_cli("export.evaluate", "--data-dir", str(synthetic_dir), "--folds", "2", "--models", "mf,dense",
+    result = run_cli("evaluation", "--data-dir", str(synthetic_dir), "--folds", "2", "--models", "mf,dense",
                      "--max-epochs", "3", "--no-surprise", "--out", str(out))
     assert result.returncode == 0, result.stderr
     report = json.loads(out.read_text())

@@ -5,9 +5,9 @@ import hashlib
 
 import pytest
 
-from export import fetch
-from export.fetch import fetch_movielens, require_checksum
-from scoring.errors import ChecksumError, FetchError
+from export.data import fetch
+from export.data.fetch import fetch_movielens, require_checksum
+from contract.errors import ChecksumError, FetchError
 
 
 def test_checksum_rejects_a_corrupted_file(tmp_path):

@@ -1,5 +1,6 @@
-"""One contract suite for the three families: shapes, batch == single row, all-items == pairwise,
-and ONNX == torch, plus hand-computed cases for the arithmetic."""
+"""The model-family contract, run on every registered family and on a test-only fourth one:
+seeds, batches, the ranking head, the all-items rearrangement, the ONNX graphs; plus
+hand-computed cases for the built-in families."""
 from __future__ import annotations
 
 import dataclasses
@@ -10,27 +11,37 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from export.config import PARITY_FULL_USERS, PARITY_MAX_TEST_PAIRS, PARITY_MAX_USERS, PARITY_SAMPLE_PAIRS, RunConfig
-from export.dataset import Interactions
-from export.families import FAMILIES, History, init_parameters
-from export.graphs import PairwiseGraph, RankingOnly, all_items_graph, stars
-from export.models import BiasedMF
-from export.onnx_export import export_graph
-from export.parity import reference_pairs
-from export.training import predict_in_batches
-from scoring.bundle import ALL_ITEMS_INPUTS, PAIRWISE_INPUTS, RANKING_INPUTS, RANKING_OUTPUTS
+from bias_family import FAMILY as BIAS_FAMILY
+from contract.bundle_format import GRAPH_OUTPUTS, RANKING_OUTPUTS
+from contract.scale import MOVIELENS_STARS
+from export.config import PARITY_FULL_USERS, PARITY_MAX_TEST_PAIRS, PARITY_MAX_USERS, PARITY_SAMPLE_PAIRS
+from export.data.dataset import Interactions
+from export.models import registry
+from export.models.base import init_parameters
+from export.models.mf import BiasedMF
+from export.onnx.export import export_graph
+from export.onnx.parity import reference_pairs
+from export.training.loop import predict_in_batches
+from scoring.feeds import UserContext, build_feeds
 
 N_USERS, N_ITEMS, WINDOW = 7, 11, 4
 
 
-@pytest.fixture(params=["mf", "dense", "lstm"])
+FAMILIES = {**{name: registry.get(name) for name in registry.names()}, BIAS_FAMILY.name: BIAS_FAMILY}
+
+
+@pytest.fixture(params=list(FAMILIES))
 def family(request):
     return FAMILIES[request.param]
 
 
+def config_of(family):
+    config = family.default_config()
+    return dataclasses.replace(config, window=WINDOW) if hasattr(config, "window") else config
+
+
 def build(family, seed=0):
-    config = RunConfig().model_config(family.name)
-    model = family.build(config, N_USERS, N_ITEMS, 0.55)
+    model = family.build(config_of(family), N_USERS, N_ITEMS, 0.55)
     init_parameters(model, torch.Generator().manual_seed(seed))
     with torch.no_grad():  # make biases non-trivial so the wrappers must carry them
         model.user_bias.weight.normal_(0, 0.1, generator=torch.Generator().manual_seed(seed + 1))
@@ -38,13 +49,15 @@ def build(family, seed=0):
     return model.eval()
 
 
-def history(seed=0):
+def history(family=None, seed=0):
+    """Each user's latest items, as long as ``family`` reads (the LSTM's window - 1 when None)."""
+    length = WINDOW - 1 if family is None else family.context_length(config_of(family))
     rng = np.random.default_rng(seed)
-    items = rng.integers(0, N_ITEMS, (N_USERS, WINDOW - 1))
+    items = rng.integers(0, N_ITEMS, (N_USERS, length))
     items[0, :2] = N_ITEMS  # a user with a short, padded history
     items[1, :] = N_ITEMS   # a user with no history at all
     ratings = np.where(items == N_ITEMS, 0, rng.integers(0, 5, items.shape) / 4).astype(np.float32)
-    return History(items, ratings)
+    return UserContext(items, ratings)
 
 
 def all_pairs():
@@ -60,17 +73,17 @@ def test_the_ranking_head_alone_equals_the_forward_passes_rank(family, monkeypat
     # Training scores its sampled negatives with the head alone; for the LSTM that runs no LSTM.
     model = build(family)
     users, items = all_pairs()
-    inputs = family.pair_inputs(users, items, history())
+    inputs = family.pair_inputs(users, items, history(family))
     with torch.no_grad():
         expected = family.outputs(model, inputs)[1]
-        if family.sequential:
+        if hasattr(model, "lstm"):
             monkeypatch.setattr(model, "lstm", None)
-        alone = family.rank(model, inputs)
+        alone = family.logits(model, inputs)
     torch.testing.assert_close(alone, expected, rtol=0, atol=1e-6)
 
 
 def test_batch_equals_single_rows_and_a_batch_of_one_works(family):
-    model, hist = build(family), history()
+    model, hist = build(family), history(family)
     users, items = all_pairs()
     batch = predict_in_batches(model, family.predict, family.pair_inputs(users, items, hist))
     assert batch.shape == (N_USERS * N_ITEMS,)
@@ -80,64 +93,73 @@ def test_batch_equals_single_rows_and_a_batch_of_one_works(family):
 
 
 def test_all_items_graph_equals_the_pairwise_model(family):
-    model, hist = build(family), history()
+    model, hist = build(family), history(family)
     users, items = all_pairs()
     inputs = family.pair_inputs(users, items, hist)
     pairwise = predict_in_batches(model, family.predict, inputs)
-    pairwise_rank = predict_in_batches(model, family.rank, inputs)
-    graph = all_items_graph(family.name, model)
-    feeds = [torch.arange(N_USERS)]
-    if family.sequential:
-        feeds += [torch.as_tensor(hist.items), torch.as_tensor(hist.ratings)]
+    pairwise_logit = predict_in_batches(model, family.logits, inputs)
+    graph = family.graphs(model, MOVIELENS_STARS)["all_items"]
+    feeds = build_feeds(family.all_items_inputs, np.arange(N_USERS), None, hist)
+    tensors = [torch.as_tensor(feeds[name]) for name in family.all_items_inputs]
     with torch.no_grad():
-        score, rating, rank = graph(*feeds)
-        one, _, one_rank = graph(*(f[2:3] for f in feeds))
-    assert score.shape == rank.shape == (N_USERS, N_ITEMS)
-    torch.testing.assert_close(score.reshape(-1), pairwise, rtol=0, atol=1e-6)
-    torch.testing.assert_close(rank.reshape(-1), pairwise_rank, rtol=0, atol=1e-5)
-    torch.testing.assert_close(rating, stars(score))
-    torch.testing.assert_close(one[0], score[2], rtol=0, atol=1e-6)
-    torch.testing.assert_close(one_rank[0], rank[2], rtol=0, atol=1e-5)
+        unit, rating, logit = graph(*tensors)
+        one, _, one_logit = graph(*(t[2:3] for t in tensors))
+    assert unit.shape == logit.shape == (N_USERS, N_ITEMS)
+    torch.testing.assert_close(unit.reshape(-1), pairwise, rtol=0, atol=1e-6)
+    torch.testing.assert_close(logit.reshape(-1), pairwise_logit, rtol=0, atol=1e-5)
+    torch.testing.assert_close(rating, MOVIELENS_STARS.clipped_rating(unit))
+    torch.testing.assert_close(one[0], unit[2], rtol=0, atol=1e-6)
+    torch.testing.assert_close(one_logit[0], logit[2], rtol=0, atol=1e-5)
+
+
+def export_all(family, model, hist, folder):
+    """Each graph exported as the bundle writer does, with its feeds for every user (and pair)."""
+    users, items = all_pairs()
+    paths = {}
+    for kind, module in family.graphs(model, MOVIELENS_STARS).items():
+        names = family.graph_inputs()[kind]
+        feeds = build_feeds(names, users, items, hist) if kind == "pairwise" else \
+            build_feeds(names, np.arange(N_USERS), None, hist)
+        paths[kind] = folder / f"{kind}.onnx"
+        export_graph(module, tuple(torch.as_tensor(feeds[n][:2]) for n in names), names, paths[kind],
+                     {"model": family.name}, GRAPH_OUTPUTS[kind])
+        paths[kind] = (paths[kind], feeds)
+    return paths
 
 
 def test_onnx_graphs_match_torch_and_stand_alone(family, tmp_path):
-    model, hist = build(family), history()
+    model, hist = build(family), history(family)
     users, items = all_pairs()
     inputs = family.pair_inputs(users, items, hist)
     expected = predict_in_batches(model, family.predict, inputs).numpy()
+    expected_logit = predict_in_batches(model, family.logits, inputs).numpy()
+    graphs = export_all(family, model, hist, tmp_path)
 
-    pairwise_path = tmp_path / "pairwise.onnx"
-    export_graph(PairwiseGraph(model), tuple(x[:2] for x in inputs), PAIRWISE_INPUTS[family.name],
-                 pairwise_path, {"model": family.name})
+    pairwise_path, feeds = graphs["pairwise"]
     session = ort.InferenceSession(str(pairwise_path), providers=["CPUExecutionProvider"])
-    score, rating, rank = session.run(None, dict(zip(PAIRWISE_INPUTS[family.name], (x.numpy() for x in inputs))))
-    np.testing.assert_allclose(score, expected, rtol=0, atol=1e-5)
-    np.testing.assert_allclose(rank, predict_in_batches(model, family.rank, inputs).numpy(), rtol=0, atol=1e-5)
+    unit, rating, logit = session.run(None, feeds)
+    np.testing.assert_allclose(unit, expected, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(logit, expected_logit, rtol=0, atol=1e-5)
     np.testing.assert_allclose(rating, np.clip(1 + 4 * expected, 1, 5), rtol=0, atol=4e-5)
-    one = session.run(None, dict(zip(PAIRWISE_INPUTS[family.name], (x[:1].numpy() for x in inputs))))[0]
+    one = session.run(None, {k: v[:1] for k, v in feeds.items()})[0]
     assert one.shape == (1,)
 
-    all_path = tmp_path / "all.onnx"
-    feeds = {"user": np.arange(N_USERS)}
-    if family.sequential:
-        feeds |= {"history_items": hist.items, "history_ratings": hist.ratings}
-    export_graph(all_items_graph(family.name, model), tuple(torch.as_tensor(v[:2]) for v in feeds.values()),
-                 ALL_ITEMS_INPUTS[family.name], all_path, {"model": family.name})
+    all_path, feeds = graphs["all_items"]
     session = ort.InferenceSession(str(all_path), providers=["CPUExecutionProvider"])
-    score, all_rank = session.run(["score", "rank"], feeds)
-    np.testing.assert_allclose(score.reshape(-1), expected, rtol=0, atol=1e-5)
+    unit, all_logit = session.run(["unit_rating", "logit"], feeds)
+    np.testing.assert_allclose(unit.reshape(-1), expected, rtol=0, atol=1e-5)
 
-    ranking_path = tmp_path / "ranking.onnx"
-    export_graph(RankingOnly(all_items_graph(family.name, model)), (torch.arange(2),),
-                 RANKING_INPUTS[family.name], ranking_path, {"model": family.name}, output_names=RANKING_OUTPUTS)
+    ranking_path, feeds = graphs["ranking"]
     session = ort.InferenceSession(str(ranking_path), providers=["CPUExecutionProvider"])
-    assert [i.name for i in session.get_inputs()] == ["user"] and [o.name for o in session.get_outputs()] == ["rank"]
-    np.testing.assert_allclose(session.run(None, {"user": feeds["user"]})[0], all_rank, rtol=0, atol=1e-6)
+    assert [i.name for i in session.get_inputs()] == ["user"]
+    assert tuple(o.name for o in session.get_outputs()) == RANKING_OUTPUTS
+    np.testing.assert_allclose(session.run(None, feeds)[0], all_logit, rtol=0, atol=1e-6)
     nodes = {path: len(onnx.load(str(path)).graph.node) for path in (ranking_path, all_path)}
-    assert nodes[ranking_path] < nodes[all_path]  # the rating arithmetic is gone
+    assert nodes[ranking_path] <= nodes[all_path]  # the rating arithmetic is gone
     # Ranking is matrix products over the catalogue: no per-pair hidden layer or LSTM step.
     assert per_pair_tensors(ranking_path) == []
-    assert (per_pair_tensors(all_path) != []) == (family.name != "mf")
+    if family.name in ("mf", "dense", "lstm"):
+        assert (per_pair_tensors(all_path) != []) == (family.name != "mf")
     assert per_pair_tensors(all_path, items_axis=1) == []  # items innermost: fast broadcasts in onnxruntime
 
     proto = onnx.load(str(all_path))
@@ -165,15 +187,16 @@ def test_mf_is_mean_plus_biases_plus_dot_product():
         model.rank_user_embedding.weight.copy_(torch.tensor([[2.0], [3.0]]))
         model.rank_item_embedding.weight.copy_(torch.tensor([[0.5], [0.0]]))
         model.rank_item_bias.weight.copy_(torch.tensor([[0.3], [-0.3]]))
-    score, rank = model(torch.tensor([0, 1]), torch.tensor([0, 1]))
-    torch.testing.assert_close(score, torch.tensor([0.5 + 0.1 - 0.05 + 1.0, 0.5 + 0.2 + 0.0 + 0.0]))
-    torch.testing.assert_close(rank, torch.tensor([0.3 + 2 * 0.5 + 2 * 0.5, -0.3 + 0.0 + 0.0]))
-    torch.testing.assert_close(stars(torch.tensor([-0.1, 0.5, 1.2])), torch.tensor([1.0, 3.0, 5.0]))
+    unit, logit = model(torch.tensor([0, 1]), torch.tensor([0, 1]))
+    torch.testing.assert_close(unit, torch.tensor([0.5 + 0.1 - 0.05 + 1.0, 0.5 + 0.2 + 0.0 + 0.0]))
+    torch.testing.assert_close(logit, torch.tensor([0.3 + 2 * 0.5 + 2 * 0.5, -0.3 + 0.0 + 0.0]))
+    torch.testing.assert_close(MOVIELENS_STARS.clipped_rating(torch.tensor([-0.1, 0.5, 1.2])),
+                               torch.tensor([1.0, 3.0, 5.0]))
 
 
 def test_lstm_step_never_sees_its_own_rating():
     family = FAMILIES["lstm"]
-    model, hist = build(family), history()
+    model, hist = build(family), history(family)
     inputs = family.pair_inputs(np.array([3]), np.array([5]), hist)
     changed = (inputs[0], inputs[1], inputs[2].clone())
     changed[2][0, -1] = 1.0
@@ -191,8 +214,7 @@ def test_lstm_last_step_runs_each_shared_history_once_and_trains_like_the_forwar
     pairs = rng.permutation(N_USERS * N_ITEMS)[:60]
     ratings = Interactions(pairs // N_ITEMS, pairs % N_ITEMS, rng.integers(1, 6, 60).astype(np.float32),
                            rng.integers(0, 20, 60))
-    config = dataclasses.replace(RunConfig().lstm, window=WINDOW)
-    inputs, _ = family.training_inputs(ratings, config, N_ITEMS)
+    inputs, _ = family.training_inputs(ratings, config_of(family), N_ITEMS)
     assert len(inputs) == 4 and len(torch.unique(inputs[3])) < len(inputs[3])
     models = build(family).train(), build(family).train()
     histories_run = []
@@ -210,12 +232,14 @@ def test_lstm_last_step_runs_each_shared_history_once_and_trains_like_the_forwar
         torch.testing.assert_close(grads[1][name], grads[0][name], rtol=1e-5, atol=1e-6)
 
 
-def test_ranking_head_moves_only_what_it_may(family):
+@pytest.mark.parametrize("name", ["mf", "dense", "lstm"])
+def test_ranking_head_moves_only_what_it_may(name):
     # MF's and the LSTM's ranking heads read the rating representation detached and train only
     # their own parameters; the dense net's also trains the embeddings, never the hidden layer.
+    family = FAMILIES[name]
     model = build(family).train()
     users, items = all_pairs()
-    family.rank(model, family.pair_inputs(users, items, history())).sum().backward()
+    family.logits(model, family.pair_inputs(users, items, history(family))).sum().backward()
     parameters = dict(model.named_parameters())
     moved = {n for n, p in parameters.items() if p.grad is not None and p.grad.abs().sum() > 0}
     shared = {"user_embedding.weight", "item_embedding.weight"} if family.name == "dense" else set()

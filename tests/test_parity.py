@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from scoring.bundle import PARITY_TOLERANCE
-from scoring.errors import ParityError
-from scoring.parity import check_parity
+from contract.bundle_format import PARITY_TOLERANCE
+from contract.errors import ParityError
+from contract.parity import check_parity
 
 USERS, ITEMS = np.array([11, 12, 13]), np.array([21, 22, 23])
 

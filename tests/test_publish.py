@@ -9,14 +9,14 @@ import time
 
 import pytest
 
-from scoring.errors import LockError, PublishError
-from scoring.publish import (LATEST, SUCCESS_MARKER, RootLock, new_staging_dir, prepare_root, publish,
+from contract.errors import LockError, PublishError
+from contract.publish import (LATEST, SUCCESS_MARKER, RootLock, new_staging_dir, prepare_root, publish,
                              remove_stale_staging, resolve_latest)
 
 HOLD_LOCK = """
 import sys, time
 from pathlib import Path
-from scoring.publish import RootLock
+from contract.publish import RootLock
 with RootLock(Path(sys.argv[1])):
     print("locked", flush=True)
     time.sleep(60)

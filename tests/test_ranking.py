@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from export.dataset import Interactions
-from export.dataset import seen_csr
-from export.ranking import ranking_metrics, top_n_from_matrix
+from export.data.dataset import Interactions
+from export.data.dataset import seen_csr
+from evaluation.ranking import ranking_metrics, top_n_from_matrix
 
 
 def held(users, items):

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from export.ratings import parse_items, parse_ratings
-from scoring.errors import DataError
+from export.data.ratings import parse_items, parse_ratings
+from contract.errors import DataError
 
 
 def write(tmp_path, text: str, name: str = "u.data"):

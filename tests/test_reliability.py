@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 from conftest import QUICK_ARGS, ROOT, run_cli
-from scoring.bundle import MANIFEST, SCHEMA_VERSION
-from scoring.failpoints import ENVIRONMENT_VARIABLE, SCORING_POINTS
-from scoring.publish import RootLock
+from contract.bundle_format import MANIFEST, SCHEMA_VERSION
+from contract.failpoints import ENVIRONMENT_VARIABLE, SCORING_POINTS
+from contract.publish import RootLock
 
 GOOD_LINE = "1\t1\t5\t881250949\n"
 
@@ -119,7 +119,7 @@ def rewrite_manifest(bundle: Path, change) -> None:
 
 
 def refresh_checksum(bundle: Path, name: str) -> None:
-    from scoring.checksums import sha256_file
+    from contract.checksums import sha256_file
     rewrite_manifest(bundle, lambda m: m["files"].__setitem__(name, sha256_file(bundle / name)))
 
 
@@ -142,8 +142,14 @@ def break_corrupted_with_matching_checksum(bundle):
 
 
 def break_manifest_checksum(bundle):
-    rewrite_manifest(bundle, lambda m: m["files"].__setitem__("history.npz", "0" * 64))
-    return "history.npz: sha256"
+    rewrite_manifest(bundle, lambda m: m["files"].__setitem__("context.npz", "0" * 64))
+    return "context.npz: sha256"
+
+
+def break_unknown_feed(bundle):
+    rewrite_manifest(bundle, lambda m: m["models"]["mf"]["graphs"]["all_items"].__setitem__(
+        "inputs", ["user", "weather"]))
+    return "model 'mf', graph 'all_items': inputs ['weather'] are not feeds this code can build"
 
 
 def break_schema_version(bundle):
@@ -166,7 +172,7 @@ def break_reference(bundle):
     path = bundle / "reference.npz"
     with np.load(path) as data:
         arrays = dict(data)
-    arrays["dense_scores"] = arrays["dense_scores"] + 1e-3
+    arrays["dense_unit_ratings"] = arrays["dense_unit_ratings"] + 1e-3
     np.savez(path, **arrays)
     refresh_checksum(bundle, path.name)
     return "model 'dense' differs from the torch reference"
@@ -174,7 +180,7 @@ def break_reference(bundle):
 
 @pytest.mark.parametrize("breaker", [break_missing, break_truncated, break_corrupted_with_matching_checksum,
                                      break_manifest_checksum, break_schema_version, break_manifest_json,
-                                     break_inputs, break_reference], ids=lambda f: f.__name__[6:])
+                                     break_inputs, break_reference, break_unknown_feed], ids=lambda f: f.__name__[6:])
 def test_broken_bundle_is_named_and_nothing_is_published(breaker, tmp_path, trained, scored, published):
     bundle = copy_bundle(trained, tmp_path)
     message = breaker(bundle)
@@ -191,7 +197,7 @@ def test_a_ranking_graph_with_the_wrong_outputs_stops_a_top_n_only_run(tmp_path,
     result = run_cli("scoring", "--bundle", str(bundle), "--output-root", str(scored), "--no-report",
                      "--tables", "recommendations")
     assert result.returncode == 1, result.stderr
-    assert "dense.ranking.onnx: graph outputs are" in result.stderr and "expected ['rank']" in result.stderr
+    assert "dense.ranking.onnx: graph outputs are" in result.stderr and "expected ['logit']" in result.stderr
 
 
 @pytest.mark.parametrize("args, message", [
@@ -240,7 +246,7 @@ def crash_root(trained, tmp_path_factory) -> Path:
 
 
 def assert_complete(run: Path) -> None:
-    from scoring.checksums import sha256_file
+    from contract.checksums import sha256_file
     manifest = json.loads((run / "manifest.json").read_text())
     assert (run / "_SUCCESS").exists()
     assert {f: sha256_file(run / f) for f in manifest["files"]} == manifest["files"]
@@ -263,7 +269,7 @@ def test_sigkill_at_any_point_leaves_a_complete_latest_and_the_next_run_recovers
 
 
 def test_after_all_the_kills_latest_still_matches_torch(crash_root):
-    verify = run_cli("export.verify", "--run", str(crash_root / "latest"))
+    verify = run_cli("evaluation.verify", "--run", str(crash_root / "latest"))
     assert verify.returncode == 0, verify.stderr
 
 
@@ -304,9 +310,9 @@ def test_two_runs_started_at_once_both_finish_one_after_the_other(trained, tmp_p
 
 
 def test_a_row_count_mismatch_stops_the_publish(trained, tmp_path, monkeypatch):
-    from scoring import runner
-    from scoring.errors import VerificationError
-    monkeypatch.setattr(runner, "expected_rows", lambda bundle, table, top_n: 7)
+    from contract.errors import VerificationError
+    from scoring import run_manifest, runner
+    monkeypatch.setattr(run_manifest, "expected_rows", lambda bundle, table, top_n: 7)
     options = runner.ScoringOptions(bundle=trained / "latest", output_root=tmp_path, report=False)
     with pytest.raises(VerificationError, match="expected 7"):
         runner.run_scoring(options)

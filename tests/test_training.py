@@ -9,23 +9,25 @@ import pytest
 import torch
 from torch import nn
 
+from contract import bundle_format as layout
+from contract.errors import ConfigError, LockError
+from contract.publish import STAGING_PREFIX, RootLock
+from export.bundle import build_bundle
 from export.config import RunConfig
-from export.families import FAMILIES, init_parameters
-from export.loading import build_dataset
-from export.pipeline import build_bundle, train_model
-from export.synthetic import generate_ratings
-from export.training import SPARSE_EMBEDDING_PARAMETERS, Objective, Optimizer, fit
-from export.workers import train_models
-from scoring import bundle as layout
+from export.data.loading import build_dataset
+from export.data.synthetic import generate_ratings
+from export.models import registry
+from export.models.base import init_parameters
+from export.training.config import TrainingConfig
+from export.training.loop import Objective, fit, rmse_unit
+from export.training.optimizer import SPARSE_EMBEDDING_PARAMETERS, Optimizer
+from export.training.trainer import train_model
+from export.training.workers import train_models
 from scoring.bundle import read_manifest
-from scoring.errors import LockError
-from scoring.publish import STAGING_PREFIX, RootLock
 
 
 def with_training(config: RunConfig, name: str, **changes) -> RunConfig:
-    model = config.model_config(name)
-    return dataclasses.replace(config, **{name: dataclasses.replace(
-        model, training=dataclasses.replace(model.training, **changes))})
+    return config.replace_model(name, training=dataclasses.replace(config.model_config(name).training, **changes))
 
 
 @pytest.fixture(scope="module")
@@ -51,19 +53,25 @@ def test_refits_train_on_training_and_validation_for_the_epochs_they_promise(dat
     assert len(set(metrics)) == 3
 
 
-def test_an_unknown_refit_is_named(dataset):
-    config = with_training(RunConfig(), "mf", refit="warm")
-    with pytest.raises(ValueError, match=r"mf training refit: expected one of \['fresh', 'continue', 'none'\], got 'warm'"):
-        train_model("mf", dataset, config, seed=11)
+def test_configs_check_themselves_when_built():
+    with pytest.raises(ConfigError, match=r"training refit: expected one of \['fresh', 'continue', 'none'\], got 'warm'"):
+        TrainingConfig(refit="warm")
+    with pytest.raises(ConfigError, match="training batch_size: expected a positive number, got 0"):
+        TrainingConfig(batch_size=0)
+    with pytest.raises(ConfigError, match="lstm window: expected an integer >= 2"):
+        RunConfig().replace_model("lstm", window=1)
+    with pytest.raises(ConfigError, match="split: expected three non-negative fractions that sum to 1"):
+        RunConfig(split=(0.5, 0.1, 0.1))
+    with pytest.raises(ConfigError, match="no model family is named 'svd'; registered: mf, dense, lstm"):
+        RunConfig(models=("mf", "svd"))
 
 
 def test_models_trained_side_by_side_in_workers_equal_those_trained_one_after_another(dataset):
     config = RunConfig(models=("mf", "lstm"))
     for name in config.models:
         config = with_training(config, name, max_epochs=2, batch_size=256)
-    seeds = {"mf": 11, "lstm": 12}
-    in_process = train_models(dataset, config, seeds, jobs=1)
-    in_workers = train_models(dataset, config, seeds, jobs=2)
+    in_process = train_models(dataset, config, jobs=1)
+    in_workers = train_models(dataset, config, jobs=2)
     assert [t.name for t in in_workers] == ["mf", "lstm"]
     for alone, worker in zip(in_process, in_workers):
         assert worker.fit.best_epoch == alone.fit.best_epoch
@@ -82,14 +90,14 @@ def test_each_model_is_exported_as_it_arrives_under_a_lock_taken_before_training
             RootLock(tmp_path).__enter__()
         yield train_model("dense", dataset, config, seed=1)
         (staging,) = tmp_path.glob(STAGING_PREFIX + "*")
-        assert (staging / layout.pairwise_graph_file("dense")).is_file()   # exported before mf trained
-        assert not (staging / layout.pairwise_graph_file("mf")).exists()
+        assert (staging / layout.graph_file("dense", "pairwise")).is_file()   # exported before mf trained
+        assert not (staging / layout.graph_file("mf", "pairwise")).exists()
         yield train_model("mf", dataset, config, seed=2)
 
     bundle = build_bundle(dataset, finishing_order(), config, "0" * 64, {}, tmp_path)
-    assert sorted(read_manifest(bundle)["models"]) == ["dense", "mf"]
+    assert read_manifest(bundle)["model_names"] == ["mf", "dense"]   # the configured order, not the finishing one
     assert set(np.load(bundle / layout.REFERENCE)) == {f"{m}_{k}" for m in ("mf", "dense")
-                                                       for k in ("users", "items", "scores", "ranks")}
+                                                       for k in ("users", "items", "unit_ratings", "logits")}
     with RootLock(tmp_path):   # released after publishing
         pass
 
@@ -101,28 +109,42 @@ def test_refit_is_skipped_when_the_time_budget_cut_the_fit_short(dataset):
 
 
 @pytest.mark.parametrize("name", ["mf", "dense", "lstm"])
-def test_sparse_embedding_gradients_train_every_family(dataset, name):
-    family = FAMILIES[name]
+def test_sparse_embedding_gradients_update_only_touched_rows_and_train_as_well_as_dense(dataset, name, monkeypatch):
+    family = registry.get(name)
     model_config = RunConfig().model_config(name)
     vocab = dataset.vocab
-    model = family.build(model_config, vocab.n_users, vocab.n_items, 0.6)
-    init_parameters(model, torch.Generator().manual_seed(0))
-    training = dataclasses.replace(model_config.training, sparse_embeddings=True, max_epochs=3, patience=3,
-                                   batch_size=128)
     train = family.training_inputs(dataset.train, model_config, vocab.n_items)
-    objective = Objective(family.outputs, family.rank, family.penalty, family.with_items, vocab.n_items)
-    result = fit(model, objective, train, train, training, torch.Generator().manual_seed(1), name)
-    curve = [e["train_rmse"] for e in result.epochs]
-    assert curve[-1] < curve[0]
-    tables = [m for m in model.modules() if isinstance(m, nn.Embedding)]
-    assert tables and not any(t.sparse for t in tables)  # exported as ordinary embeddings
+    gradients_sparse: list[bool] = []
+    step = Optimizer.step
+
+    def recording_step(self):
+        gradients_sparse.extend(t.weight.grad.is_sparse for t in self.tables if t.weight.grad is not None)
+        step(self)
+
+    monkeypatch.setattr(Optimizer, "step", recording_step)
+    rmse = {}
+    for sparse in (True, False):
+        model = family.build(model_config, vocab.n_users, vocab.n_items, float(dataset.train.unit.mean()))
+        init_parameters(model, torch.Generator().manual_seed(0))
+        training = dataclasses.replace(model_config.training, sparse_embeddings=sparse, max_epochs=4, patience=4,
+                                       batch_size=128)
+        fit(model, Objective(family, vocab.n_items), train, train, training, torch.Generator().manual_seed(1), name)
+        rmse[sparse] = rmse_unit(family.predict(model, train[0]), train[1])
+        if sparse:
+            assert gradients_sparse and all(gradients_sparse)   # every embedding step was row-sparse
+            gradients_sparse.clear()
+            tables = [m for m in model.modules() if isinstance(m, nn.Embedding)]
+            assert tables and not any(t.sparse for t in tables)  # exported as ordinary embeddings
+    baseline = rmse_unit(torch.full_like(train[1], float(train[1].mean())), train[1])
+    assert rmse[True] < baseline - 0.01                       # it learned
+    assert rmse[True] == pytest.approx(rmse[False], abs=0.02)  # about as well as dense updates
 
 
 def test_sparse_gradients_are_chosen_by_table_size():
-    config = RunConfig().mf.training
-    small = FAMILIES["mf"].build(RunConfig().mf, 100, 50, 0.5)
-    rows = SPARSE_EMBEDDING_PARAMETERS // (RunConfig().mf.dim + RunConfig().mf.rank_dim)
-    large = FAMILIES["mf"].build(RunConfig().mf, rows, 50, 0.5)
-    assert not Optimizer(small, config).sparse
-    assert Optimizer(large, config).sparse
-    assert not Optimizer(large, dataclasses.replace(config, sparse_embeddings=False)).sparse
+    mf = RunConfig().model_config("mf")
+    small = registry.get("mf").build(mf, 100, 50, 0.5)
+    rows = SPARSE_EMBEDDING_PARAMETERS // (mf.dim + mf.rank_dim)
+    large = registry.get("mf").build(mf, rows, 50, 0.5)
+    assert not Optimizer(small, mf.training).sparse
+    assert Optimizer(large, mf.training).sparse
+    assert not Optimizer(large, dataclasses.replace(mf.training, sparse_embeddings=False)).sparse

@@ -1,0 +1,252 @@
+"""``python -m benchmarks.bench`` (``make bench``): per-stage wall times, throughput and peak memory.
+
+Trains and exports on MovieLens 100K (or a synthetic catalogue of a given shape), then runs
+the scoring job as its own onnxruntime-only process (torch blocked), a few times over, and reads
+its peak RSS; the figures are the median run's, all stage times are kept.
+In the same run it times the alternatives on the same bundle: torch eager pairwise scoring,
+onnxruntime on the pairwise graphs, and a plain GEMM floor for MF.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import torch
+
+from contract.bundle_format import torch_weights_file
+from contract.cli import parse_names, run_cli
+from contract.machine import available_cpus
+from contract.pairs import pair_batches
+from contract.tables import TABLE_NAMES
+from evaluation.torch_models import PAIR_BATCH, load_torch_model, pairwise_batches
+from export.cli import build_parser as export_parser
+from export.cli import run as train_and_export
+from export.models import registry
+from scoring.bundle import Bundle, load_bundle
+from scoring.engine import ModelScorer
+
+log = logging.getLogger(__name__)
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def timed(action, *args, **kwargs) -> tuple[Any, float]:
+    started = time.perf_counter()
+    value = action(*args, **kwargs)
+    return value, time.perf_counter() - started
+
+
+def run_scoring_process(bundle: Path, output: Path, models: tuple[str, ...], tables: tuple[str, ...],
+                        extra: list[str]) -> dict[str, Any]:
+    """Run the scoring CLI as a separate torch-free process; return its wall time, peak RSS and manifest."""
+    # Peak RSS is the child's own VmHWM: getrusage/wait4 would also count the pages the child
+    # shared with this (torch-laden) process between fork and exec.
+    code = ("import sys, runpy; sys.modules['torch'] = None; sys.argv = ['scoring'] + sys.argv[1:]\n"
+            "try:\n    runpy.run_module('scoring', run_name='__main__', alter_sys=True)\n"
+            "finally:\n    print('VmHWM', [l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0],"
+            " file=sys.stderr)")
+    command = [sys.executable, "-c", code, "--bundle", str(bundle), "--output-root", str(output),
+               "--models", ",".join(models), "--tables", ",".join(tables), "--no-report", *extra]
+    started = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "PYTHONPATH": str(ROOT)})
+    stdout, stderr = process.communicate()
+    wall = time.perf_counter() - started
+    if process.returncode != 0:
+        raise RuntimeError(f"scoring failed:\n{stderr[-2000:]}")
+    peak_kb = int(stderr.rsplit("VmHWM", 1)[1].split()[0])
+    run_dir = Path(stdout.strip().splitlines()[-1])
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    return {"process_wall_s": wall, "peak_rss_mb": peak_kb / 1024, "manifest": manifest}
+
+
+def eager_pairwise_seconds(bundle: Bundle, model: str, limit_pairs: int | None) -> tuple[float, int]:
+    """Torch eager, pairwise forward over (a prefix of) all pairs, as the models were trained."""
+    module = load_torch_model(bundle, model)
+    family = registry.get(model)
+    started, total = time.perf_counter(), 0
+    with torch.no_grad():
+        for users, _, inputs in pairwise_batches(bundle, family, model, limit_pairs):
+            family.outputs(module, inputs)
+            total += len(users)
+    return time.perf_counter() - started, total
+
+
+def ort_pairwise_seconds(bundle: Bundle, model: str, limit_pairs: int | None, threads: int) -> tuple[float, int]:
+    """onnxruntime on the pairwise graph over (a prefix of) all pairs, through the scoring engine."""
+    scorer = ModelScorer.open(bundle.graphs(model), bundle.context, threads)
+    seconds, total = 0.0, 0
+    for users, items in pair_batches(bundle.n_users, bundle.n_items, PAIR_BATCH, limit_pairs):
+        t = time.perf_counter()
+        scorer.rate_pairs(users, items)
+        seconds += time.perf_counter() - t
+        total += len(users)
+    return seconds, total
+
+
+def gemm_floor_seconds(bundle, factors: tuple[str, ...], repeats: int = 3, chunk_pairs: int = 4_000_000) -> float:
+    """Best of a few runs of MF's ``U @ V^T`` products, one per ``(user, item)`` factor pair named
+    in ``factors`` by prefix ("" the rating factors, "rank_" the ranking head's own): the
+    arithmetic floor of MF's graph, in row blocks into reused buffers so a large catalogue fits."""
+    state = torch.load(bundle.path / torch_weights_file("mf"), map_location="cpu", weights_only=True)
+    pairs = [(state[f"{prefix}user_embedding.weight"].numpy(),
+              np.ascontiguousarray(state[f"{prefix}item_embedding.weight"].numpy().T)) for prefix in factors]
+    n_users, n_items = pairs[0][0].shape[0], pairs[0][1].shape[1]
+    rows = max(1, chunk_pairs // n_items)
+    buffers = [np.empty((rows, n_items), np.float32) for _ in pairs]
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        for start in range(0, n_users, rows):
+            for (p, q_t), buffer in zip(pairs, buffers):
+                block = p[start:start + rows]
+                np.matmul(block, q_t, out=buffer[:len(block)])
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def train_bundle(args: argparse.Namespace, models: tuple[str, ...]) -> tuple[Path, float]:
+    """Train and export (or reuse) the bundle the benchmark scores; its path and wall time."""
+    train_argv = ["--artifacts", str(args.work_dir / "artifacts"), "--models", ",".join(models),
+                  "--device", args.device]
+    for option, value in (("--synthetic", args.synthetic), ("--time-budget", args.time_budget),
+                          ("--max-epochs", args.max_epochs), ("--batch-size", args.batch_size)):
+        if value:
+            train_argv += [option, str(value)]
+    if args.force_train:
+        train_argv.append("--force")
+    return timed(train_and_export, export_parser().parse_args(train_argv))
+
+
+def machine(args: argparse.Namespace) -> dict[str, Any]:
+    return {"cpus": available_cpus(), "python": platform.python_version(), "train_device": args.device,
+            "gpu": torch.cuda.get_device_name() if args.device == "cuda" else None,
+            "onnxruntime": ort.__version__, "torch": torch.__version__, "processor": platform.processor()}
+
+
+def scoring_figures(bundle: Bundle, args: argparse.Namespace, models: tuple[str, ...],
+                    tables: tuple[str, ...]) -> dict[str, Any]:
+    """Run the scoring process ``--repeat`` times; the median run's figures, every run's stage time."""
+    runs = [run_scoring_process(bundle.path, args.work_dir / "output", models, tables, args.scoring_args)
+            for _ in range(args.repeat)]
+    stages = [run["manifest"]["seconds"]["total"] for run in runs]
+    median = runs[int(np.argsort(stages)[(len(stages) - 1) // 2])]  # the lower of two middles
+    seconds = median["manifest"]["seconds"]
+    return {
+        "process_wall_s": median["process_wall_s"], "peak_rss_mb": max(run["peak_rss_mb"] for run in runs),
+        "stage_s": seconds["total"], "stage_s_runs": stages, "load_s": seconds["load"],
+        "per_model": {m: seconds[m] for m in models},
+        "pairs_per_s": bundle.n_users * bundle.n_items * len(models) / seconds["total"],
+        "tables": list(tables),
+    }
+
+
+def comparisons(bundle: Bundle, args: argparse.Namespace, models: tuple[str, ...], tables: tuple[str, ...],
+                scoring: dict[str, Any]) -> dict[str, Any]:
+    """The alternatives on the same bundle: torch eager and onnxruntime pairwise, and MF's GEMM floor."""
+    out: dict[str, Any] = {}
+    scale = bundle.n_users * bundle.n_items
+    for model in models:
+        eager, n_eager = eager_pairwise_seconds(bundle, model, args.compare_pairs)
+        onnx_pairwise, n_ort = ort_pairwise_seconds(bundle, model, args.compare_pairs, available_cpus())
+        all_items = scoring["per_model"][model]["onnxruntime"]
+        out[model] = {
+            "torch_eager_pairwise_s": eager * scale / n_eager, "measured_pairs": n_eager,
+            "onnxruntime_pairwise_s": onnx_pairwise * scale / n_ort,
+            "onnxruntime_all_items_s": all_items,
+            "speedup_all_items_vs_eager": eager * scale / n_eager / max(all_items, 1e-9),
+        }
+    # MF's ranking is (p * s) @ Q^T + R @ T^T: a top-N-only run needs those two products for every
+    # pair; a run with predictions also needs the rating's P @ Q^T.
+    factors = ("", "rank_") if "predictions" not in tables else ("", "", "rank_")
+    out["gemm_floor_mf_s"] = gemm_floor_seconds(bundle, factors) if "mf" in models else None
+    out["scoring_stage_speedup_vs_eager"] = sum(out[m]["torch_eager_pairwise_s"] for m in models) / scoring["stage_s"]
+    return out
+
+
+def run_bench(args: argparse.Namespace) -> dict[str, Any]:
+    models = parse_names("--models", args.models, registry.names())
+    tables = parse_names("--tables", args.tables, TABLE_NAMES)
+    bundle_path, train_wall = train_bundle(args, models)
+    bundle = load_bundle(bundle_path, list(models))
+    manifest = bundle.manifest
+    results: dict[str, Any] = {
+        "shape": {"users": bundle.n_users, "items": bundle.n_items, "pairs": bundle.n_users * bundle.n_items,
+                  "data": args.synthetic or "MovieLens 100K"},
+        "machine": machine(args),
+        "train_and_export_wall_s": train_wall,
+        "train_s": {m: manifest["models"][m]["train_seconds"] for m in models},
+        "export_s": {m: manifest["models"][m]["export_seconds"] for m in models},
+    }
+    results["scoring"] = scoring_figures(bundle, args, models, tables)
+    results["comparisons"] = comparisons(bundle, args, models, tables, results["scoring"])
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2))
+    print_table(results, models)
+    print(f"written: {args.out}")
+    return results
+
+
+def print_table(r: dict[str, Any], models: tuple[str, ...]) -> None:
+    s, c = r["scoring"], r["comparisons"]
+    print(f"\nshape: {r['shape']['users']:,} users x {r['shape']['items']:,} items = {r['shape']['pairs']:,} pairs "
+          f"({r['shape']['data']}), {r['machine']['cpus']} CPUs")
+    device = r["machine"].get("gpu") or "CPU"
+    print(f"train + export (wall): {r['train_and_export_wall_s']:.1f} s (training on {device})")
+    runs = s.get("stage_s_runs", [s["stage_s"]])
+    print(f"scoring process (median of {len(runs)} runs, stages {', '.join(f'{t:.3f}' for t in runs)} s): "
+          f"{s['process_wall_s']:.2f} s wall, scoring stage {s['stage_s']:.3f} s "
+          f"(bundle load {s['load_s']:.3f} s), peak RSS {s['peak_rss_mb']:.0f} MB (largest), "
+          f"{s['pairs_per_s'] / 1e6:.1f} M pairs/s, tables {','.join(s['tables'])}")
+    print(f"{'model':6s} {'train s':>8s} {'export s':>8s} {'model s':>8s} {'ort s':>8s} {'rate s':>7s} "
+          f"{'top-N s':>8s} {'write s':>8s} {'eager pairwise s':>17s} {'ort pairwise s':>15s} {'speed-up':>9s}")
+    for m in models:
+        pm = s["per_model"][m]
+        print(f"{m:6s} {r['train_s'][m]:8.1f} {r['export_s'][m]:8.1f} {pm['total']:8.3f} {pm['onnxruntime']:8.3f} "
+              f"{pm.get('onnxruntime_pairs', 0.0):7.3f} {pm['top_n']:8.3f} {pm['write']:8.3f} "
+              f"{c[m]['torch_eager_pairwise_s']:17.2f} {c[m]['onnxruntime_pairwise_s']:15.2f} "
+              f"{c[m]['speedup_all_items_vs_eager']:8.0f}x")
+    print("  (model s: the model's whole pass; ort s: all-items or ranking graph; rate s: pairwise graph "
+          "rating the chosen top-N pairs in top-N-only runs; top-N and write run on a second thread)")
+    if c.get("gemm_floor_mf_s") is not None:
+        print(f"GEMM floor for MF (U @ V^T for the products the run needs): {c['gemm_floor_mf_s'] * 1e3:.1f} ms")
+    print(f"whole scoring stage vs torch eager pairwise: {c['scoring_stage_speedup_vs_eager']:.0f}x faster")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench", description=__doc__)
+    parser.add_argument("--synthetic", metavar="SHAPE",
+                        help="USERS,ITEMS,RATINGS or ml-1m, ml-20m, ml-25m (default: MovieLens 100K itself)")
+    parser.add_argument("--models", default=",".join(registry.names()), help="models (default: %(default)s)")
+    parser.add_argument("--tables", default=",".join(TABLE_NAMES), help="tables to write (default: %(default)s)")
+    parser.add_argument("--time-budget", type=float, help="training seconds per model (large shapes)")
+    parser.add_argument("--max-epochs", type=int, help="cap every model's epochs")
+    parser.add_argument("--batch-size", type=int, help="training mini-batch size (large shapes)")
+    parser.add_argument("--force-train", action="store_true", help="retrain even if the bundle is up to date")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="where torch trains (default: %(default)s); scoring always runs onnxruntime on the CPU")
+    parser.add_argument("--compare-pairs", type=int, default=None,
+                        help="time the eager/pairwise comparisons on this many pairs and scale (default: all)")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="scoring processes to run; the table and ratios use the median run (default: %(default)s)")
+    parser.add_argument("--work-dir", type=Path, default=Path("bench"), help="bundles and runs (default: %(default)s)")
+    parser.add_argument("--out", type=Path, default=Path("bench") / "bench.json", help="JSON (default: %(default)s)")
+    parser.add_argument("--scoring-args", nargs=argparse.REMAINDER, default=[],
+                        help="further options for the scoring process, e.g. --chunk-pairs 65536")
+    args = parser.parse_args(argv)
+    if args.repeat < 1:
+        parser.error(f"--repeat: expected a positive integer, got {args.repeat}")
+    return run_cli(lambda: run_bench(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

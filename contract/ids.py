@@ -1,0 +1,21 @@
+"""Raw ids to embedding rows: the one lookup of raw ids in a sorted vocabulary."""
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import RecJobError
+
+
+def index_of(known: np.ndarray, raw: np.ndarray, error: type[RecJobError], what: str) -> np.ndarray:
+    """Positions (int64) of ``raw`` ids in the ascending array ``known``; ``error`` naming the
+    first few ids ``known`` lacks (``what`` says where they came from)."""
+    raw = np.asarray(raw)
+    if len(known) == 0:
+        if raw.size:
+            raise error(f"{what}: ids {raw[:5].tolist()} not in the vocabulary (it is empty)")
+        return np.zeros(raw.shape, np.int64)
+    index = np.minimum(np.searchsorted(known, raw), len(known) - 1)
+    unknown = known[index] != raw
+    if unknown.any():
+        raise error(f"{what}: ids {raw[unknown][:5].tolist()} not in the vocabulary")
+    return index.astype(np.int64)

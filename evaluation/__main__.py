@@ -1,0 +1,6 @@
+"""Entry point of ``python -m evaluation`` (``make evaluate``)."""
+import sys
+
+from .evaluate import main
+
+sys.exit(main())

@@ -1,0 +1,196 @@
+"""``python -m evaluation`` (``make evaluate``): cross-validated rating error and top-N quality.
+
+For every split (k seeded folds, explicit train/test pairs, and a temporal hold-out of each
+user's latest ratings) the models are trained as ``make train`` trains them and compared
+on the same test ratings with a global mean, a user + item bias baseline and, when installed,
+Surprise's SVD, SVD++ and BaselineOnly. Top-10 lists (training items excluded, the scoring
+job's selection rules) are compared with most-popular-unseen and random.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from contract.cli import run_cli
+from contract.errors import UsageError
+from contract.paths import DEFAULT_DATA_DIR, DEFAULT_EVALUATION
+from export.cli import add_training_options, make_config
+from export.config import RunConfig, child_seed
+from export.data.dataset import Dataset, Interactions, seen_csr
+from export.data.loading import DataSource, build_dataset
+from export.data.ratings import parse_ratings
+from export.models import registry
+from export.training.metrics import rating_errors
+from export.training.workers import jobs_option, train_models
+
+from . import baselines
+from .ranking import most_popular_scores, random_scores, ranking_metrics, top_n_from_matrix
+
+log = logging.getLogger(__name__)
+
+TOP_K = 10
+RELEVANT_STARS = 4
+
+
+def kfold_splits(frame: pd.DataFrame, folds: int, seed: int) -> list[tuple[str, pd.DataFrame, pd.DataFrame]]:
+    """``folds`` seeded random folds: each one's ratings are the test set once."""
+    parts = np.array_split(np.random.default_rng(seed).permutation(len(frame)), folds)
+    return [(f"fold{k + 1}", frame.drop(frame.index[part]), frame.iloc[np.sort(part)]) for k, part in enumerate(parts)]
+
+
+def temporal_split(frame: pd.DataFrame, fraction: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Each user's latest ``fraction`` of ratings (by time, ties by item id) held out; at least one
+    rating per user stays in training."""
+    ordered = frame.sort_values(["user_id", "timestamp", "item_id"], kind="stable")
+    position = ordered.groupby("user_id").cumcount(ascending=False)  # 0 = the latest
+    size = ordered.groupby("user_id")["item_id"].transform("size")
+    held = position < np.minimum(np.floor(size * fraction).astype(int), size - 1)
+    return ordered[~held].sort_index(), ordered[held].sort_index()
+
+
+def logit_matrix(trained: Any, dataset: Dataset, chunk: int = 256) -> np.ndarray:
+    """Ranking logits for every user x item from the model's ranking graph (the scoring maths)."""
+    vocab = dataset.vocab
+    graph = registry.get(trained.name).graphs(trained.module, dataset.scale)["ranking"]
+    out = np.empty((vocab.n_users, vocab.n_items), np.float32)
+    with torch.no_grad():
+        for start in range(0, vocab.n_users, chunk):
+            users = torch.arange(start, min(start + chunk, vocab.n_users))
+            out[start:start + len(users)] = graph(users).numpy()
+    return out
+
+
+def evaluate_split(name: str, train: pd.DataFrame, test: pd.DataFrame, config: RunConfig,
+                   use_surprise: bool, jobs: int = 1) -> dict[str, Any]:
+    """Every model and baseline on one split."""
+    started = time.perf_counter()
+    dataset = build_dataset([train, test], config, np.random.default_rng(child_seed(config.seed, "split")))
+    vocab, test_i = dataset.vocab, dataset.test
+    result: dict[str, Any] = {"name": name, "n_train": len(train), "n_test": len(test_i),
+                              "cold_start_test_dropped": dataset.notes["cold_start_test_dropped"],
+                              "rating": {}, "ranking": {}, "learning_curves": {}, "histograms": {}}
+    full_train = Interactions.from_frame(train, vocab, dataset.scale)
+    scale = dataset.scale
+    result["rating"]["global_mean"] = rating_errors(baselines.global_mean_predictions(full_train, test_i),
+                                                    test_i.ratings, scale)
+    result["rating"]["user_item_bias"] = rating_errors(
+        baselines.bias_predictions(full_train, test_i, vocab.n_users, vocab.n_items), test_i.ratings, scale)
+    if use_surprise:
+        warm = test[vocab.known(test)]
+        for algorithm in baselines.SURPRISE_ALGORITHMS:
+            t = time.perf_counter()
+            predicted = baselines.surprise_predictions(algorithm, train, warm, config.seed, scale)
+            result["rating"][f"surprise_{algorithm}"] = rating_errors(predicted, test_i.ratings, scale)
+            log.info("%s surprise %s: RMSE %.4f (%.0f s)", name, algorithm,
+                     result["rating"][f"surprise_{algorithm}"]["rmse_stars"], time.perf_counter() - t)
+
+    indptr, seen = seen_csr(dataset.history, vocab.n_users)
+    popularity = np.bincount(full_train.items, minlength=vocab.n_items).astype(np.float64)
+    relevant = {"rated_4_plus": test_i.take(np.flatnonzero(test_i.ratings >= RELEVANT_STARS)), "any_held_out": test_i}
+    candidates = {"most_popular": most_popular_scores(full_train, vocab.n_users, vocab.n_items),
+                  "random": random_scores(vocab.n_users, vocab.n_items, np.random.default_rng(config.seed))}
+    for model_name, trained in zip(config.models, train_models(dataset, config, jobs)):
+        result["rating"][model_name] = trained.test_metrics
+        result["learning_curves"][model_name] = trained.fit.epochs
+        candidates[model_name] = logit_matrix(trained, dataset)
+        result["histograms"][model_name] = trained.histogram
+    for label, scores in candidates.items():
+        recommended = top_n_from_matrix(scores, indptr, seen, TOP_K)
+        result["ranking"][label] = {kind: ranking_metrics(recommended, rel, vocab.n_items, popularity, TOP_K)
+                                    for kind, rel in relevant.items()}
+    result["seconds"] = round(time.perf_counter() - started, 1)
+    summary = ", ".join(f"{m} {result['rating'][m]['rmse_stars']:.4f}" for m in config.models)
+    log.info("%s done in %.0f s: RMSE %s; NDCG@10 %s", name, result["seconds"], summary,
+             {k: round(v["rated_4_plus"]["ndcg"], 4) for k, v in result["ranking"].items()})
+    return result
+
+
+def mean_over(splits: list[dict[str, Any]], section: str) -> dict[str, Any]:
+    """Mean of every numeric metric across splits, per method (and relevance kind)."""
+    def average(values: list[Any]) -> Any:
+        if isinstance(values[0], dict):
+            return {k: average([v[k] for v in values]) for k in values[0]}
+        return float(np.mean(values))
+    return average([s[section] for s in splits])
+
+
+def run_evaluation(args: argparse.Namespace) -> dict[str, Any]:
+    config = make_config(args)
+    jobs = jobs_option(args.jobs, config)
+    use_surprise = not args.no_surprise and baselines.surprise_available()
+    if not args.no_surprise and not use_surprise:
+        log.warning("Surprise is not installed (pip install '.[eval]'); its baselines are left out")
+    report: dict[str, Any] = {"created_utc": datetime.now(timezone.utc).isoformat(), "seed": args.seed,
+                              "top_k": TOP_K, "relevant_stars": RELEVANT_STARS,
+                              "untuned_reference_rmse_unit": {m: registry.get(m).untuned_reference_rmse
+                                                              for m in config.models},
+                              "config": config.to_dict(), "protocols": {}}
+    if args.train_file:
+        if len(args.train_file) != len(args.test_file or []):
+            raise UsageError("--train-file and --test-file: give them in pairs, as many of each")
+        splits = [(f"{Path(tr).name}/{Path(te).name}", parse_ratings(Path(tr)), parse_ratings(Path(te)))
+                  for tr, te in zip(args.train_file, args.test_file)]
+    else:
+        frame = parse_ratings(DataSource(args.data_dir, cache_dir=args.cache_dir).resolve()[0][0])
+        splits = kfold_splits(frame, args.folds, args.seed) if args.folds > 1 else []
+    if splits:
+        results = [evaluate_split(name, tr, te, config, use_surprise, jobs) for name, tr, te in splits]
+        report["protocols"]["cross_validation"] = {"splits": results, "mean_rating": mean_over(results, "rating"),
+                                                   "mean_ranking": mean_over(results, "ranking")}
+    if args.temporal_fraction > 0 and not args.train_file:
+        train, test = temporal_split(frame, args.temporal_fraction)
+        result = evaluate_split("temporal", train, test, config, use_surprise, jobs)
+        report["protocols"]["temporal"] = {"splits": [result], "mean_rating": result["rating"],
+                                           "mean_ranking": result["ranking"]}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.out.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(report, indent=1, sort_keys=True))
+    tmp.replace(args.out)
+    print_summary(report)
+    print(f"written: {args.out}")
+    return report
+
+
+def print_summary(report: dict[str, Any]) -> None:
+    for protocol, body in report["protocols"].items():
+        print(f"\n{protocol}: mean over {len(body['splits'])} split(s)")
+        print(f"  {'method':22s} {'RMSE':>7s} {'MAE':>7s} {'RMSE[0,1]':>9s}")
+        for method, m in body["mean_rating"].items():
+            print(f"  {method:22s} {m['rmse_stars']:7.4f} {m['mae_stars']:7.4f} {m['rmse_unit']:9.4f}")
+        print(f"  {'top-10 (rated >= 4)':22s} {'P':>6s} {'R':>6s} {'NDCG':>6s} {'MAP':>6s} {'HR':>6s} {'cov':>6s} {'pop':>6s}")
+        for method, kinds in body["mean_ranking"].items():
+            m = kinds["rated_4_plus"]
+            print(f"  {method:22s} {m['precision']:6.4f} {m['recall']:6.4f} {m['ndcg']:6.4f} {m['map']:6.4f} "
+                  f"{m['hit_rate']:6.4f} {m['coverage']:6.4f} {m['mean_popularity']:6.1f}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m evaluation", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--folds", type=int, default=5, help="seeded random folds (default: %(default)s; 1 = none)")
+    parser.add_argument("--train-file", action="append", help="explicit training file; repeat, paired with --test-file")
+    parser.add_argument("--test-file", action="append", help="explicit test file; repeat, paired with --train-file")
+    parser.add_argument("--temporal-fraction", type=float, default=0.2,
+                        help="share of each user's latest ratings held out (default: %(default)s; 0 = skip)")
+    parser.add_argument("--data-dir", type=Path, help="an ml-100k folder instead of the download")
+    parser.add_argument("--cache-dir", type=Path, default=DEFAULT_DATA_DIR, help="download cache (default: %(default)s)")
+    add_training_options(parser)
+    parser.add_argument("--no-surprise", action="store_true", help="leave out the Surprise baselines")
+    parser.add_argument("--out", type=Path, default=DEFAULT_EVALUATION, help="JSON output (default: %(default)s)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    args = parser.parse_args(argv)
+    return run_cli(lambda: run_evaluation(args), args.verbose)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,195 @@
+"""The bundle writer: export each trained model's graphs, check them, and publish the bundle atomically."""
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import shutil
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from contract import bundle_format as layout
+from contract.bundle_format import GRAPH_OUTPUTS, ModelGraphs
+from contract.checksums import sha256_file
+from contract.publish import RootLock, new_staging_dir, prepare_root, publish, remove_stale_staging
+from scoring.bundle import REFERENCE_ARRAYS
+from scoring.feeds import UserContext, build_feeds
+
+from .config import PARITY_MAX_TEST_PAIRS, RunConfig, child_seed
+from .data.dataset import Dataset, seen_csr
+from .data.sequences import user_context
+from .models import registry
+from .onnx.export import EXPORTER_SETTINGS, export_graph
+from .onnx.parity import TorchReference, check_graphs, reference_pairs, torch_reference
+from .training.metrics import rating_errors
+from .training.trainer import TrainedModel
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BundleSetup:
+    """What every model's export in one bundle shares."""
+
+    dataset: Dataset
+    config: RunConfig
+    staging: Path
+    bundle_id: str
+    context: UserContext
+    """Each user's latest rated items, as long as the longest context any model reads."""
+    pairs: tuple[np.ndarray, np.ndarray]
+    """The reference pairs (user, item indices) every model is checked at."""
+
+
+def export_graphs(trained: TrainedModel, setup: BundleSetup) -> ModelGraphs:
+    """Write the model's three ONNX graphs into the staging folder."""
+    family = registry.get(trained.name)
+    config = setup.config.model_config(trained.name)
+    graphs = ModelGraphs.in_folder(setup.staging, trained.name, family.graph_inputs(), family.context_length(config))
+    context = setup.context.last(graphs.context_length)
+    metadata = {"model": trained.name, "bundle_id": setup.bundle_id, "test_metrics": trained.test_metrics}
+    users, items = np.arange(2) % setup.dataset.vocab.n_users, np.arange(2) % setup.dataset.vocab.n_items
+    for kind, module in family.graphs(trained.module, setup.dataset.scale).items():
+        names = graphs.inputs[kind]
+        feeds = build_feeds(names, users, items if kind == "pairwise" else None, context)
+        example = tuple(torch.as_tensor(feeds[name]) for name in names)
+        export_graph(module, example, names, graphs.paths[kind], {**metadata, "graph": kind}, GRAPH_OUTPUTS[kind])
+    return graphs
+
+
+def export_model(trained: TrainedModel, setup: BundleSetup) -> tuple[TorchReference, dict[str, Any]]:
+    """Export one model's graphs and weights, check every graph against torch at the reference
+    pairs, and return torch's outputs there with the model's manifest entry."""
+    started = time.perf_counter()
+    family = registry.get(trained.name)
+    graphs = export_graphs(trained, setup)
+    reference = torch_reference(family, trained.module, setup.context, *setup.pairs, graphs.context_length)
+    vocab = setup.dataset.vocab
+    raw = (vocab.user_ids[reference.users], vocab.item_ids[reference.items])
+    parity = check_graphs(graphs, setup.context, reference, raw, vocab.n_items)
+    parity["test_pairs"] = min(len(setup.dataset.test), PARITY_MAX_TEST_PAIRS)
+    log.info("%s parity over %d pairs: %s", trained.name, len(reference.users),
+             {k: f"{v:.2e}" for k, v in parity.items() if k.endswith("diff")})
+    torch.save(trained.module.state_dict(), setup.staging / layout.torch_weights_file(trained.name))
+    entry = {
+        **graphs.manifest_entry(),
+        "family": type(family).__module__ + "." + type(family).__name__,
+        "test_metrics": trained.test_metrics,
+        "untuned_reference_rmse_unit": family.untuned_reference_rmse,
+        "best_epoch": trained.fit.best_epoch,
+        "best_validation_rmse_unit": trained.fit.best_val_rmse,
+        "out_of_time": trained.fit.out_of_time,
+        "learning_curve": trained.fit.epochs,
+        "refit_curve": trained.fit.refit_epochs,
+        "histogram": trained.histogram,
+        "train_seconds": round(trained.fit.seconds, 3),
+        "export_seconds": round(time.perf_counter() - started, 3),
+        "parity": parity,
+        "parameters": int(sum(p.numel() for p in trained.module.parameters())),
+    }
+    return reference, entry
+
+
+def write_vocabulary_and_context(dataset: Dataset, context: UserContext, staging: Path) -> None:
+    """The users and items files (raw ids, titles) and the users' context arrays."""
+    vocab = dataset.vocab
+    pq.write_table(pa.table({"user_id": pa.array(vocab.user_ids, pa.int32())}), staging / layout.USERS)
+    titles = [dataset.item_titles.get(int(i)) for i in vocab.item_ids]
+    pq.write_table(pa.table({"item_id": pa.array(vocab.item_ids, pa.int32()),
+                             "title": pa.array(titles, pa.string())}), staging / layout.ITEMS)
+    indptr, seen = seen_csr(dataset.history, vocab.n_users)
+    np.savez(staging / layout.CONTEXT, seen_indptr=indptr, seen_items=seen,
+             latest_items=context.latest_items, latest_ratings=context.latest_ratings)
+
+
+def write_references(references: dict[str, TorchReference], staging: Path) -> None:
+    """Torch's outputs at the reference pairs; keys sorted so the file's bytes do not depend on
+    the order in which the models finished training."""
+    arrays = {f"{model}_{name}": getattr(ref, name) for model, ref in references.items() for name in REFERENCE_ARRAYS}
+    np.savez(staging / layout.REFERENCE, **dict(sorted(arrays.items())))
+
+
+def versions() -> dict[str, str]:
+    return {"python": platform.python_version(), "torch": torch.__version__, "onnx": onnx.__version__,
+            "onnxruntime": onnxruntime.__version__, "numpy": np.__version__, "pandas": pd.__version__,
+            "pyarrow": pa.__version__}
+
+
+def bundle_manifest(setup: BundleSetup, created: datetime, fingerprint: str, data_checksums: dict[str, str],
+                    models: dict[str, Any]) -> dict[str, Any]:
+    dataset = setup.dataset
+    train_mean = np.full(len(dataset.test), dataset.train.ratings.mean(), np.float32)
+    return {
+        "schema_version": layout.SCHEMA_VERSION,
+        "bundle_id": setup.bundle_id,
+        "created_utc": created.isoformat(),
+        "fingerprint": fingerprint,
+        "seed": setup.config.seed,
+        "config": setup.config.to_dict(),
+        "data": {"files_md5": data_checksums, **dataset.notes, "n_train": len(dataset.train),
+                 "n_validation": len(dataset.validation), "n_test": len(dataset.test),
+                 "n_history": len(dataset.history)},
+        "n_users": dataset.vocab.n_users,
+        "n_items": dataset.vocab.n_items,
+        "rating_scale": dataset.scale.to_dict(),
+        "padding_index": dataset.vocab.n_items,
+        "baseline_global_mean": rating_errors(train_mean, dataset.test.ratings, dataset.scale),
+        "model_names": [m for m in setup.config.models if m in models],
+        "models": models,
+        "exporter": EXPORTER_SETTINGS,
+        "versions": versions(),
+        "files": {p.name: sha256_file(p) for p in sorted(setup.staging.iterdir())},
+    }
+
+
+def _setup(dataset: Dataset, config: RunConfig, staging: Path, bundle_id: str) -> BundleSetup:
+    vocab = dataset.vocab
+    length = max(registry.get(m).context_length(config.model_config(m)) for m in config.models)
+    rng = np.random.default_rng(child_seed(config.seed, "parity"))
+    pairs = reference_pairs(vocab.n_users, vocab.n_items, dataset.test.users, dataset.test.items, rng)
+    return BundleSetup(dataset, config, staging, bundle_id,
+                       user_context(dataset.history, vocab.n_users, vocab.n_items, length), pairs)
+
+
+def build_bundle(dataset: Dataset, trained: Iterable[TrainedModel], config: RunConfig, fingerprint: str,
+                 data_checksums: dict[str, str], artifacts_root: Path) -> Path:
+    """Export every trained model into a staging bundle, check parity, and publish it atomically.
+
+    ``trained`` may be lazy (``workers.trained_as_completed``): each model is exported and checked
+    as it arrives, while the others still train. The artifacts root is locked before the first one
+    is asked for, so that a second trainer of the same root fails at once, not after training.
+    """
+    root = prepare_root(artifacts_root)
+    created = datetime.now(timezone.utc)
+    bundle_id = f"{created:%Y%m%dT%H%M%SZ}-{fingerprint[:10]}"
+    with RootLock(root, advice="wait for it to finish (no two trainings publish into one artifacts root)"):
+        remove_stale_staging(root)
+        staging = new_staging_dir(root, bundle_id)
+        try:
+            setup = _setup(dataset, config, staging, bundle_id)
+            references: dict[str, TorchReference] = {}
+            models: dict[str, Any] = {}
+            for model in trained:
+                references[model.name], models[model.name] = export_model(model, setup)
+            write_references(references, staging)
+            write_vocabulary_and_context(dataset, setup.context, staging)
+            manifest = bundle_manifest(setup, created, fingerprint, data_checksums, models)
+            (staging / layout.MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
+            final = publish(staging, root, bundle_id)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+    log.info("bundle published: %s", final)
+    return final

@@ -1,0 +1,205 @@
+"""What a model family is: one object that owns its config, its ``nn.Module``, how ratings become
+its training inputs, its penalty, and its three ONNX graphs with their input names.
+
+A family module defines a subclass of ``Family`` (or of ``PairFamily``, for models that read a
+(user, item) pair) and registers an instance with ``export.models.registry.register``; nothing
+else in the project names families. Graph input names are feeds of
+``contract.bundle_format.FEEDS``, which the scoring job builds without knowing the family.
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from contract.errors import ConfigError
+from contract.scale import RatingScale
+from scoring.feeds import UserContext, build_feeds
+
+from ..data.dataset import Interactions
+from ..training.config import TrainingConfig
+
+Inputs = tuple[torch.Tensor, ...]
+"""A batch of model inputs, in the order the family's module takes them."""
+
+Penalty = tuple[torch.Tensor, torch.Tensor]
+"""Mean squared norm of the embedding rows a batch touches, and of its user and item biases."""
+
+
+class Family:
+    """One model family. Subclasses set the class attributes and implement ``build`` and
+    ``all_items_core``; the defaults fit a module whose ``forward(*inputs)`` returns
+    ``(unit_rating [B], logit [B])`` and whose ``ranking_logit(users, items)`` is its ranking head alone."""
+
+    name: ClassVar[str]
+    """The model's name in options, bundles and tables."""
+    config_type: ClassVar[type]
+    """Frozen dataclass of the family's settings; it has a ``training: TrainingConfig`` field."""
+    training_cost: ClassVar[float] = 1.0
+    """Relative training time; training workers take the costliest models first."""
+    untuned_reference_rmse: ClassVar[float | None] = None
+    """Test RMSE on [0, 1] that the introductory article reported for its untuned version, shown in
+    the report as a labelled reference; None for families the article does not have."""
+    pairwise_inputs: ClassVar[tuple[str, ...]] = ("user", "item")
+    """Input names (feeds) of the pairwise graph, in the module's argument order."""
+    all_items_inputs: ClassVar[tuple[str, ...]] = ("user",)
+    """Input names (feeds) of the all-items graph."""
+    ranking_inputs: ClassVar[tuple[str, ...]] = ("user",)
+    """Input names (feeds) of the ranking graph."""
+    user_tables: ClassVar[tuple[str, ...]] = ()
+    """Embedding attributes indexed by user whose rows the penalty covers."""
+    item_tables: ClassVar[tuple[str, ...]] = ()
+    """Embedding attributes indexed by item whose rows the penalty covers."""
+    bias_tables: ClassVar[tuple[str, str]] = ("user_bias", "item_bias")
+    """The user and item bias embeddings, penalised by ``TrainingConfig.bias_decay``."""
+
+    # -- configuration -------------------------------------------------------------------------
+    def default_config(self) -> Any:
+        return self.config_type()
+
+    def config_from_dict(self, values: dict[str, Any]) -> Any:
+        """Rebuild the config a manifest recorded."""
+        fields = {k: v for k, v in values.items() if k != "training"}
+        return self.config_type(**fields, training=TrainingConfig(**values.get("training", {})))
+
+    def with_training(self, config: Any, **changes: Any) -> Any:
+        """``config`` with its training settings changed."""
+        return dataclasses.replace(config, training=dataclasses.replace(config.training, **changes))
+
+    def context_length(self, config: Any) -> int:
+        """Latest rated items per user the model reads (0: none)."""
+        return 0
+
+    # -- the network ---------------------------------------------------------------------------
+    def build(self, config: Any, n_users: int, n_items: int, global_mean: float) -> nn.Module:
+        """A fresh module; ``global_mean`` is the training ratings' mean on [0, 1]."""
+        raise NotImplementedError
+
+    def outputs(self, model: nn.Module, batch: Inputs) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(unit_rating [B], logit [B])`` of a batch, in one forward pass (training and evaluation)."""
+        return model(*batch)
+
+    def logits(self, model: nn.Module, batch: Inputs) -> torch.Tensor:
+        """Ranking logits [B] from the ranking head alone (training scores sampled items with it)."""
+        return model.ranking_logit(batch[0], batch[1])
+
+    def predict(self, model: nn.Module, batch: Inputs) -> torch.Tensor:
+        """``unit_rating`` [B] of a batch."""
+        return self.outputs(model, batch)[0]
+
+    # -- data ----------------------------------------------------------------------------------
+    def training_inputs(self, train: Interactions, config: Any, n_items: int) -> tuple[Inputs, torch.Tensor]:
+        """Inputs and [0, 1] targets for every training rating."""
+        return self.pair_inputs(train.users, train.items, None), torch.as_tensor(train.unit)
+
+    def pair_inputs(self, users: np.ndarray, items: np.ndarray, context: UserContext | None) -> Inputs:
+        """Inputs for (user, item) index pairs, in the pairwise graph's order: the same feeds the
+        scoring job gives that graph (``context`` cut to the model's length)."""
+        if context is None:
+            context = UserContext(np.zeros((0, 0), np.int64), np.zeros((0, 0), np.float32))
+        feeds = build_feeds(self.pairwise_inputs, users, items, context)
+        return tuple(torch.as_tensor(feeds[name]) for name in self.pairwise_inputs)
+
+    def with_items(self, batch: Inputs, items: torch.Tensor) -> Inputs:
+        """The same batch with each row's item replaced (sampled items for the ranking loss)."""
+        return batch[0], items, *batch[2:]
+
+    def penalty_ids(self, batch: Inputs) -> tuple[torch.Tensor, torch.Tensor]:
+        """User and item indices of a batch's rows."""
+        return batch[0], batch[1]
+
+    def penalty(self, model: nn.Module, batch: Inputs) -> Penalty:
+        """Mean squared norms of the ``user_tables`` and ``item_tables`` rows the batch touches, and
+        of its ``bias_tables`` entries."""
+        users, items = self.penalty_ids(batch)
+        rows = sum((getattr(model, t)(users) ** 2).sum(-1) for t in self.user_tables) \
+            + sum((getattr(model, t)(items) ** 2).sum(-1) for t in self.item_tables)
+        user_bias, item_bias = (getattr(model, t) for t in self.bias_tables)
+        biases = (user_bias(users)[:, 0] ** 2 + item_bias(items)[:, 0] ** 2).mean()
+        embeddings = rows.mean() if isinstance(rows, torch.Tensor) else torch.zeros((), device=users.device)
+        return embeddings, biases
+
+    # -- graphs --------------------------------------------------------------------------------
+    def pairwise_core(self, model: nn.Module) -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
+        """What the pairwise graph runs: ``(*pairwise inputs) -> (unit_rating, logit)``, [B] each."""
+        return model
+
+    def all_items_core(self, model: nn.Module) -> nn.Module:
+        """A module ``(*all_items inputs) -> (unit_rating, logit)`` [B, n_items] each, with
+        ``ranking(users) -> logit`` [B, n_items]: the same arithmetic as the model, rearranged."""
+        raise NotImplementedError
+
+    def graphs(self, model: nn.Module, scale: RatingScale) -> dict[str, nn.Module]:
+        """The modules exported to ONNX, by graph kind (``contract.bundle_format.GRAPH_KINDS``)."""
+        core = self.all_items_core(model).eval()
+        return {"pairwise": RatedGraph(self.pairwise_core(model), scale).eval(),
+                "all_items": RatedGraph(core, scale).eval(),
+                "ranking": RankingGraph(core).eval()}
+
+    def graph_inputs(self) -> dict[str, tuple[str, ...]]:
+        """Input names of each graph, as the bundle manifest records them."""
+        return {"pairwise": self.pairwise_inputs, "all_items": self.all_items_inputs, "ranking": self.ranking_inputs}
+
+
+class PairFamily(Family):
+    """A family whose module reads (user, item) pairs; ``user_embedding`` and ``item_embedding``
+    (and the ranking head's ``rank_*_embedding``) are penalised."""
+
+    user_tables = ("user_embedding", "rank_user_embedding")
+    item_tables = ("item_embedding", "rank_item_embedding")
+
+
+class RatedGraph(nn.Module):
+    """A core's ``(unit_rating, logit)`` with the clipped rating between them: the graph outputs
+    ``contract.bundle_format.PAIR_OUTPUTS``."""
+
+    def __init__(self, core: Callable[..., tuple[torch.Tensor, torch.Tensor]], scale: RatingScale) -> None:
+        super().__init__()
+        self.core = core
+        self.scale = scale
+
+    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        unit, logit = self.core(*inputs)
+        return unit, self.scale.clipped_rating(unit), logit
+
+
+class RankingGraph(nn.Module):
+    """An all-items core cut down to its ranking head, ``users [B] -> logit [B, n_items]``: what a
+    top-N-only run needs, with no rating arithmetic per pair."""
+
+    def __init__(self, core: nn.Module) -> None:
+        super().__init__()
+        self.core = core
+
+    def forward(self, users: torch.Tensor) -> torch.Tensor:
+        return self.core.ranking(users)
+
+
+def init_parameters(model: nn.Module, generator: torch.Generator) -> None:
+    """Initialise every parameter from ``generator`` (no global RNG): embeddings N(0, 0.05),
+    biases zero, Linear and LSTM weights uniform(+-1/sqrt(fan)) as torch's defaults, padding zero,
+    any other parameter left as its module built it."""
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            if isinstance(module, nn.Embedding):
+                if name.endswith("bias"):
+                    module.weight.zero_()
+                else:
+                    module.weight.normal_(0.0, 0.05, generator=generator)
+                if module.padding_idx is not None:
+                    module.weight[module.padding_idx].zero_()
+            elif isinstance(module, (nn.Linear, nn.LSTM)):
+                fan = module.in_features if isinstance(module, nn.Linear) else module.hidden_size
+                for param in module.parameters(recurse=False):
+                    param.uniform_(-fan ** -0.5, fan ** -0.5, generator=generator)
+
+
+def check_config_type(family: Family, config: Any) -> None:
+    """ConfigError unless ``config`` is the family's config type."""
+    if not isinstance(config, family.config_type):
+        raise ConfigError(f"model '{family.name}': expected a {family.config_type.__name__}, "
+                          f"got {type(config).__name__}")

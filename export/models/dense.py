@@ -1,0 +1,120 @@
+"""The dense net: user and item embeddings concatenated, ``Linear -> ReLU -> Linear(1)``, plus biases."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..training.config import TrainingConfig
+from .base import PairFamily
+from .registry import register
+
+
+@dataclass(frozen=True)
+class DenseConfig:
+    """Feed-forward net on concatenated user and item embeddings."""
+
+    dim: int = 64
+    """Size of each of the user and item embeddings."""
+    hidden: int = 128
+    """Width of the hidden ReLU layer."""
+    rank_dim: int = 32
+    """Size of the ranking head's own user and item embeddings."""
+    training: TrainingConfig = TrainingConfig(learning_rate=2e-3, embedding_decay=0.03, weight_decay=1e-4, patience=5,
+                                              rank_weight=2.0, refit="continue")
+
+
+class DenseNet(nn.Module):
+    """Feed-forward net on concatenated embeddings: ``Linear -> ReLU -> Linear(1)``, plus biases.
+
+    The ranking head, ``c_i + <A e_u, e_i> + <r_u, t_i>``, is bilinear in the net's embeddings
+    plus factors of its own: one matrix product over the catalogue, where the rating needs the
+    hidden layer for every pair. Its loss reaches the embeddings too (not the hidden layer), which
+    regularises them.
+    """
+
+    def __init__(self, n_users: int, n_items: int, dim: int, hidden: int, rank_dim: int, global_mean: float) -> None:
+        super().__init__()
+        self.user_embedding = nn.Embedding(n_users, dim)
+        self.item_embedding = nn.Embedding(n_items, dim)
+        self.hidden = nn.Linear(2 * dim, hidden)
+        self.output = nn.Linear(hidden, 1)
+        self.user_bias = nn.Embedding(n_users, 1)
+        self.item_bias = nn.Embedding(n_items, 1)
+        self.rank_bilinear = nn.Linear(dim, dim, bias=False)
+        self.rank_user_embedding = nn.Embedding(n_users, rank_dim)
+        self.rank_item_embedding = nn.Embedding(n_items, rank_dim)
+        self.rank_item_bias = nn.Embedding(n_items, 1)
+        self.register_buffer("global_mean", torch.tensor(float(global_mean)))
+
+    def forward(self, users: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``users``, ``items`` int64 [B] -> unit rating [B] and ranking logit [B]."""
+        u, i = self.user_embedding(users), self.item_embedding(items)
+        hidden = torch.relu(self.hidden(torch.cat([u, i], dim=-1)))
+        unit = (self.global_mean + self.user_bias(users)[:, 0] + self.item_bias(items)[:, 0]
+                + self.output(hidden)[:, 0])
+        return unit, self._logit(users, items, u, i)
+
+    def ranking_logit(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """The ranking head alone: logit [B]."""
+        return self._logit(users, items, self.user_embedding(users), self.item_embedding(items))
+
+    def _logit(self, users: torch.Tensor, items: torch.Tensor, u: torch.Tensor, i: torch.Tensor) -> torch.Tensor:
+        return (self.rank_item_bias(items)[:, 0] + (self.rank_bilinear(u) * i).sum(-1)
+                + (self.rank_user_embedding(users) * self.rank_item_embedding(items)).sum(-1))
+
+
+class AllItemsDense(nn.Module):
+    """The dense net with its first layer split, ``W [u; i] + b = W_u u + (W_i i + b)``, the item
+    half precomputed for the catalogue; the ranking head is one product ``[A u, r_u] @ [i, t]^T``.
+
+    The hidden layer is laid out ``[B, H, n_items]``, items innermost: onnxruntime's broadcast add
+    of a per-user ``[B, H, 1]`` and a per-item ``[1, H, n_items]`` then runs over long rows, and the
+    output layer is one ``[1, H] @ [B, H, n_items]`` product (docs/performance.md).
+    """
+
+    def __init__(self, model: DenseNet) -> None:
+        super().__init__()
+        self.model = model
+        dim = model.user_embedding.embedding_dim
+        with torch.no_grad():
+            weight = model.hidden.weight
+            self.register_buffer("user_weight", weight[:, :dim].T.contiguous())
+            item_half = weight[:, dim:] @ model.item_embedding.weight.T + model.hidden.bias[:, None]
+            self.register_buffer("item_half", item_half.contiguous())                # [H, n_items]
+            self.register_buffer("item_offset", (model.item_bias.weight[:, 0] + model.output.bias).contiguous())
+            self.register_buffer("head_weight", model.output.weight.contiguous())    # [1, H]
+            self.register_buffer("rank_items", torch.cat([model.item_embedding.weight,
+                                                          model.rank_item_embedding.weight], dim=1).contiguous())
+
+    def forward(self, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        m = self.model
+        user_half = m.user_embedding(users) @ self.user_weight                    # [B, H]
+        hidden = torch.relu(user_half[:, :, None] + self.item_half[None, :, :])  # [B, H, n_items]
+        unit = (self.head_weight @ hidden).squeeze(1) + self.item_offset + m.user_bias(users) + m.global_mean
+        return unit, self.ranking(users)
+
+    def ranking(self, users: torch.Tensor) -> torch.Tensor:
+        """``[A u, r] @ [i, t]^T + c``."""
+        m = self.model
+        rank_user = torch.cat([m.rank_bilinear(m.user_embedding(users)), m.rank_user_embedding(users)], dim=1)
+        return rank_user @ self.rank_items.T + m.rank_item_bias.weight[:, 0]
+
+
+class DenseFamily(PairFamily):
+    """The dense net, the second model of the introductory article."""
+
+    name = "dense"
+    config_type = DenseConfig
+    training_cost = 2.0
+    untuned_reference_rmse = 0.28
+
+    def build(self, config: DenseConfig, n_users: int, n_items: int, global_mean: float) -> nn.Module:
+        return DenseNet(n_users, n_items, config.dim, config.hidden, config.rank_dim, global_mean)
+
+    def all_items_core(self, model: nn.Module) -> nn.Module:
+        return AllItemsDense(model)
+
+
+register(DenseFamily())

@@ -1,0 +1,97 @@
+"""Matrix factorisation: user and item embeddings, dot product, plus a global mean and biases."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..training.config import TrainingConfig
+from .base import PairFamily
+from .registry import register
+
+
+@dataclass(frozen=True)
+class MFConfig:
+    """Biased matrix factorisation."""
+
+    dim: int = 128
+    """Size of the user and item embeddings."""
+    rank_dim: int = 32
+    """Size of the ranking head's own user and item embeddings."""
+    training: TrainingConfig = TrainingConfig(learning_rate=2e-3, embedding_decay=0.025, patience=5, rank_weight=2.0)
+
+
+class BiasedMF(nn.Module):
+    """``mean + b_u + b_i + <p_u, q_i>`` on [0, 1].
+
+    The ranking head, ``c_i + <p_u * s, q_i> + <r_u, t_i>``, reads the rating factors (detached, so
+    that learning to rank never pulls on what rates) reweighted by ``s``, plus factors of its own.
+    """
+
+    def __init__(self, n_users: int, n_items: int, dim: int, rank_dim: int, global_mean: float) -> None:
+        super().__init__()
+        self.user_embedding = nn.Embedding(n_users, dim)
+        self.item_embedding = nn.Embedding(n_items, dim)
+        self.user_bias = nn.Embedding(n_users, 1)
+        self.item_bias = nn.Embedding(n_items, 1)
+        self.rank_scale = nn.Parameter(torch.ones(dim))
+        self.rank_user_embedding = nn.Embedding(n_users, rank_dim)
+        self.rank_item_embedding = nn.Embedding(n_items, rank_dim)
+        self.rank_item_bias = nn.Embedding(n_items, 1)
+        self.register_buffer("global_mean", torch.tensor(float(global_mean)))
+
+    def forward(self, users: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``users``, ``items`` int64 [B] -> unit rating [B] and ranking logit [B]."""
+        p, q = self.user_embedding(users), self.item_embedding(items)
+        unit = self.global_mean + self.user_bias(users)[:, 0] + self.item_bias(items)[:, 0] + (p * q).sum(-1)
+        return unit, self._logit(users, items, p, q)
+
+    def ranking_logit(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """The ranking head alone: logit [B]."""
+        return self._logit(users, items, self.user_embedding(users), self.item_embedding(items))
+
+    def _logit(self, users: torch.Tensor, items: torch.Tensor, p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+        return (self.rank_item_bias(items)[:, 0] + (p.detach() * self.rank_scale * q.detach()).sum(-1)
+                + (self.rank_user_embedding(users) * self.rank_item_embedding(items)).sum(-1))
+
+
+class AllItemsMF(nn.Module):
+    """``mean + b_u + b_i + P[u] @ Q^T`` and ``c + (P[u] * s) @ Q^T + R[u] @ T^T`` for every item."""
+
+    def __init__(self, model: BiasedMF) -> None:
+        super().__init__()
+        self.model = model
+        with torch.no_grad():
+            self.register_buffer("rank_items", torch.cat([model.item_embedding.weight,
+                                                          model.rank_item_embedding.weight], dim=1).contiguous())
+
+    def forward(self, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        m = self.model
+        p = m.user_embedding(users)
+        unit = p @ m.item_embedding.weight.T + m.user_bias(users) + m.item_bias.weight[:, 0] + m.global_mean
+        return unit, self.ranking(users)
+
+    def ranking(self, users: torch.Tensor) -> torch.Tensor:
+        """Both ranking products in one: ``[p * s, r] @ [q, t]^T + c``."""
+        m = self.model
+        rank_user = torch.cat([m.user_embedding(users) * m.rank_scale, m.rank_user_embedding(users)], dim=1)
+        return rank_user @ self.rank_items.T + m.rank_item_bias.weight[:, 0]
+
+
+class MFFamily(PairFamily):
+    """Matrix factorisation, the first model of the introductory article."""
+
+    name = "mf"
+    config_type = MFConfig
+    training_cost = 1.0
+    untuned_reference_rmse = 0.66
+
+    def build(self, config: MFConfig, n_users: int, n_items: int, global_mean: float) -> nn.Module:
+        return BiasedMF(n_users, n_items, config.dim, config.rank_dim, global_mean)
+
+    def all_items_core(self, model: nn.Module) -> nn.Module:
+        return AllItemsMF(model)
+
+
+register(MFFamily())

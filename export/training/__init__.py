@@ -1,0 +1,1 @@
+"""The training stage: configs, the fit loop, the optimiser, training one model, workers."""

@@ -1,0 +1,60 @@
+"""How one model is fitted: ``TrainingConfig``, a frozen dataclass that checks itself when built."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from contract.errors import ConfigError
+
+REFITS = ("fresh", "continue", "none")
+"""The values of ``TrainingConfig.refit``."""
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """How one model is fitted."""
+
+    learning_rate: float = 3e-3
+    """Adam step size."""
+    embedding_decay: float = 0.0
+    """L2 penalty on the embedding rows each mini-batch touches (training scale)."""
+    bias_decay: float = 0.0
+    """L2 penalty on the user and item biases of the rows in each mini-batch."""
+    weight_decay: float = 0.0
+    """Adam weight decay on the dense layers' weights."""
+    rank_weight: float = 0.5
+    """Weight of the ranking head's loss: binary cross-entropy of rated pairs (label 1) against
+    as many uniformly sampled items (label 0), added to the rating MSE. Where the head reads the
+    rating representation detached it changes the ranking only, not the ratings."""
+    batch_size: int = 1024
+    """Ratings per mini-batch."""
+    max_epochs: int = 40
+    """Upper bound on passes over the training ratings."""
+    patience: int = 3
+    """Stop after this many epochs without a better validation RMSE; the best epoch is kept."""
+    sparse_embeddings: bool | None = None
+    """Train the embedding tables with sparse gradients (SparseAdam on the rows each batch
+    touches) instead of Adam on whole tables. None: only when the tables are large (see
+    ``optimizer.SPARSE_EMBEDDING_PARAMETERS``), where dense updates of every row dominate each step."""
+    refit: str = "fresh"
+    """How the validation ratings join the model once early stopping has chosen its epoch, so that
+    they choose when to stop without being lost to it; one of ``REFITS``. "fresh" trains a fresh
+    copy (same initial weights) on training and validation ratings together for the chosen number
+    of epochs; "continue" trains the early-stopped model ``continue_epochs`` more epochs on both;
+    "none" keeps the early-stopped model."""
+    continue_epochs: int = 2
+    """Epochs over training + validation ratings after early stopping when ``refit`` is "continue"."""
+    time_budget_s: float | None = None
+    """Stop once training has taken this long (checked every batch; the epoch in progress is
+    cut short and validated), for catalogues too large for full epochs. None: no limit."""
+
+    def __post_init__(self) -> None:
+        if self.refit not in REFITS:
+            raise ConfigError(f"training refit: expected one of {list(REFITS)}, got {self.refit!r}")
+        positive = {"learning_rate": self.learning_rate, "batch_size": self.batch_size,
+                    "max_epochs": self.max_epochs, "patience": self.patience}
+        for name, value in positive.items():
+            if not value > 0:
+                raise ConfigError(f"training {name}: expected a positive number, got {value!r}")
+        for name in ("embedding_decay", "bias_decay", "weight_decay", "rank_weight", "continue_epochs", "time_budget_s"):
+            if getattr(self, name) is not None and getattr(self, name) < 0:
+                raise ConfigError(f"training {name}: expected a number >= 0, got {getattr(self, name)!r}")

@@ -1,0 +1,172 @@
+"""Mini-batch training with early stopping: a function over a model, its data and a config."""
+from __future__ import annotations
+
+import copy
+import logging
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from ..models.base import Family, Inputs
+from .config import TrainingConfig
+from .optimizer import Optimizer
+
+log = logging.getLogger(__name__)
+
+Predict = Callable[[nn.Module, Inputs], torch.Tensor]
+
+EVAL_BATCH = 16_384
+
+PROGRESS_BARS = True
+"""Show a progress bar per epoch when stderr is a terminal (worker processes turn it off)."""
+
+
+@dataclass
+class FitResult:
+    """What happened during a fit: per-epoch curves and the epoch whose weights were kept."""
+
+    best_epoch: int = 0
+    best_val_rmse: float = float("inf")
+    epochs: list[dict[str, float]] = field(default_factory=list)
+    seconds: float = 0.0
+    out_of_time: bool = False
+    """Whether the time budget cut the fit short."""
+    refit_epochs: list[dict[str, float]] = field(default_factory=list)
+    """Training curve of the refit (fresh or continued) on training + validation ratings; empty
+    when there was none."""
+
+
+def predict_in_batches(model: nn.Module, predict: Predict, inputs: Inputs, batch: int = EVAL_BATCH) -> torch.Tensor:
+    """Evaluate ``predict`` over ``inputs`` (on the model's device) without gradients, in slices
+    of ``batch`` rows; the result is on the CPU."""
+    model.eval()
+    with torch.no_grad():
+        n = inputs[0].shape[0]
+        return torch.cat([predict(model, tuple(x[i:i + batch] for x in inputs)).cpu() for i in range(0, n, batch)]) \
+            if n else torch.empty(0)
+
+
+def rmse_unit(predicted: torch.Tensor, target: torch.Tensor) -> float:
+    """RMSE on the [0, 1] scale of predictions clipped to that scale."""
+    return float(torch.sqrt(torch.mean((predicted.detach().clamp(0, 1) - target) ** 2)))
+
+
+@dataclass(frozen=True)
+class Objective:
+    """What the loss is made of: the family's outputs, ranking head and penalty, and the
+    catalogue that unrated items are sampled from."""
+
+    family: Family
+    n_items: int
+
+
+def batch_loss(model: nn.Module, objective: Objective, batch: Inputs, targets: torch.Tensor,
+               config: TrainingConfig, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Total loss and the rating MSE of one mini-batch."""
+    family = objective.family
+    unit, rated_logits = family.outputs(model, batch)
+    mse = torch.mean((unit - targets) ** 2)
+    embedding_l2, bias_l2 = family.penalty(model, batch)
+    loss = mse + config.embedding_decay * embedding_l2 + config.bias_decay * bias_l2
+    if config.rank_weight:
+        sampled = torch.randint(0, objective.n_items, targets.shape, generator=generator)
+        negatives = family.with_items(batch, sampled.to(targets.device))
+        logits = torch.cat([rated_logits, family.logits(model, negatives)])
+        labels = torch.cat([torch.ones_like(targets), torch.zeros_like(targets)])
+        loss = loss + config.rank_weight * nn.functional.binary_cross_entropy_with_logits(logits, labels)
+    return loss, mse
+
+
+def _train_epoch(model: nn.Module, objective: Objective, train: tuple[Inputs, torch.Tensor],
+                 optimizer: Optimizer, config: TrainingConfig, generator: torch.Generator,
+                 desc: str, deadline: float | None) -> tuple[float, int, bool]:
+    """One shuffled pass in mini-batches: summed rating MSE, ratings seen, whether time ran out."""
+    inputs, targets = train
+    model.train()
+    order = torch.randperm(targets.shape[0], generator=generator)
+    total, seen = 0.0, 0
+    for start in tqdm(range(0, len(order), config.batch_size), desc=desc, leave=False, unit="batch",
+                      disable=not (PROGRESS_BARS and sys.stderr.isatty())):
+        if deadline is not None and time.perf_counter() > deadline:
+            return total, seen, True
+        index = order[start:start + config.batch_size].to(targets.device)
+        loss, mse = batch_loss(model, objective, tuple(x[index] for x in inputs), targets[index], config, generator)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        total += float(mse.detach()) * len(index)
+        seen += len(index)
+    return total, seen, False
+
+
+def _deadline(config: TrainingConfig, started: float) -> float | None:
+    return None if config.time_budget_s is None else started + config.time_budget_s
+
+
+def fit(model: nn.Module, objective: Objective,
+        train: tuple[Inputs, torch.Tensor], validation: tuple[Inputs, torch.Tensor],
+        config: TrainingConfig, generator: torch.Generator, name: str) -> FitResult:
+    """Fit ``model`` by MSE on [0, 1] targets plus the ranking loss and the family's L2 terms
+    (weighted by ``config.embedding_decay`` and ``config.bias_decay``); stop after
+    ``config.patience`` epochs without a better validation RMSE, and keep the weights of the
+    epoch with the best one."""
+    optimizer = Optimizer(model, config)
+    result = FitResult()
+    best_state = copy.deepcopy(model.state_dict())
+    started = time.perf_counter()
+    deadline = _deadline(config, started)
+    n = train[1].shape[0]
+    for epoch in range(1, config.max_epochs + 1):
+        total, seen, out_of_time = _train_epoch(model, objective, train, optimizer, config, generator,
+                                                f"{name} epoch {epoch}", deadline)
+        val_rmse = rmse_unit(predict_in_batches(model, objective.family.predict, validation[0]), validation[1])
+        seen = max(seen, 1)
+        result.epochs.append({"epoch": epoch, "train_mse": total / seen, "train_rmse": (total / seen) ** 0.5,
+                              "validation_rmse": val_rmse})
+        improved = val_rmse < result.best_val_rmse
+        log.info("%s epoch %2d: train RMSE %.4f, validation RMSE %.4f (0-1 scale)%s",
+                 name, epoch, (total / seen) ** 0.5, val_rmse, " *" if improved else "")
+        if improved:
+            result.best_epoch, result.best_val_rmse = epoch, val_rmse
+            best_state = copy.deepcopy(model.state_dict())
+        elif epoch - result.best_epoch >= config.patience:
+            break
+        if out_of_time:
+            result.out_of_time = True
+            log.info("%s: time budget of %.0f s reached during epoch %d (%d of %d ratings seen)",
+                     name, config.time_budget_s, epoch, seen, n)
+            break
+    optimizer.release()
+    model.load_state_dict(best_state)
+    model.eval()
+    result.seconds = time.perf_counter() - started
+    log.info("%s: best epoch %d of %d, validation RMSE %.4f, %.1f s", name, result.best_epoch,
+             len(result.epochs), result.best_val_rmse, result.seconds)
+    return result
+
+
+def refit(model: nn.Module, objective: Objective, train: tuple[Inputs, torch.Tensor], epochs: int,
+          config: TrainingConfig, generator: torch.Generator, name: str) -> list[dict[str, float]]:
+    """Train ``model`` (a fresh copy, or the early-stopped model to continue it) for exactly
+    ``epochs`` passes over ``train`` with a new optimizer (no validation, final weights kept) and
+    return the per-epoch training curve."""
+    optimizer = Optimizer(model, config)
+    deadline = _deadline(config, time.perf_counter())
+    curve = []
+    for epoch in range(1, epochs + 1):
+        total, seen, out_of_time = _train_epoch(model, objective, train, optimizer, config, generator,
+                                                f"{name} refit epoch {epoch}", deadline)
+        seen = max(seen, 1)
+        curve.append({"epoch": epoch, "train_mse": total / seen, "train_rmse": (total / seen) ** 0.5})
+        log.info("%s refit epoch %2d of %d: train RMSE %.4f (0-1 scale)", name, epoch, epochs, (total / seen) ** 0.5)
+        if out_of_time:
+            log.info("%s: refit stopped by the time budget of %.0f s", name, config.time_budget_s)
+            break
+    optimizer.release()
+    model.eval()
+    return curve

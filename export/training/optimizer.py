@@ -1,0 +1,55 @@
+"""The optimiser of every family: Adam for dense layers, and Adam or SparseAdam for embedding tables."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .config import TrainingConfig
+
+SPARSE_EMBEDDING_PARAMETERS = 5_000_000
+"""Embedding-table parameters (all tables together) above which ``sparse_embeddings=None``
+trains them with sparse gradients: MovieLens 100K and 1M stay dense, 20M and up go sparse."""
+
+
+class Optimizer:
+    """Adam for the dense layers (with ``weight_decay``) and, for the embedding tables, Adam on
+    dense gradients or, for large catalogues, SparseAdam on the rows each batch touches: with
+    dense gradients every step would update every row of every table. Adam is torch's fused
+    implementation (one kernel over all parameters, not a series of per-tensor operations): at
+    MovieLens 100K's size its step took half as long."""
+
+    def __init__(self, model: nn.Module, config: TrainingConfig) -> None:
+        tables = [m for m in model.modules() if isinstance(m, nn.Embedding)]
+        size = sum(m.weight.numel() for m in tables)
+        self.sparse = config.sparse_embeddings if config.sparse_embeddings is not None \
+            else size > SPARSE_EMBEDDING_PARAMETERS
+        for table in tables:
+            table.sparse = self.sparse
+        table_ids = {id(m.weight) for m in tables}
+        layers = [p for p in model.parameters() if id(p) not in table_ids]
+        weights = [p for p in layers if p.dim() > 1]
+        others = [p for p in layers if p.dim() <= 1]
+        groups = [{"params": weights, "weight_decay": config.weight_decay}, {"params": others, "weight_decay": 0.0}]
+        embeddings = [m.weight for m in tables]
+        if self.sparse:
+            self.parts = [torch.optim.SparseAdam(embeddings, lr=config.learning_rate)]
+        else:
+            groups.append({"params": embeddings, "weight_decay": 0.0})
+            self.parts = []
+        groups = [g for g in groups if g["params"]]
+        if groups:
+            self.parts.append(torch.optim.Adam(groups, lr=config.learning_rate, fused=True))
+        self.tables = tables
+
+    def zero_grad(self) -> None:
+        for part in self.parts:
+            part.zero_grad(set_to_none=True)
+
+    def step(self) -> None:
+        for part in self.parts:
+            part.step()
+
+    def release(self) -> None:
+        """Give the embedding tables back their ordinary (dense-gradient) behaviour."""
+        for table in self.tables:
+            table.sparse = False

@@ -1,0 +1,115 @@
+"""Train one model: build it, fit it with early stopping, refit on validation ratings too, and
+measure it on the test ratings."""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ..config import RunConfig
+from ..data.dataset import Dataset, Interactions
+from ..data.sequences import user_context
+from ..models import registry
+from ..models.base import Family, Inputs, init_parameters
+from .loop import FitResult, Objective, fit, predict_in_batches, refit
+from .metrics import prediction_histogram, rating_errors
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainedModel:
+    """A fitted model with its fit history and test metrics."""
+
+    name: str
+    module: torch.nn.Module
+    fit: FitResult
+    test_metrics: dict[str, float]
+    histogram: dict[str, list]
+    """Predicted-rating counts per true rating on the test set (see ``prediction_histogram``)."""
+
+
+def _on(device: torch.device, data: tuple[Inputs, torch.Tensor]) -> tuple[Inputs, torch.Tensor]:
+    inputs, targets = data
+    return tuple(x.to(device) for x in inputs), targets.to(device)
+
+
+@dataclass(frozen=True)
+class _Setup:
+    """What every stage of one model's training shares."""
+
+    family: Family
+    config: Any
+    dataset: Dataset
+    device: torch.device
+    seed: int
+
+    def fresh(self, ratings: Interactions) -> tuple[torch.nn.Module, torch.Generator]:
+        """A newly initialised module (its global mean from ``ratings``) and its generator."""
+        vocab = self.dataset.vocab
+        generator = torch.Generator().manual_seed(self.seed)
+        module = self.family.build(self.config, vocab.n_users, vocab.n_items, float(ratings.unit.mean()))
+        init_parameters(module, generator)
+        return module.to(self.device), generator
+
+    def training_data(self, ratings: Interactions) -> tuple[Inputs, torch.Tensor]:
+        return _on(self.device, self.family.training_inputs(ratings, self.config, self.dataset.vocab.n_items))
+
+    def pair_data(self, ratings: Interactions, context_from: Interactions) -> tuple[Inputs, torch.Tensor]:
+        """Inputs of ``ratings``' pairs scored from ``context_from``'s latest ratings, and targets."""
+        vocab = self.dataset.vocab
+        context = user_context(context_from, vocab.n_users, vocab.n_items, self.family.context_length(self.config))
+        return self.family.pair_inputs(ratings.users, ratings.items, context), torch.as_tensor(ratings.unit)
+
+
+def _refit(setup: _Setup, module: torch.nn.Module, generator: torch.Generator, result: FitResult,
+           objective: Objective) -> tuple[torch.nn.Module, Interactions]:
+    """Let the validation ratings join the model (``TrainingConfig.refit``); returns the module
+    to keep and the ratings it was last trained on."""
+    training = setup.config.training
+    dataset = setup.dataset
+    if training.refit == "none" or not len(dataset.validation) or result.out_of_time:
+        return module, dataset.train
+    started = time.perf_counter()
+    both = dataset.train.concat(dataset.validation)
+    if training.refit == "fresh":
+        module, generator = setup.fresh(both)
+        epochs = result.best_epoch
+    else:   # "continue": the early-stopped module and its generator go on
+        epochs = training.continue_epochs
+    result.refit_epochs = refit(module, objective, setup.training_data(both), epochs, training, generator,
+                                setup.family.name)
+    result.seconds += time.perf_counter() - started
+    return module, both
+
+
+def _test(setup: _Setup, module: torch.nn.Module, context_from: Interactions) -> tuple[dict[str, float], dict]:
+    """Test metrics and the predicted-rating histogram, on the CPU."""
+    test = setup.dataset.test
+    scale = setup.dataset.scale
+    inputs, _ = setup.pair_data(test, context_from)
+    predicted = scale.clipped_rating(predict_in_batches(module, setup.family.predict, inputs).numpy())
+    return rating_errors(predicted, test.ratings, scale), prediction_histogram(predicted, test.ratings, scale)
+
+
+def train_model(name: str, dataset: Dataset, config: RunConfig, seed: int) -> TrainedModel:
+    """Fit one family on the training split (early stopping on validation, then the configured
+    refit on both, see ``TrainingConfig.refit``) on ``config.device``, and measure it on the test
+    split, on the CPU."""
+    setup = _Setup(registry.get(name), config.model_config(name), dataset, torch.device(config.device), seed)
+    module, generator = setup.fresh(dataset.train)
+    objective = Objective(setup.family, dataset.vocab.n_items)
+    validation = _on(setup.device, setup.pair_data(dataset.validation, dataset.train))
+    result = fit(module, objective, setup.training_data(dataset.train), validation, setup.config.training,
+                 generator, name)
+    module, trained_on = _refit(setup, module, generator, result, objective)
+    module = module.cpu()
+    metrics, histogram = _test(setup, module, trained_on)
+    reference = f" (untuned reference: {setup.family.untuned_reference_rmse:.2f})" \
+        if setup.family.untuned_reference_rmse is not None else ""
+    log.info("%s test: RMSE %.4f, MAE %.4f on the rating scale, RMSE %.4f on [0, 1]%s", name,
+             metrics["rmse_stars"], metrics["mae_stars"], metrics["rmse_unit"], reference)
+    return TrainedModel(name, module, result, metrics, histogram)

@@ -1,0 +1,79 @@
+"""What the table-writer thread does with a group of users' outputs: top-N and table rows."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from contract.errors import VerificationError
+
+from .bundle import Bundle
+from .engine import ModelScorer, Outputs
+from .run_manifest import ModelResult
+from .topn import mask_seen, top_n
+from .writer import PartitionWriter, arrow_array
+
+
+def check_finite(model: str, bundle: Bundle, output: str, values: np.ndarray,
+                 users: np.ndarray, items: np.ndarray) -> None:
+    """VerificationError naming the first pair whose ``values`` entry is NaN or infinite;
+    ``users`` and ``items`` index ``values`` (broadcast against it, as for a [B, n_items] chunk)."""
+    bad = ~np.isfinite(values)
+    if bad.any():
+        where = np.argwhere(bad)[0]
+        user, item = np.broadcast_arrays(users, items)
+        user, item = user[tuple(where)], item[tuple(where)]
+        raise VerificationError(f"model '{model}' produced a non-finite {output} for user_id "
+                                f"{bundle.user_ids[user]}, item_id {bundle.item_ids[item]}")
+
+
+class ChunkSink:
+    """Turns the outputs of users ``[start, stop)`` into rows of each table being written."""
+
+    def __init__(self, bundle: Bundle, top_n: int, writers: dict[str, PartitionWriter], result: ModelResult,
+                 scorer: ModelScorer) -> None:
+        self.bundle, self.top_n, self.writers, self.result, self.scorer = bundle, top_n, writers, result, scorer
+
+    def __call__(self, start: int, stop: int, outputs: Outputs) -> None:
+        if "predictions" in self.writers:
+            self._predictions(start, stop, outputs)
+        if "recommendations" in self.writers:
+            self._recommendations(start, stop, outputs)
+
+    def _predictions(self, start: int, stop: int, outputs: Outputs) -> None:
+        b = self.bundle
+        t = time.perf_counter()
+        self.writers["predictions"].write({
+            "user_id": arrow_array(np.repeat(b.user_ids[start:stop], b.n_items)),
+            "item_id": arrow_array(np.tile(b.item_ids, stop - start)),
+            "prediction": arrow_array(outputs.rating.reshape(-1)),
+        })
+        self.result.seconds["write"] += time.perf_counter() - t
+
+    def _recommendations(self, start: int, stop: int, outputs: Outputs) -> None:
+        b = self.bundle
+        t = time.perf_counter()
+        indptr = b.seen_indptr[start:stop + 1]
+        # The logit chunk is this sink's alone and its seen entries are never read again.
+        masked = mask_seen(outputs.logit, indptr - indptr[0], b.seen_items[indptr[0]:indptr[-1]], copy=False)
+        items, valid = top_n(masked, self.top_n)
+        rows, ranks = np.nonzero(valid)
+        chosen = items[rows, ranks]
+        self.result.seconds["top_n"] += time.perf_counter() - t
+        if outputs.rating is not None:
+            rating = outputs.rating[rows, chosen]
+        else:
+            t = time.perf_counter()
+            rated = self.scorer.rate_pairs(start + rows, chosen)
+            check_finite(self.scorer.model, b, "unit_rating", rated.unit_rating, start + rows, chosen)
+            rating = rated.rating
+            self.result.seconds["onnxruntime_pairs"] += time.perf_counter() - t
+        t = time.perf_counter()
+        self.writers["recommendations"].write({
+            "user_id": arrow_array(b.user_ids[start:stop][rows]),
+            "rank": arrow_array((ranks + 1).astype(np.int16)),
+            "item_id": arrow_array(b.item_ids[chosen]),
+            "prediction": arrow_array(rating),
+            "logit": arrow_array(masked[rows, chosen]),
+        })
+        self.result.seconds["write"] += time.perf_counter() - t

@@ -1,0 +1,101 @@
+"""A finished run's checks and record: re-read table footers, and the run's manifest."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import onnxruntime
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from contract.bundle_format import MANIFEST, PARITY_TOLERANCE
+from contract.checksums import sha256_file
+from contract.errors import VerificationError
+from contract.parity import LOGIT_TOLERANCE_RULE
+from contract.tables import SCHEMAS
+
+from .bundle import Bundle
+from .writer import table_file
+
+if TYPE_CHECKING:
+    from .runner import ScoringOptions
+
+RUN_SCHEMA_VERSION = 2
+"""Bumped whenever the run manifest's fields or the tables' meaning change."""
+
+
+@dataclass
+class ModelResult:
+    """Figures of one model's pass over all users."""
+
+    rows: dict[str, int] = field(default_factory=dict)
+    parity_max_abs_diff: float = 0.0
+    """Largest |onnxruntime - torch| of ``unit_rating`` at the reference pairs."""
+    parity_logit_max_abs_diff: float = 0.0
+    """The same for the ranking logits."""
+    parity_pairs: int = 0
+    seconds: dict[str, float] = field(default_factory=lambda: {"onnxruntime": 0.0, "onnxruntime_pairs": 0.0,
+                                                               "top_n": 0.0, "write": 0.0})
+
+
+def expected_rows(bundle: Bundle, table: str, top_n: int) -> int:
+    """Rows a complete table partition must hold for one model."""
+    if table == "predictions":
+        return bundle.n_users * bundle.n_items
+    unseen = bundle.n_items - np.diff(bundle.seen_indptr)
+    return int(np.minimum(unseen, top_n).sum())
+
+
+def verify_tables(run_dir: Path, bundle: Bundle, tables: tuple[str, ...], top_n: int) -> dict[str, dict[str, int]]:
+    """Re-read every written file's footer: schema and row count must be what the run promised."""
+    counts: dict[str, dict[str, int]] = {}
+    for table in tables:
+        counts[table] = {}
+        for model in bundle.models:
+            path = table_file(run_dir, table, model)
+            meta = pq.read_metadata(path)
+            schema = pq.read_schema(path).remove_metadata()
+            if not schema.equals(SCHEMAS[table].remove_metadata()):
+                raise VerificationError(f"{path}: schema {schema} differs from the {table} schema")
+            want = expected_rows(bundle, table, top_n)
+            if meta.num_rows != want:
+                raise VerificationError(f"{path}: holds {meta.num_rows} rows; expected {want}")
+            counts[table][model] = meta.num_rows
+    return counts
+
+
+def run_manifest(run_id: str, created: datetime, digest: str, bundle: Bundle, options: "ScoringOptions",
+                 results: dict[str, ModelResult], counts: dict[str, dict[str, int]], staging: Path,
+                 seconds: dict[str, float]) -> dict[str, Any]:
+    """Everything a reader needs to know of the run, including each table file's SHA-256."""
+    files = {p.relative_to(staging).as_posix(): sha256_file(p) for p in sorted(staging.rglob("*.parquet"))}
+    return {
+        "run_schema_version": RUN_SCHEMA_VERSION,
+        "run_id": run_id,
+        "created_utc": created.isoformat(),
+        "inputs_hash": digest,
+        "bundle": {"path": str(bundle.path.resolve()), "bundle_id": bundle.bundle_id,
+                   "manifest_sha256": sha256_file(bundle.path / MANIFEST)},
+        "top_n": options.top_n,
+        "models": bundle.models,
+        "tables": list(options.tables),
+        "n_users": bundle.n_users,
+        "n_items": bundle.n_items,
+        "rating_scale": bundle.scale.to_dict(),
+        "row_counts": counts,
+        "parity": {m: {"pairs": r.parity_pairs, "max_abs_diff": r.parity_max_abs_diff,
+                       "logit_max_abs_diff": r.parity_logit_max_abs_diff, "tolerance": PARITY_TOLERANCE,
+                       "logit_tolerance": LOGIT_TOLERANCE_RULE} for m, r in results.items()},
+        "seconds": {**{k: round(v, 4) for k, v in seconds.items()},
+                    **{m: {k: round(v, 4) for k, v in r.seconds.items()} for m, r in results.items()}},
+        "threads": options.threads,
+        "device": options.device,
+        "versions": {"onnxruntime": onnxruntime.__version__, "pyarrow": pa.__version__,
+                     "numpy": np.__version__},
+        "files": files,
+        "ranking": "recommendations are ranked by the model's 'logit' output (that the user rates the item "
+                   "at all); ties by smaller item_id",
+    }

@@ -1,0 +1,61 @@
+"""``fit`` on its own: early stopping after ``patience`` epochs without a better validation RMSE,
+and the best epoch's weights restored."""
+from __future__ import annotations
+
+import copy
+import dataclasses
+
+import numpy as np
+import torch
+
+from export.config import RunConfig
+from export.data.dataset import Interactions
+from export.models import registry
+from export.models.base import init_parameters
+from export.training import loop
+from export.training.loop import Objective, fit
+
+
+def tiny_problem():
+    rng = np.random.default_rng(0)
+    users, items = rng.integers(0, 6, 200), rng.integers(0, 5, 200)
+    ratings = Interactions(users, items, rng.integers(1, 6, 200).astype(np.float32), np.arange(200))
+    family = registry.get("mf")
+    config = RunConfig().model_config("mf")
+    model = family.build(config, 6, 5, float(ratings.unit.mean()))
+    init_parameters(model, torch.Generator().manual_seed(0))
+    data = family.training_inputs(ratings, config, 5)
+    return family, config, model, data
+
+
+def test_fit_stops_after_patience_epochs_without_improvement_and_keeps_the_best_weights(monkeypatch):
+    family, config, model, data = tiny_problem()
+    scripted = iter([0.50, 0.40, 0.45, 0.41, 0.42, 0.30])   # best at epoch 2; epoch 6 is never reached
+    monkeypatch.setattr(loop, "rmse_unit", lambda predicted, target: next(scripted))
+    snapshots = []
+    train_epoch = loop._train_epoch
+
+    def recording_epoch(*args, **kwargs):
+        result = train_epoch(*args, **kwargs)
+        snapshots.append(copy.deepcopy(args[0].state_dict()))
+        return result
+
+    monkeypatch.setattr(loop, "_train_epoch", recording_epoch)
+    training = dataclasses.replace(config.training, patience=3, max_epochs=10, batch_size=32)
+    result = fit(model, Objective(family, 5), data, data, training, torch.Generator().manual_seed(1), "mf")
+    assert [e["epoch"] for e in result.epochs] == [1, 2, 3, 4, 5]   # 3 epochs without a better one after 2
+    assert result.best_epoch == 2 and result.best_val_rmse == 0.40
+    assert len(snapshots) == 5
+    for name, value in model.state_dict().items():
+        torch.testing.assert_close(value, snapshots[1][name], rtol=0, atol=0)   # epoch 2's weights
+    assert any(not torch.equal(snapshots[4][n], snapshots[1][n]) for n in snapshots[1])  # training moved on
+    assert not model.training
+
+
+def test_fit_runs_max_epochs_while_it_keeps_improving(monkeypatch):
+    family, config, model, data = tiny_problem()
+    scripted = iter([0.5 - 0.01 * k for k in range(10)])
+    monkeypatch.setattr(loop, "rmse_unit", lambda predicted, target: next(scripted))
+    training = dataclasses.replace(config.training, patience=1, max_epochs=4, batch_size=64)
+    result = fit(model, Objective(family, 5), data, data, training, torch.Generator().manual_seed(1), "mf")
+    assert len(result.epochs) == 4 and result.best_epoch == 4 and not result.out_of_time
