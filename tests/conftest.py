@@ -56,3 +56,14 @@ def scored(tmp_path_factory, trained) -> Path:
                      "--top-n", "5", block_torch=True)
     assert result.returncode == 0, result.stderr
     return output
+
+
+SLOW_FIXTURES = {"trained", "scored"}
+"""Fixtures that train the real models through the CLI: tests that use them are left out of
+``make test-fast``, as are modules marked ``slow`` themselves."""
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if SLOW_FIXTURES & set(item.fixturenames):
+            item.add_marker(pytest.mark.slow)

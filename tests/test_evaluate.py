@@ -5,9 +5,12 @@ import json
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from conftest import run_cli
 from evaluation.evaluate import kfold_splits, temporal_split
+
+pytestmark = pytest.mark.slow
 
 
 def test_kfold_and_temporal_splits_partition_the_ratings():

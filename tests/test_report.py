@@ -43,7 +43,8 @@ def test_every_number_on_the_page_comes_from_the_json(scored):
     text = text.replace(data["run_id"], "").replace(data["bundle_id"], "")
     text = re.sub(r"<[^>]+>", " ", text)
     allowed = numbers_in(data, set())
-    words = {"[0, 1]", "[1, 5]"}
+    scale = data["rating_scale"]
+    words = {"[0, 1]", f"Ratings from {scale['low']:g} to {scale['high']:g}"}
     for word in words:
         text = text.replace(word, "")
     found = re.findall(r"(?<![\w.])-?\d+(?:\.\d+)?(?![\w.])", text)
@@ -67,10 +68,30 @@ def test_report_without_matplotlib_keeps_its_tables(scored, tmp_path):
     assert "matplotlib is not installed" in page and "<table>" in page and "data:image" not in page
 
 
-def test_report_command_rewrites_the_page(scored, tmp_path):
+def evaluation_results(path):
+    """A small ``make evaluate`` result: one protocol, two methods, figures that appear nowhere else."""
+    ranking = {"precision": 0.1234, "recall": 0.2345, "ndcg": 0.3456, "map": 0.0456, "hit_rate": 0.5678,
+               "coverage": 0.0678, "mean_popularity": 123.5, "users": 7}
+    body = {"splits": [{}, {}], "mean_rating": {"mf": {"rmse_stars": 0.9123, "mae_stars": 0.7123, "rmse_unit": 0.2281},
+                                               "surprise_SVDpp": {"rmse_stars": 0.9234, "mae_stars": 0.7234,
+                                                                  "rmse_unit": 0.2309}},
+            "mean_ranking": {"mf": {"rated_4_plus": ranking}, "most_popular": {"rated_4_plus": ranking}}}
+    path.write_text(json.dumps({"protocols": {"cross_validation": body}}))
+    return path
+
+
+def test_report_command_rewrites_the_page_with_the_evaluation(scored, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(scored / "latest", run)
     (run / REPORT_HTML).unlink()
-    result = run_cli("scoring.report", "--run", str(run), "--evaluation", str(tmp_path / "none.json"))
+    result = run_cli("scoring.report", "--run", str(run), "--evaluation", str(evaluation_results(tmp_path / "e.json")))
     assert result.returncode == 0, result.stderr
-    assert (run / REPORT_HTML).is_file()
+    assert result.stdout.strip() == str(run.resolve() / REPORT_HTML)
+    page = (run / REPORT_HTML).read_text()
+    data = json.loads((run / REPORT_JSON).read_text())
+    assert data["evaluation"]["cross_validation"]["splits"] == 2
+    assert "cross validation: mean over 2 split(s)" in page
+    for figure in ("0.9123", "0.9234", "surprise_SVDpp", "0.3456", "123.5000"):
+        assert figure in page, figure
+    assert "id='fig-ranking'" in page   # the NDCG plot appears with evaluation results
+    assert "No cross-validation results yet" not in page

@@ -25,6 +25,8 @@ from export.training.trainer import train_model
 from export.training.workers import train_models
 from scoring.bundle import read_manifest
 
+pytestmark = pytest.mark.slow
+
 
 def with_training(config: RunConfig, name: str, **changes) -> RunConfig:
     return config.replace_model(name, training=dataclasses.replace(config.model_config(name).training, **changes))

@@ -82,3 +82,39 @@ def write_u_data(frame: pd.DataFrame, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     frame[["user_id", "item_id", "rating", "timestamp"]].to_csv(path, sep="\t", header=False, index=False)
     return path
+
+
+def planted_blocks(n_users: int, n_items: int, n_blocks: int, seed: int, own_share: float = 0.6,
+                   other_share: float = 0.15, noise: float = 0.3) -> tuple[pd.DataFrame, "PlantedBlocks"]:
+    """Ratings with a known answer: users and items fall into ``n_blocks`` taste blocks; a user
+    rates ``own_share`` of their own block's items (planted rating 4.5) and ``other_share`` of the
+    others (1.5), plus Gaussian noise of standard deviation ``noise``, clipped to 1-5 stars.
+    The right top-N for every user is drawn from their own block, and no model can rate held-out
+    ratings better than the planted truth (``PlantedBlocks.rmse``)."""
+    rng = np.random.default_rng(seed)
+    truth = PlantedBlocks(np.arange(n_users) % n_blocks, np.arange(n_items) % n_blocks)
+    same = truth.user_block[:, None] == truth.item_block[None, :]
+    rated = rng.random((n_users, n_items)) < np.where(same, own_share, other_share)
+    u, i = np.nonzero(rated)
+    ratings = np.clip(truth.rating(u, i) + rng.normal(0, noise, len(u)), MOVIELENS_STARS.low, MOVIELENS_STARS.high)
+    frame = pd.DataFrame({"user_id": (u + 1).astype(np.int32), "item_id": (i + 1).astype(np.int32),
+                          "rating": ratings.astype(np.float32),
+                          "timestamp": FIRST_TIMESTAMP + rng.integers(0, 86_400 * 30, len(u))})
+    return frame.sample(frac=1.0, random_state=seed).reset_index(drop=True), truth
+
+
+class PlantedBlocks:
+    """The truth behind ``planted_blocks``: each user's and item's block, and the planted rating."""
+
+    OWN, OTHER = 4.5, 1.5
+
+    def __init__(self, user_block: np.ndarray, item_block: np.ndarray) -> None:
+        self.user_block, self.item_block = user_block, item_block
+
+    def rating(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """Planted rating of 0-based (user, item) positions."""
+        return np.where(self.user_block[users] == self.item_block[items], self.OWN, self.OTHER)
+
+    def rmse(self, user_ids: np.ndarray, item_ids: np.ndarray, ratings: np.ndarray) -> float:
+        """RMSE of the planted truth on ratings given by raw (1-based) ids: the floor for any model."""
+        return float(np.sqrt(np.mean((self.rating(user_ids - 1, item_ids - 1) - ratings) ** 2)))

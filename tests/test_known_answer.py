@@ -1,0 +1,54 @@
+"""The known answer, in the style of ``implicit``'s checker-board test: users and items fall into
+planted taste blocks, so every model's top-N must come from the user's own block and its test RMSE
+must land near the planted noise, the best any model can do."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from export.config import RunConfig
+from export.data.dataset import seen_csr
+from export.data.loading import build_dataset
+from export.data.synthetic import planted_blocks
+from export.models import registry
+from export.training.trainer import train_model
+from scoring.topn import mask_seen, top_n
+
+pytestmark = pytest.mark.slow
+
+N_USERS, N_ITEMS, N_BLOCKS, NOISE, TOP = 200, 160, 4, 0.3, 5
+MARGIN = 0.12
+"""How far above the planted noise floor each model's test RMSE may land (measured: 0.07-0.10)."""
+MIN_OWN = 0.93
+"""Share of all top-N slots that must hold own-block items (measured: MF and LSTM 1.0, the dense
+net 0.95, whose ranking head shares its embeddings with the rating and stops when the rating does)."""
+
+
+@pytest.fixture(scope="module")
+def planted():
+    frame, truth = planted_blocks(N_USERS, N_ITEMS, N_BLOCKS, seed=11, own_share=0.6, other_share=0.15, noise=NOISE)
+    config = RunConfig(seed=5).replace_training(batch_size=64)
+    dataset = build_dataset([frame], config, np.random.default_rng(0))
+    return dataset, truth, config
+
+
+@pytest.mark.parametrize("name", ["mf", "dense", "lstm"])
+def test_every_model_finds_the_planted_blocks(planted, name):
+    dataset, truth, config = planted
+    trained = train_model(name, dataset, config, seed=1)
+    vocab, test = dataset.vocab, dataset.test
+    floor = truth.rmse(vocab.user_ids[test.users], vocab.item_ids[test.items], test.ratings)
+    assert floor == pytest.approx(NOISE, abs=0.05)
+    assert trained.test_metrics["rmse_stars"] < floor + MARGIN, (trained.test_metrics, floor)
+
+    graph = registry.get(name).graphs(trained.module, dataset.scale)["ranking"]
+    with torch.no_grad():
+        logits = graph(torch.arange(vocab.n_users)).numpy()
+    indptr, seen = seen_csr(dataset.history, vocab.n_users)
+    items, valid = top_n(mask_seen(logits, indptr, seen), TOP)
+    assert valid.all()
+    user_blocks = truth.user_block[vocab.user_ids - 1]
+    item_blocks = truth.item_block[vocab.item_ids[items] - 1]
+    own = item_blocks == user_blocks[:, None]
+    assert own.mean() >= MIN_OWN, own.mean()
