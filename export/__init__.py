@@ -1,1 +1,1 @@
-"""Training of the three rating models on MovieLens 100K and their export to ONNX bundles."""
+"""Training and export: data -> models -> training -> ONNX graphs -> a published model bundle."""

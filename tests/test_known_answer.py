@@ -33,7 +33,7 @@ def planted():
     return dataset, truth, config
 
 
-@pytest.mark.parametrize("name", ["mf", "dense", "lstm"])
+@pytest.mark.parametrize("name", registry.names())
 def test_every_model_finds_the_planted_blocks(planted, name):
     dataset, truth, config = planted
     trained = train_model(name, dataset, config, seed=1)

@@ -49,35 +49,10 @@ def parse_ratings(path: Path) -> pd.DataFrame:
     both lines: a pair rated twice is ambiguous, and guessing which to keep would hide bad data.
     """
     path = Path(path)
-    lines = _read_text(path, "utf-8").replace("\r\n", "\n").split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    if not lines:
-        raise DataError(f"{path}: file is empty, expected lines of "
-                        "'user_id<TAB>item_id<TAB>rating<TAB>timestamp'")
+    lines = _lines(path)
     columns = np.empty((4, len(lines)), dtype=np.int64)
     for index, line in enumerate(lines):
-        line_no = index + 1
-        fields = line.split("\t")
-        if line_no == 1 and any(c.isalpha() for c in fields[0]):
-            raise DataError(f"{path}, line 1: looks like a header line ({line[:_PREVIEW]!r}); "
-                            "u.data files have no header, expected 'user_id<TAB>item_id<TAB>rating<TAB>timestamp' integers")
-        if len(fields) != 4:
-            raise DataError(f"{path}, line {line_no}: expected 4 tab-separated fields "
-                            f"(user_id, item_id, rating, timestamp), got {len(fields)}: {line[:_PREVIEW]!r}")
-        for column, (field, text) in enumerate(zip(FIELDS, fields)):
-            text = text.strip()
-            if field == "rating":
-                columns[column, index] = _parse_rating(text, path, line_no)
-            else:
-                columns[column, index] = _parse_int(text, path, line_no, field)
-        if columns[0, index] <= 0 or columns[1, index] <= 0:
-            field = "user_id" if columns[0, index] <= 0 else "item_id"
-            raise DataError(f"{path}, line {line_no}, field '{field}': expected a positive id, "
-                            f"got {fields[FIELDS.index(field)]!r}")
-        if columns[3, index] < 0:
-            raise DataError(f"{path}, line {line_no}, field 'timestamp': expected Unix seconds "
-                            f">= 0, got {fields[3]!r}")
+        columns[:, index] = _parse_line(line, path, index + 1)
     for column, field in ((0, "user_id"), (1, "item_id")):
         if columns[column].max() > np.iinfo(np.int32).max:
             line_no = int(columns[column].argmax()) + 1
@@ -90,6 +65,38 @@ def parse_ratings(path: Path) -> pd.DataFrame:
     })
     _reject_duplicates(frame, path)
     return frame
+
+
+def _lines(path: Path) -> list[str]:
+    """The file's lines (Windows endings accepted); DataError for an empty file."""
+    lines = _read_text(path, "utf-8").replace("\r\n", "\n").split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    if not lines:
+        raise DataError(f"{path}: file is empty, expected lines of "
+                        "'user_id<TAB>item_id<TAB>rating<TAB>timestamp'")
+    return lines
+
+
+def _parse_line(line: str, path: Path, line_no: int) -> tuple[int, int, int, int]:
+    """(user_id, item_id, rating, timestamp) of one line; DataError naming the line and field."""
+    fields = line.split("\t")
+    if line_no == 1 and any(c.isalpha() for c in fields[0]):
+        raise DataError(f"{path}, line 1: looks like a header line ({line[:_PREVIEW]!r}); "
+                        "u.data files have no header, expected 'user_id<TAB>item_id<TAB>rating<TAB>timestamp' integers")
+    if len(fields) != 4:
+        raise DataError(f"{path}, line {line_no}: expected 4 tab-separated fields "
+                        f"(user_id, item_id, rating, timestamp), got {len(fields)}: {line[:_PREVIEW]!r}")
+    texts = [text.strip() for text in fields]
+    user, item = (_parse_int(texts[k], path, line_no, FIELDS[k]) for k in (0, 1))
+    rating = _parse_rating(texts[2], path, line_no)
+    timestamp = _parse_int(texts[3], path, line_no, FIELDS[3])
+    for field, value, text in (("user_id", user, fields[0]), ("item_id", item, fields[1])):
+        if value <= 0:
+            raise DataError(f"{path}, line {line_no}, field '{field}': expected a positive id, got {text!r}")
+    if timestamp < 0:
+        raise DataError(f"{path}, line {line_no}, field 'timestamp': expected Unix seconds >= 0, got {fields[3]!r}")
+    return user, item, rating, timestamp
 
 
 def _parse_rating(text: str, path: Path, line_no: int) -> int:

@@ -16,7 +16,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from contract.errors import ConfigError
 from contract.scale import RatingScale
 from scoring.feeds import UserContext, build_feeds
 
@@ -196,10 +195,3 @@ def init_parameters(model: nn.Module, generator: torch.Generator) -> None:
                 fan = module.in_features if isinstance(module, nn.Linear) else module.hidden_size
                 for param in module.parameters(recurse=False):
                     param.uniform_(-fan ** -0.5, fan ** -0.5, generator=generator)
-
-
-def check_config_type(family: Family, config: Any) -> None:
-    """ConfigError unless ``config`` is the family's config type."""
-    if not isinstance(config, family.config_type):
-        raise ConfigError(f"model '{family.name}': expected a {family.config_type.__name__}, "
-                          f"got {type(config).__name__}")

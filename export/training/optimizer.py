@@ -15,8 +15,7 @@ class Optimizer:
     """Adam for the dense layers (with ``weight_decay``) and, for the embedding tables, Adam on
     dense gradients or, for large catalogues, SparseAdam on the rows each batch touches: with
     dense gradients every step would update every row of every table. Adam is torch's fused
-    implementation (one kernel over all parameters, not a series of per-tensor operations): at
-    MovieLens 100K's size its step took half as long."""
+    implementation: one kernel over all parameters instead of a series of per-tensor operations."""
 
     def __init__(self, model: nn.Module, config: TrainingConfig) -> None:
         tables = [m for m in model.modules() if isinstance(m, nn.Embedding)]

@@ -1,0 +1,55 @@
+"""The README is the user's first page: every command, target and option it names exists, its
+reading examples run against a real published run, and it stays short."""
+from __future__ import annotations
+
+import re
+import subprocess
+
+import duckdb
+import pytest
+
+from conftest import ROOT, run_cli
+
+README = (ROOT / "README.md").read_text()
+
+
+def code_blocks(language: str) -> list[str]:
+    return re.findall(rf"```{language}\n(.*?)```", README, flags=re.S)
+
+
+def test_the_readme_stays_a_first_page():
+    assert len(README.encode()) <= 12_000
+
+
+@pytest.mark.parametrize("module", sorted(set(re.findall(r"`python -m ([\w.]+)", README))))
+def test_every_command_and_each_of_its_options_exists(module):
+    result = run_cli(module, "--help")
+    assert result.returncode == 0, result.stderr
+    paragraph = re.search(rf"Options of `python -m {re.escape(module)}`:(.*?)\n\n", README, flags=re.S)
+    for option in re.findall(r"`(--[\w-]+)", paragraph.group(1)) if paragraph else []:
+        assert option in result.stdout, f"{module} {option}"
+
+
+def test_every_make_target_exists():
+    targets = set(re.findall(r"`make ([\w-]+)", README))
+    listed = subprocess.run(["make", "-s", "help"], cwd=ROOT, capture_output=True, text=True).stdout
+    for target in targets:
+        assert re.search(rf"make {re.escape(target)}\b", listed), target
+
+
+def test_the_pandas_example_reads_a_published_run(scored):
+    (example,) = code_blocks("python")
+    namespace: dict = {}
+    exec(example.replace("output/latest", str(scored / "latest")), namespace)
+    assert set(namespace["preds"]["model"].unique()) == {"mf", "dense", "lstm"}
+    assert len(namespace["recs"]) > 0 and set(namespace["recs"]["model"].unique()) == {"mf"}
+
+
+def test_the_duckdb_example_reads_a_published_run(scored):
+    (example,) = code_blocks("sql")
+    query = example.replace("output/latest", str(scored / "latest")).replace("-- duckdb\n", "")
+    user = int(re.search(r"user_id = (\d+)", query).group(1))
+    assert duckdb.sql(query).fetchall() is not None
+    rows = duckdb.sql(query.replace(f"user_id = {user}", "user_id = 1")).fetchall()
+    assert {r[0] for r in rows} == {"mf", "dense", "lstm"}
+    assert [r[2] for r in rows if r[0] == "mf"] == list(range(1, 6))
