@@ -240,11 +240,17 @@ def main(argv: list[str] | None = None) -> int:
                         help="scoring processes to run; the table and ratios use the median run (default: %(default)s)")
     parser.add_argument("--work-dir", type=Path, default=Path("bench"), help="bundles and runs (default: %(default)s)")
     parser.add_argument("--out", type=Path, default=Path("bench") / "bench.json", help="JSON (default: %(default)s)")
+    parser.add_argument("--reading", metavar="SHAPE",
+                        help="instead: time reading and checking a synthetic ratings file of this shape (e.g. "
+                             "ml-25m) as CSV and as Parquet")
     parser.add_argument("--scoring-args", nargs=argparse.REMAINDER, default=[],
                         help="further options for the scoring process, e.g. --chunk-pairs 65536")
     args = parser.parse_args(argv)
     if args.repeat < 1:
         parser.error(f"--repeat: expected a positive integer, got {args.repeat}")
+    if args.reading:
+        from .reading import run_reading_bench
+        return run_cli(lambda: run_reading_bench(args.reading, args.work_dir / "reading", args.out))
     return run_cli(lambda: run_bench(args))
 
 

@@ -10,6 +10,10 @@ def index_of(known: np.ndarray, raw: np.ndarray, error: type[RecJobError], what:
     """Positions (int64) of ``raw`` ids in the ascending array ``known``; ``error`` naming the
     first few ids ``known`` lacks (``what`` says where they came from)."""
     raw = np.asarray(raw)
+    if known.dtype.kind == "U" and raw.dtype.kind != "U":
+        raw = raw.astype(str)
+    elif known.dtype.kind in "iu" and raw.dtype.kind not in "iu":
+        raise error(f"{what}: expected integer ids, got {raw[:3].tolist()}")
     if len(known) == 0:
         if raw.size:
             raise error(f"{what}: ids {raw[:5].tolist()} not in the vocabulary (it is empty)")

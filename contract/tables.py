@@ -6,6 +6,9 @@ import pyarrow as pa
 TABLE_NAMES: tuple[str, ...] = ("predictions", "recommendations")
 """Tables a scoring run can write; each is Hive-partitioned by ``model=<name>``."""
 
+ID_TYPES: tuple[pa.DataType, ...] = (pa.int32(), pa.int64(), pa.string())
+"""Types an id column may have: int32 where every id fits, else int64, or text."""
+
 PREDICTIONS = pa.schema(
     [
         pa.field("user_id", pa.int32(), nullable=False),
@@ -29,6 +32,24 @@ RECOMMENDATIONS = pa.schema(
 )
 
 SCHEMAS: dict[str, pa.Schema] = {"predictions": PREDICTIONS, "recommendations": RECOMMENDATIONS}
+"""The tables' schemas for int32 ids (MovieLens); ``table_schema`` gives them for other id types."""
+
+
+def table_schema(table: str, user_type: pa.DataType = pa.int32(), item_type: pa.DataType = pa.int32()) -> pa.Schema:
+    """A table's schema with the id columns typed as the data's ids are."""
+    schema = SCHEMAS[table]
+    for name, kind in (("user_id", user_type), ("item_id", item_type)):
+        index = schema.get_field_index(name)
+        schema = schema.set(index, schema.field(index).with_type(kind))
+    return schema
+
+
+def id_type(ids) -> pa.DataType:
+    """The id column type of a numpy array of ids: int32 if every id fits, int64, or string."""
+    if ids.dtype.kind in "iu":
+        fits = len(ids) == 0 or (ids.min() >= -2**31 and ids.max() < 2**31)
+        return pa.int32() if fits else pa.int64()
+    return pa.string()
 
 PARQUET_COMPRESSION = "zstd"
 """Codec of every published Parquet file."""

@@ -28,7 +28,7 @@ from export.cli import add_training_options, make_config
 from export.config import RunConfig, child_seed
 from export.data.dataset import Dataset, Interactions, seen_csr
 from export.data.loading import DataSource, build_dataset
-from export.data.ratings import parse_ratings
+from export.data.ratings_file import read_ratings
 from export.models import registry
 from export.training.metrics import rating_errors
 from export.training.workers import jobs_option, train_models
@@ -138,10 +138,10 @@ def run_evaluation(args: argparse.Namespace) -> dict[str, Any]:
     if args.train_file:
         if len(args.train_file) != len(args.test_file or []):
             raise UsageError("--train-file and --test-file: give them in pairs, as many of each")
-        splits = [(f"{Path(tr).name}/{Path(te).name}", parse_ratings(Path(tr)), parse_ratings(Path(te)))
+        splits = [(f"{Path(tr).name}/{Path(te).name}", read_ratings(tr).frame, read_ratings(te).frame)
                   for tr, te in zip(args.train_file, args.test_file)]
     else:
-        frame = parse_ratings(DataSource(args.data_dir, cache_dir=args.cache_dir).resolve()[0][0])
+        frame = read_ratings(DataSource(data_dir=args.data_dir, cache_dir=args.cache_dir).ratings_files()[0]).frame
         splits = kfold_splits(frame, args.folds, args.seed) if args.folds > 1 else []
     if splits:
         results = [evaluate_split(name, tr, te, config, use_surprise, jobs) for name, tr, te in splits]

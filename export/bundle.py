@@ -23,6 +23,7 @@ import torch
 from contract import bundle_format as layout
 from contract.bundle_format import GRAPH_OUTPUTS, ModelGraphs
 from contract.checksums import sha256_file
+from contract.tables import id_type
 from contract.publish import RootLock, new_staging_dir, prepare_root, publish, remove_stale_staging
 from scoring.bundle import REFERENCE_ARRAYS
 from scoring.feeds import UserContext, build_feeds
@@ -105,9 +106,9 @@ def export_model(trained: TrainedModel, setup: BundleSetup) -> tuple[TorchRefere
 def write_vocabulary_and_context(dataset: Dataset, context: UserContext, staging: Path) -> None:
     """The users and items files (raw ids, titles) and the users' context arrays."""
     vocab = dataset.vocab
-    pq.write_table(pa.table({"user_id": pa.array(vocab.user_ids, pa.int32())}), staging / layout.USERS)
-    titles = [dataset.item_titles.get(int(i)) for i in vocab.item_ids]
-    pq.write_table(pa.table({"item_id": pa.array(vocab.item_ids, pa.int32()),
+    pq.write_table(pa.table({"user_id": pa.array(vocab.user_ids, id_type(vocab.user_ids))}), staging / layout.USERS)
+    titles = [dataset.item_titles.get(i.item()) for i in vocab.item_ids]
+    pq.write_table(pa.table({"item_id": pa.array(vocab.item_ids, id_type(vocab.item_ids)),
                              "title": pa.array(titles, pa.string())}), staging / layout.ITEMS)
     indptr, seen = seen_csr(dataset.history, vocab.n_users)
     np.savez(staging / layout.CONTEXT, seen_indptr=indptr, seen_items=seen,

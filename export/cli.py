@@ -10,10 +10,13 @@ import torch
 from contract.cli import parse_names, run_cli
 from contract.errors import UsageError
 from contract.paths import DEFAULT_ARTIFACTS_ROOT, DEFAULT_DATA_DIR
+from contract.scale import RatingScale
 from scoring.bundle import read_manifest
 
 from .config import RunConfig
+from .data.columns import ITEM_ROLES, RATING_ROLES, ColumnMapping
 from .data.loading import DataSource
+from .data.ratings_file import DUPLICATE_POLICIES, RatingsOptions
 from .data.synthetic import parse_shape
 from .models import registry
 from .pipeline import train_and_export
@@ -27,14 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "files, export each to ONNX, check ONNX against torch, and publish a model bundle "
                     "under ARTIFACTS/<bundle-id> with ARTIFACTS/latest pointing at it. A bundle "
                     "whose data, settings and code are unchanged is reused, not retrained.")
-    data = parser.add_argument_group("data (default: download and cache MovieLens 100K)")
-    data.add_argument("--data-dir", type=Path, help="an ml-100k folder with u.data (and optional u.item)")
-    data.add_argument("--train-file", type=Path, help="training ratings in u.data format, e.g. u1.base")
-    data.add_argument("--test-file", type=Path, help="test ratings in u.data format, e.g. u1.test")
-    data.add_argument("--synthetic", metavar="USERS,ITEMS,RATINGS",
-                      help="seeded synthetic ratings instead (or a shape name: ml-1m, ml-20m, ml-25m)")
-    data.add_argument("--cache-dir", type=Path, default=DEFAULT_DATA_DIR,
-                      help="download cache (default: %(default)s)")
+    add_data_options(parser)
     add_training_options(parser)
     parser.add_argument("--artifacts", type=Path, default=DEFAULT_ARTIFACTS_ROOT,
                         help="bundle root (default: %(default)s)")
@@ -47,11 +43,43 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def add_data_options(parser: argparse.ArgumentParser) -> None:
+    """Where the ratings come from and how they are read; shared by the commands that train."""
+    data = parser.add_argument_group(
+        "data (default: download and cache MovieLens 100K)",
+        "PATH: a Parquet file, a folder or glob of Parquet part files (Hive-partitioned too), or a "
+        "delimited text file (tab, comma, '::' or '|'; with or without a header; .gz or .zst too).")
+    data.add_argument("--ratings", metavar="PATH", help="ratings to split into train/validation/test")
+    data.add_argument("--train-file", metavar="PATH", help="training ratings (with --test-file)")
+    data.add_argument("--test-file", metavar="PATH", help="test ratings (with --train-file)")
+    data.add_argument("--data-dir", type=Path, help="an ml-100k folder with u.data (and optional u.item)")
+    data.add_argument("--items", metavar="PATH", help="item titles (default: u.item, movies.dat or movies.csv "
+                                                       "beside the ratings, if there is one)")
+    data.add_argument("--columns", metavar="ROLE=COLUMN,...",
+                      help="which column holds user, item, rating and timestamp: names, or positions from 0 for "
+                           "files without a header (default: userId/user_id/user, movieId/itemId/item_id/item, "
+                           "rating, timestamp/ts/time; by position: 0, 1, 2, 3)")
+    data.add_argument("--item-columns", metavar="ROLE=COLUMN,...", help="which column holds item and title")
+    data.add_argument("--rating-scale", metavar="MIN,MAX",
+                      help="the ratings' scale (default: the lowest and highest rating seen)")
+    data.add_argument("--duplicates", choices=DUPLICATE_POLICIES, default="error",
+                      help="a (user, item) pair rated more than once: refuse it, keep the latest rating, or "
+                           "average them (default: %(default)s)")
+    data.add_argument("--order-by", metavar="COLUMN",
+                      help="a column that orders each user's ratings, for data without a timestamp")
+    data.add_argument("--string-ids", action="store_true", help="read every id as text, even ids that look "
+                                                                 "like integers")
+    data.add_argument("--synthetic", metavar="USERS,ITEMS,RATINGS",
+                      help="seeded synthetic ratings instead (or a shape name: ml-1m, ml-20m, ml-25m)")
+    data.add_argument("--cache-dir", type=Path, default=DEFAULT_DATA_DIR,
+                      help="download cache (default: %(default)s)")
+
+
 def add_training_options(parser: argparse.ArgumentParser) -> None:
     """Options shared by the commands that train: seed, models, epochs, LSTM window, jobs."""
     parser.add_argument("--seed", type=int, default=RunConfig.seed, help="the one seed (default: %(default)s)")
-    parser.add_argument("--models", default=",".join(registry.names()),
-                        help="comma-separated models to train (default: %(default)s)")
+    parser.add_argument("--models", help=f"comma-separated models to train (default: {','.join(registry.names())}; "
+                                         "without an order of each user's ratings, those that need one are left out)")
     parser.add_argument("--max-epochs", type=int, help="cap every model's epochs (for quick runs)")
     parser.add_argument("--window", type=int, help="LSTM sequence length L (default: 10)")
     add_jobs_option(parser)
@@ -63,7 +91,8 @@ def make_config(args: argparse.Namespace) -> RunConfig:
     if device == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda: this torch build sees no CUDA device (torch "
                          f"{torch.__version__}); train with --device cpu")
-    config = RunConfig(seed=args.seed, models=parse_names("--models", args.models, registry.names()), device=device)
+    models = registry.names() if args.models is None else parse_names("--models", args.models, registry.names())
+    config = RunConfig(seed=args.seed, models=models, device=device)
     if args.window is not None and "lstm" in config.models:
         config = config.replace_model("lstm", window=args.window)
     overrides = {"max_epochs": args.max_epochs, "batch_size": getattr(args, "batch_size", None),
@@ -77,16 +106,32 @@ def make_config(args: argparse.Namespace) -> RunConfig:
     return config
 
 
+def parse_scale(text: str | None) -> RatingScale | None:
+    if text is None:
+        return None
+    try:
+        low, high = (float(x) for x in text.split(","))
+        return RatingScale(low, high)
+    except ValueError:
+        raise UsageError(f"--rating-scale: expected MIN,MAX with MIN < MAX, got {text!r}") from None
+
+
 def data_source(args: argparse.Namespace) -> DataSource:
-    return DataSource(args.data_dir, args.train_file, args.test_file, args.cache_dir,
-                      parse_shape(args.synthetic) if args.synthetic else None)
+    options = RatingsOptions(ColumnMapping.parse(args.columns, RATING_ROLES), args.string_ids, args.order_by,
+                             args.duplicates)
+    return DataSource(ratings=args.ratings, data_dir=args.data_dir, train_file=args.train_file,
+                      test_file=args.test_file, items=args.items, cache_dir=args.cache_dir,
+                      synthetic=parse_shape(args.synthetic) if args.synthetic else None, options=options,
+                      item_columns=ColumnMapping.parse(args.item_columns, ITEM_ROLES, "--item-columns"),
+                      rating_scale=parse_scale(args.rating_scale))
 
 
 def run(args: argparse.Namespace) -> Path:
     config = make_config(args)
-    bundle = train_and_export(config, data_source(args), args.artifacts, jobs_option(args.jobs, config), args.force)
+    bundle = train_and_export(config, data_source(args), args.artifacts, jobs_option(args.jobs, config), args.force,
+                              models_given=args.models is not None)
     exported = read_manifest(bundle)["models"]
-    for name in config.models:
+    for name in read_manifest(bundle)["model_names"]:
         m = exported[name]["test_metrics"]
         print(f"{name:6s} test RMSE {m['rmse_stars']:.4f}, MAE {m['mae_stars']:.4f} on the rating scale, "
               f"RMSE {m['rmse_unit']:.4f} on [0, 1]")

@@ -19,6 +19,7 @@ from contract.bundle_format import (CONTEXT, CONTEXT_ARRAYS, GRAPH_KINDS, ITEMS,
 from contract.checksums import sha256_file
 from contract.errors import BundleError
 from contract.scale import RatingScale
+from contract.tables import ID_TYPES, table_schema
 
 from .feeds import UserContext
 
@@ -47,9 +48,13 @@ class Bundle:
     path: Path
     manifest: dict[str, Any]
     user_ids: np.ndarray
-    """Raw user id of each user index, int32 [n_users]."""
+    """Raw user id of each user index [n_users], ascending: int32, int64 or text (numpy unicode)."""
     item_ids: np.ndarray
-    """Raw item id of each item index, int32 [n_items], ascending."""
+    """Raw item id of each item index [n_items], ascending, of the same kinds."""
+    user_id_array: pa.Array
+    """``user_ids`` as Arrow, typed as the tables' ``user_id`` column."""
+    item_id_array: pa.Array
+    """``item_ids`` as Arrow, typed as the tables' ``item_id`` column."""
     item_titles: list[str | None]
     seen_indptr: np.ndarray
     """CSR row pointers of each user's history items (excluded from top-N), int64 [n_users + 1]."""
@@ -79,6 +84,10 @@ class Bundle:
     @property
     def scale(self) -> RatingScale:
         return scale_of(self.manifest)
+
+    def table_schema(self, table: str) -> pa.Schema:
+        """The schema of one of the run's tables, its id columns typed as this bundle's ids."""
+        return table_schema(table, self.user_id_array.type, self.item_id_array.type)
 
     def graphs(self, model: str) -> ModelGraphs:
         """The model's graphs as the manifest lists them."""
@@ -165,15 +174,20 @@ def _load_npz(path: Path, keys: list[str]) -> dict[str, np.ndarray]:
         raise BundleError(f"{path}: not a readable .npz archive ({exc})") from exc
 
 
-def _int32_column(table: pa.Table, name: str, path: Path) -> np.ndarray:
-    """A non-null int32 column as numpy, read from its buffer: pyarrow's ``to_numpy`` imports
-    pandas, which would add to every scoring run's start-up."""
-    if name not in table.column_names or table.schema.field(name).type != pa.int32():
-        raise BundleError(f"{path}: expected an int32 column '{name}'")
+def _id_column(table: pa.Table, name: str, path: Path) -> tuple[np.ndarray, pa.Array]:
+    """A non-null id column (``contract.tables.ID_TYPES``) as numpy and as Arrow. Integers are read
+    from their buffer: pyarrow's ``to_numpy`` imports pandas, which would slow every run's start."""
+    if name not in table.column_names or table.schema.field(name).type not in ID_TYPES:
+        raise BundleError(f"{path}: expected a column '{name}' of one of {[str(t) for t in ID_TYPES]}")
     column = table.column(name).combine_chunks()
     if column.null_count:
         raise BundleError(f"{path}: column '{name}' has missing values")
-    return np.frombuffer(column.buffers()[1], dtype=np.int32, count=len(column), offset=column.offset * 4).copy()
+    if pa.types.is_string(column.type):
+        return np.asarray(column.to_pylist(), dtype=str), column
+    dtype = np.int32 if column.type == pa.int32() else np.int64
+    width = np.dtype(dtype).itemsize
+    values = np.frombuffer(column.buffers()[1], dtype=dtype, count=len(column), offset=column.offset * width).copy()
+    return values, column
 
 
 def _references(path: Path, models: list[str]) -> dict[str, Reference]:
@@ -201,8 +215,8 @@ def load_bundle(path: Path, models: list[str] | None = None) -> Bundle:
     # ParquetFile, not read_table: read_table imports pyarrow.dataset, which slows start-up.
     users = pq.ParquetFile(path / USERS).read()
     items = pq.ParquetFile(path / ITEMS).read()
-    user_ids = _int32_column(users, "user_id", path / USERS)
-    item_ids = _int32_column(items, "item_id", path / ITEMS)
+    user_ids, user_id_array = _id_column(users, "user_id", path / USERS)
+    item_ids, item_id_array = _id_column(items, "item_id", path / ITEMS)
     titles = items.column("title").to_pylist() if "title" in items.column_names else [None] * len(item_ids)
     if len(user_ids) != manifest["n_users"] or len(item_ids) != manifest["n_items"]:
         raise BundleError(f"{path}: users/items files hold {len(user_ids)}/{len(item_ids)} rows; "
@@ -222,6 +236,8 @@ def load_bundle(path: Path, models: list[str] | None = None) -> Bundle:
         manifest={**manifest, "model_names": chosen},
         user_ids=user_ids,
         item_ids=item_ids,
+        user_id_array=user_id_array,
+        item_id_array=item_id_array,
         item_titles=titles,
         seen_indptr=context["seen_indptr"].astype(np.int64),
         seen_items=context["seen_items"].astype(np.int64),

@@ -44,8 +44,8 @@ class ChunkSink:
         b = self.bundle
         t = time.perf_counter()
         self.writers["predictions"].write({
-            "user_id": arrow_array(np.repeat(b.user_ids[start:stop], b.n_items)),
-            "item_id": arrow_array(np.tile(b.item_ids, stop - start)),
+            "user_id": b.user_id_array.take(arrow_array(np.repeat(np.arange(start, stop, dtype=np.int32), b.n_items))),
+            "item_id": b.item_id_array.take(arrow_array(np.tile(np.arange(b.n_items, dtype=np.int32), stop - start))),
             "prediction": arrow_array(outputs.rating.reshape(-1)),
         })
         self.result.seconds["write"] += time.perf_counter() - t
@@ -70,9 +70,9 @@ class ChunkSink:
             self.result.seconds["onnxruntime_pairs"] += time.perf_counter() - t
         t = time.perf_counter()
         self.writers["recommendations"].write({
-            "user_id": arrow_array(b.user_ids[start:stop][rows]),
+            "user_id": b.user_id_array.take(arrow_array((start + rows).astype(np.int32))),
             "rank": arrow_array((ranks + 1).astype(np.int16)),
-            "item_id": arrow_array(b.item_ids[chosen]),
+            "item_id": b.item_id_array.take(arrow_array(chosen.astype(np.int32))),
             "prediction": arrow_array(rating),
             "logit": arrow_array(masked[rows, chosen]),
         })

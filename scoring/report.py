@@ -69,11 +69,16 @@ def examples(run_dir: Path, bundle_dir: Path, run: dict[str, Any]) -> dict[str, 
     for model in run["models"]:
         table = pq.read_table(run_dir / "recommendations" / f"model={model}").to_pandas()
         users = sorted(table["user_id"].unique())[:EXAMPLE_USERS]
-        out[model] = {str(u): [{"rank": int(r.rank), "item_id": int(r.item_id), "title": titles.get(r.item_id, ""),
+        out[model] = {str(u): [{"rank": int(r.rank), "item_id": _plain(r.item_id), "title": titles.get(r.item_id, ""),
                                 "prediction": float(r.prediction)}
                                for r in table[table["user_id"] == u].sort_values("rank").itertuples()]
                       for u in users}
     return out
+
+
+def _plain(value: Any) -> int | str:
+    """An id as JSON holds it: numpy integers become ints, text stays text."""
+    return value.item() if hasattr(value, "item") else value
 
 
 def _png(figure: Any) -> str:

@@ -15,7 +15,6 @@ from contract.bundle_format import MANIFEST, PARITY_TOLERANCE
 from contract.checksums import sha256_file
 from contract.errors import VerificationError
 from contract.parity import LOGIT_TOLERANCE_RULE
-from contract.tables import SCHEMAS
 
 from .bundle import Bundle
 from .writer import table_file
@@ -58,7 +57,7 @@ def verify_tables(run_dir: Path, bundle: Bundle, tables: tuple[str, ...], top_n:
             path = table_file(run_dir, table, model)
             meta = pq.read_metadata(path)
             schema = pq.read_schema(path).remove_metadata()
-            if not schema.equals(SCHEMAS[table].remove_metadata()):
+            if not schema.equals(bundle.table_schema(table).remove_metadata()):
                 raise VerificationError(f"{path}: schema {schema} differs from the {table} schema")
             want = expected_rows(bundle, table, top_n)
             if meta.num_rows != want:

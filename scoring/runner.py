@@ -27,7 +27,7 @@ from contract.machine import available_cpus
 from contract.pairs import user_ranges
 from contract.parity import check_parity
 from contract.publish import RootLock, new_staging_dir, prepare_root, publish, remove_stale_staging
-from contract.tables import SCHEMAS, TABLE_NAMES
+from contract.tables import TABLE_NAMES
 
 from .bundle import Bundle, load_bundle, read_manifest
 from .chunks import ChunkSink, check_finite
@@ -166,7 +166,7 @@ def score_model(bundle: Bundle, model: str, options: ScoringOptions, run_dir: Pa
     scorer = ModelScorer.open(bundle.graphs(model), bundle.context, options.threads, options.device,
                               options.ranking_only)
     result = ModelResult()
-    writers = {t: PartitionWriter(run_dir, t, model) for t in options.tables}
+    writers = {t: PartitionWriter(run_dir, t, model, bundle.table_schema(t)) for t in options.tables}
     ref = bundle.references[model]
     parity = PairCollector(ref.users, ref.items)
     one_pass = _Pass(bundle, scorer, ChunkSink(bundle, options.top_n, writers, result, scorer), pool, result, parity)
@@ -187,7 +187,7 @@ def inputs_hash(bundle: Bundle, options: ScoringOptions) -> str:
     """Identity of what determines a run's table contents: same hash, same tables."""
     payload = {"bundle_manifest": sha256_file(bundle.path / MANIFEST), "models": bundle.models,
                "tables": list(options.tables), "top_n": options.top_n, "run_schema": RUN_SCHEMA_VERSION,
-               "table_schemas": {t: SCHEMAS[t].to_string() for t in options.tables}}
+               "table_schemas": {t: bundle.table_schema(t).to_string() for t in options.tables}}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 

@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 
 from contract.errors import PublishError
 from contract.failpoints import failpoint
-from contract.tables import PARQUET_COMPRESSION, PARQUET_COMPRESSION_LEVEL, PARQUET_USE_DICTIONARY, SCHEMAS
+from contract.tables import PARQUET_COMPRESSION, PARQUET_COMPRESSION_LEVEL, PARQUET_USE_DICTIONARY
 
 ROW_GROUP_ROWS = 1 << 20
 """Rows buffered before a row group is written: large enough for fast scans, small enough to
@@ -38,9 +38,10 @@ def table_file(run_dir: Path, table: str, model: str) -> Path:
 class PartitionWriter:
     """Streams record batches of one table and one model into a single Parquet file."""
 
-    def __init__(self, run_dir: Path, table: str, model: str, row_group_rows: int = ROW_GROUP_ROWS) -> None:
+    def __init__(self, run_dir: Path, table: str, model: str, schema: pa.Schema,
+                 row_group_rows: int = ROW_GROUP_ROWS) -> None:
         self.path = table_file(run_dir, table, model)
-        self.schema = SCHEMAS[table]
+        self.schema = schema
         self.row_group_rows = row_group_rows
         self.rows = 0
         self._pending: list[pa.RecordBatch] = []

@@ -65,3 +65,67 @@ def test_recbole_items_become_u_item_titles():
     text = "item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq\n" \
            "1\tToy Story\t1995\tAnimation\n2\tNo Year\t\tDrama\n"
     assert fetch._recbole_items_as_u_item(text) == "1|Toy Story (1995)\n2|No Year\n"
+
+
+@pytest.fixture
+def grouplens(tmp_path):
+    """A local stand-in for GroupLens on 127.0.0.1 serving ml-1m.zip and its published md5."""
+    import functools
+    import http.server
+    import threading
+    import zipfile
+
+    served = tmp_path / "served"
+    served.mkdir()
+    with zipfile.ZipFile(served / "ml-1m.zip", "w") as archive:
+        archive.writestr("ml-1m/ratings.dat", "1::1193::5::978300760\n2::661::3::978302109\n")
+        archive.writestr("ml-1m/movies.dat", "1193::One Flew Over the Cuckoo's Nest (1975)::Drama\n")
+    digest = hashlib.md5((served / "ml-1m.zip").read_bytes()).hexdigest()
+    (served / "ml-1m.zip.md5").write_text(f"MD5 (ml-1m.zip) = {digest}\n")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield served, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_release_is_fetched_checked_and_cached_by_name(grouplens, tmp_path):
+    from conftest import run_cli
+    served, url = grouplens
+    cache = tmp_path / "cache"
+    result = run_cli("export.data.fetch", "--dataset", "ml-1m", "--cache-dir", str(cache), "--base-url", url)
+    assert result.returncode == 0, result.stderr
+    ratings = cache / "ml-1m" / "ratings.dat"
+    assert result.stdout.strip() == str(ratings) and ratings.read_text().startswith("1::1193::5")
+    (served / "ml-1m.zip").unlink()   # cached now: no network needed
+    again = run_cli("export.data.fetch", "--dataset", "ml-1m", "--cache-dir", str(cache), "--base-url", url)
+    assert again.returncode == 0 and again.stdout.strip() == str(ratings)
+
+
+def test_a_corrupted_release_is_refused_and_never_cached(grouplens, tmp_path):
+    from conftest import run_cli
+    served, url = grouplens
+    data = bytearray((served / "ml-1m.zip").read_bytes())
+    data[40] ^= 0xFF
+    (served / "ml-1m.zip").write_bytes(bytes(data))
+    result = run_cli("export.data.fetch", "--dataset", "ml-1m", "--cache-dir", str(tmp_path / "c"), "--base-url", url)
+    assert result.returncode == 1
+    (error,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert "ml-1m.zip: md5" in error and "as published in" in error
+    assert not (tmp_path / "c" / "ml-1m").exists()
+
+
+def test_an_unreachable_source_says_how_to_pass_a_downloaded_copy(tmp_path):
+    from conftest import run_cli
+    import socket
+    with socket.socket() as probe:   # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    result = run_cli("export.data.fetch", "--dataset", "ml-25m", "--cache-dir", str(tmp_path),
+                     "--base-url", f"http://127.0.0.1:{port}")
+    assert result.returncode == 1
+    (error,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert "unreachable" in error and "pass its ratings.csv with --ratings PATH" in error

@@ -42,16 +42,17 @@ def published(trained, scored):
 RATINGS_CASES = {
     "missing": (None, "file not found"),
     "empty": ("", "file is empty"),
-    "directory": ("<dir>", "is a directory"),
-    "wrong_fields": (GOOD_LINE + "1\t2\t3\n", "line 2: expected 4 tab-separated fields"),
-    "non_numeric_id": (GOOD_LINE + "1\tabc\t3\t5\n", "line 2, field 'item_id': expected an integer"),
-    "rating_above_5": (GOOD_LINE + "1\t2\t7\t5\n", "line 2, field 'rating': expected an integer from 1 to 5"),
-    "rating_nan": (GOOD_LINE + "1\t2\tNaN\t5\n", "line 2, field 'rating'"),
-    "negative_timestamp": (GOOD_LINE + "1\t2\t3\t-5\n", "line 2, field 'timestamp': expected Unix seconds >= 0"),
-    "fractional_timestamp": (GOOD_LINE + "1\t2\t3\t5.5\n", "line 2, field 'timestamp': expected an integer"),
-    "duplicate_pair": (GOOD_LINE + "2\t2\t3\t5\n1\t1\t4\t9\n", "lines 1 and 3: user 1 rated item 1 twice"),
-    "header": ("user_id\titem_id\trating\ttimestamp\n" + GOOD_LINE, "line 1: looks like a header line"),
-    "not_utf8": (b"1\t1\t5\t1\n\xff\xfe\n", "is not valid utf-8"),
+    "directory": ("<dir>", "folder holds no data files"),
+    "wrong_fields": (GOOD_LINE + "1\t2\t3\n", "line 2: expected 4 fields separated by tabs, got 3"),
+    "missing_column": ("userId,rating\n1,4\n", "no item column; columns found: userId, rating"),
+    "mixed_ids": (GOOD_LINE + "1\tabc\t3\t5\n", "line 2, column '1': item id 'abc' is text where"),
+    "rating_off_scale": (GOOD_LINE + "1\t2\t7\t5\n", "line 2, column '2': expected a rating from 1 to 5 "
+                                                  "(--rating-scale), got 7"),
+    "rating_nan": (GOOD_LINE + "1\t2\tNaN\t5\n", "line 2, column '2': expected a finite number, got nan"),
+    "negative_timestamp": (GOOD_LINE + "1\t2\t3\t-5\n", "line 2, column '3': expected Unix seconds >= 0, got -5"),
+    "fractional_timestamp": (GOOD_LINE + "1\t2\t3\t5.5\n", "line 2, column '3': expected whole Unix seconds, got 5.5"),
+    "duplicate_pair": (GOOD_LINE + "2\t2\t3\t5\n1\t1\t4\t9\n", "user 1 rated item 1 more than once"),
+    "not_utf8": (b"1\t1\t5\t1\n\xff\xfe\t1\t5\t1\n", "not valid utf-8 text"),
 }
 
 
@@ -66,9 +67,10 @@ def test_bad_ratings_file_is_named_and_nothing_is_lost(case, tmp_path, trained, 
     elif content is not None:
         bad.write_text(content)
     result = run_cli("export", "--train-file", str(bad), "--test-file", str(synthetic_dir / "u.data"),
-                     "--artifacts", str(trained), "--force")
+                     "--rating-scale", "1,5", "--artifacts", str(trained), "--force")
     assert result.returncode == 1, result.stderr
-    assert str(bad) in result.stderr and message in result.stderr
+    (error,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert str(bad) in error and message in error
     assert "Traceback" not in result.stderr
 
 

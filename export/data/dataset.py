@@ -11,6 +11,15 @@ from contract.ids import index_of
 from contract.scale import MOVIELENS_STARS, RatingScale
 
 
+def typed_ids(ids: np.ndarray) -> np.ndarray:
+    """Ids as the tables will hold them: int32 where every id fits, else int64, or text."""
+    ids = np.asarray(ids)
+    if ids.dtype.kind in "iu":
+        fits = len(ids) == 0 or (ids.min() >= np.iinfo(np.int32).min and ids.max() <= np.iinfo(np.int32).max)
+        return ids.astype(np.int32 if fits else np.int64)
+    return ids.astype(str)
+
+
 @dataclass(frozen=True)
 class Vocabulary:
     """Raw ids (ascending) and their dense 0-based indices, the rows of every embedding."""
@@ -20,8 +29,7 @@ class Vocabulary:
 
     @classmethod
     def from_frame(cls, frame: pd.DataFrame) -> "Vocabulary":
-        return cls(np.unique(frame["user_id"].to_numpy()).astype(np.int32),
-                   np.unique(frame["item_id"].to_numpy()).astype(np.int32))
+        return cls(typed_ids(np.unique(frame["user_id"].to_numpy())), typed_ids(np.unique(frame["item_id"].to_numpy())))
 
     @property
     def n_users(self) -> int:
@@ -102,6 +110,9 @@ class Dataset:
     item_titles: dict[int, str] = field(default_factory=dict)
     """Raw item id -> title, where an items file was available."""
     notes: dict[str, int] = field(default_factory=dict)
+    ordered: bool = True
+    """Whether each user's ratings have an order (a timestamp or an ``--order-by`` column); the
+    families that read a user's ratings in order need one."""
     """Counts worth reporting: ratings moved to train, cold-start test pairs dropped."""
 
 

@@ -145,14 +145,30 @@ def fetch_movielens(cache_dir: Path = DEFAULT_DATA_DIR,
 
 
 def main(argv: list[str] | None = None) -> int:
-    """CLI: fetch and cache MovieLens 100K, printing the folder it lives in."""
+    """CLI: fetch and cache a MovieLens release, printing where its ratings are."""
     from contract.cli import run_cli
 
-    parser = argparse.ArgumentParser(prog="python -m export.data.fetch", description=__doc__)
+    from .grouplens import GROUPLENS_BASE, RELEASES, fetch_release
+
+    parser = argparse.ArgumentParser(
+        prog="python -m export.data.fetch",
+        description="Fetch a MovieLens release into the cache, checked against its published checksum, and "
+                    "print its ratings file (ml-100k: the folder), ready for python -m export --ratings.")
+    parser.add_argument("--dataset", choices=("ml-100k", *RELEASES), default="ml-100k",
+                        help="the release (default: %(default)s, which falls back to a copy in the recbole wheel)")
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_DATA_DIR,
                         help="cache folder (default: %(default)s)")
+    parser.add_argument("--base-url", default=GROUPLENS_BASE,
+                        help="where the releases' zips are served (default: %(default)s)")
     args = parser.parse_args(argv)
-    return run_cli(lambda: print(fetch_movielens(args.cache_dir)))
+
+    def action() -> None:
+        if args.dataset == "ml-100k":
+            print(fetch_movielens(args.cache_dir))
+        else:
+            print(fetch_release(args.dataset, args.cache_dir, args.base_url))
+
+    return run_cli(action)
 
 
 if __name__ == "__main__":

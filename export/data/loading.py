@@ -1,6 +1,7 @@
 """From the command line's data options to a split ``Dataset``, with checksums of every input."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,50 +10,74 @@ import numpy as np
 import pandas as pd
 
 from contract.checksums import md5_file
-from contract.errors import DataError
+from contract.errors import DataError, UsageError
 from contract.paths import DEFAULT_DATA_DIR
 from contract.scale import MOVIELENS_STARS, RatingScale
 
 from ..config import RunConfig
 from .dataset import Dataset, Interactions, Vocabulary
+from .columns import ColumnMapping
 from .fetch import fetch_movielens
-from .ratings import parse_items, parse_ratings
+from .items_file import read_items
+from .ratings_file import RatingsFile, RatingsOptions, rating_scale, read_ratings
 from .split import split_frame
 from .synthetic import generate_ratings
 
 log = logging.getLogger(__name__)
 
 
+ITEM_FILES = ("u.item", "movies.dat", "movies.csv")
+"""MovieLens items files looked for beside a ratings file when ``--items`` is not given."""
+
+
 @dataclass(frozen=True)
 class DataSource:
-    """Where the ratings come from: the cached MovieLens download, a folder, or explicit files."""
+    """Where the ratings come from and how to read them: the cached MovieLens download, a folder,
+    a ratings file (any form ``readers.read_table`` takes), or explicit training and test files."""
 
+    ratings: str | None = None
+    """A ratings file, a folder or glob of Parquet part files; split into train/validation/test."""
     data_dir: Path | None = None
     """An ml-100k folder with ``u.data`` and optionally ``u.item``."""
-    train_file: Path | None = None
-    test_file: Path | None = None
+    train_file: str | None = None
+    test_file: str | None = None
+    items: str | None = None
+    """Item titles; default: a MovieLens items file beside the ratings, if there is one."""
     cache_dir: Path = DEFAULT_DATA_DIR
-    """Download cache used when neither of the above is given."""
+    """Download cache used when no ratings are given."""
     synthetic: tuple[int, int, int] | None = None
     """Generate (users, items, ratings) seeded synthetic ratings instead of reading files."""
+    options: RatingsOptions = RatingsOptions()
+    item_columns: ColumnMapping = ColumnMapping()
+    rating_scale: RatingScale | None = None
+    """The ratings' scale; None: the lowest and highest rating seen."""
 
-    def resolve(self) -> tuple[list[Path], Path | None]:
-        """Ratings files (one, or train then test) and the items file if there is one."""
+    def ratings_files(self) -> list[str]:
+        """Ratings files: one to split, or train then test."""
+        given = [x for x in (self.ratings, self.data_dir, self.train_file) if x is not None]
+        if len(given) > 1:
+            raise UsageError("--ratings, --data-dir and --train-file/--test-file: give one of them")
         if (self.train_file is None) != (self.test_file is None):
-            raise DataError("--train-file and --test-file go together; give both or neither")
+            raise UsageError("--train-file and --test-file go together; give both or neither")
         if self.train_file is not None:
-            items = self.train_file.parent / "u.item"
-            return [self.train_file, self.test_file], items if items.is_file() else None
+            return [self.train_file, self.test_file]
+        if self.ratings is not None:
+            return [self.ratings]
         folder = self.data_dir if self.data_dir is not None else fetch_movielens(self.cache_dir)
-        if not folder.is_dir():
+        if not Path(folder).is_dir():
             raise DataError(f"{folder}: --data-dir is not a directory")
-        items = folder / "u.item"
-        return [folder / "u.data"], items if items.is_file() else None
+        return [str(Path(folder) / "u.data")]
+
+    def items_file(self, ratings: str) -> str | None:
+        if self.items is not None:
+            return self.items
+        folder = Path(ratings).parent if Path(ratings).is_file() else Path(ratings)
+        return next((str(folder / name) for name in ITEM_FILES if (folder / name).is_file()), None)
 
 
-def describe_files(paths: list[Path]) -> dict[str, str]:
-    """md5 of each input file, keyed by its path as given."""
-    return {str(p): md5_file(p) for p in paths}
+def checksums(files: list[RatingsFile]) -> dict[str, str]:
+    """md5 of every file the ratings were read from, keyed by its path."""
+    return {str(part.path): md5_file(part.path) for file in files for part in file.source.parts}
 
 
 def build_dataset(frames: list[pd.DataFrame], config: RunConfig, rng: np.random.Generator,
@@ -91,15 +116,19 @@ def build_dataset(frames: list[pd.DataFrame], config: RunConfig, rng: np.random.
 
 def load_dataset(source: DataSource, config: RunConfig,
                  rng: np.random.Generator) -> tuple[Dataset, dict[str, str]]:
-    """Parse, validate and split the configured data; return it with the inputs' checksums."""
+    """Read, check and split the configured data; return it with the inputs' checksums."""
     if source.synthetic is not None:
         frame = generate_ratings(*source.synthetic, seed=config.seed)
         shape = ",".join(map(str, source.synthetic))
         return build_dataset([frame], config, rng), {f"synthetic:{shape}": f"seed={config.seed}"}
-    paths, items_path = source.resolve()
-    frames = [parse_ratings(p) for p in paths]
+    names = source.ratings_files()
+    files = [read_ratings(name, source.options) for name in names]
+    scale = rating_scale(files, source.rating_scale)
     titles = None
-    if items_path is not None:
-        items = parse_items(items_path)
-        titles = dict(zip(items["item_id"].tolist(), items["title"].tolist()))
-    return build_dataset(frames, config, rng, titles), describe_files(paths)
+    items = source.items_file(names[0])
+    if items is not None:
+        text_ids = any(f.frame["user_id"].dtype == object or f.frame["item_id"].dtype == object for f in files)
+        titles = read_items(items, source.item_columns, as_text=text_ids or source.options.string_ids)
+    dataset = build_dataset([f.frame for f in files], config, rng, titles, scale)
+    ordered = all(f.has_order for f in files)
+    return dataclasses.replace(dataset, ordered=ordered), checksums(files)

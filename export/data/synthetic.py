@@ -47,7 +47,7 @@ def _sorted_unique(values: np.ndarray) -> np.ndarray:
 
 
 def generate_ratings(n_users: int, n_items: int, n_ratings: int, seed: int, rank: int = 4) -> pd.DataFrame:
-    """A ratings frame in ``parse_ratings``' layout: every user and item rated at least once."""
+    """A ratings frame (``user_id``, ``item_id``, ``rating``, ``timestamp``): every user and item rated at least once."""
     rng = np.random.default_rng(seed)
     popularity = 1.0 / np.arange(1, n_items + 1) ** 0.9
     popularity = rng.permutation(popularity / popularity.sum())

@@ -40,6 +40,9 @@ class Family:
     """Frozen dataclass of the family's settings; it has a ``training: TrainingConfig`` field."""
     training_cost: ClassVar[float] = 1.0
     """Relative training time; training workers take the costliest models first."""
+    needs_order: ClassVar[bool] = False
+    """Whether the model reads each user's ratings in time order (it needs a timestamp or an
+    ``--order-by`` column in the data)."""
     untuned_reference_rmse: ClassVar[float | None] = None
     """Test RMSE on [0, 1] that the introductory article reported for its untuned version, shown in
     the report as a labelled reference; None for families the article does not have."""

@@ -231,6 +231,7 @@ class LSTMFamily(Family):
     config_type = LSTMConfig
     training_cost = 3.0
     untuned_reference_rmse = 0.43
+    needs_order = True
     pairwise_inputs = ("user", "window_items", "window_ratings")
     all_items_inputs = ("user", "history_items", "history_ratings")
     user_tables = ("user_embedding", "rank_user_embedding")
