@@ -70,13 +70,14 @@ def run_scoring_process(bundle: Path, output: Path, models: tuple[str, ...], tab
 
 
 def eager_pairwise_seconds(bundle: Bundle, model: str, limit_pairs: int | None) -> tuple[float, int]:
-    """Torch eager, pairwise forward over (a prefix of) all pairs, as the models were trained."""
+    """Torch eager over (a prefix of) all pairs: the trained module's own ``forward`` on the pairwise
+    graph's inputs, as a user would score pairs with it (the LSTM runs every step of each window)."""
     module = load_torch_model(bundle, model)
     family = registry.get(model)
     started, total = time.perf_counter(), 0
     with torch.no_grad():
         for users, _, inputs in pairwise_batches(bundle, family, model, limit_pairs):
-            family.outputs(module, inputs)
+            module(*inputs)
             total += len(users)
     return time.perf_counter() - started, total
 

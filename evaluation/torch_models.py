@@ -19,7 +19,9 @@ PAIR_BATCH = 65_536
 
 
 def load_torch_model(bundle: Bundle, name: str) -> torch.nn.Module:
-    """Rebuild a trained module from the bundle's config and ``state_dict``."""
+    """Rebuild a trained module from the bundle's config and ``state_dict``; denormal floats are
+    flushed to zero in this process, as in training (see ``trainer.train_model``)."""
+    torch.set_flush_denormal(True)
     family = registry.get(name)
     config = family.config_from_dict(bundle.manifest["config"]["model_configs"][name])
     module = family.build(config, bundle.n_users, bundle.n_items, 0.0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import pyarrow as pa
 
 from contract.errors import VerificationError
 
@@ -27,6 +28,28 @@ def check_finite(model: str, bundle: Bundle, output: str, values: np.ndarray,
                                 f"{bundle.user_ids[user]}, item_id {bundle.item_ids[item]}")
 
 
+def ids(values: np.ndarray, array: pa.Array, index: np.ndarray) -> pa.Array:
+    """The ids at ``index`` as an Arrow column: integers straight from numpy (the common case,
+    and several times faster than a take), text through Arrow's take."""
+    if values.dtype.kind in "iu":
+        return arrow_array(values[index])
+    return array.take(arrow_array(index.astype(np.int32)))
+
+
+def repeated_ids(values: np.ndarray, array: pa.Array, start: int, stop: int, times: int) -> pa.Array:
+    """Each id of ``[start, stop)`` repeated ``times`` times (the predictions' user column)."""
+    if values.dtype.kind in "iu":
+        return arrow_array(np.repeat(values[start:stop], times))
+    return ids(values, array, np.repeat(np.arange(start, stop), times))
+
+
+def tiled_ids(values: np.ndarray, array: pa.Array, times: int) -> pa.Array:
+    """Every id, ``times`` times over (the predictions' item column)."""
+    if values.dtype.kind in "iu":
+        return arrow_array(np.tile(values, times))
+    return ids(values, array, np.tile(np.arange(len(values)), times))
+
+
 class ChunkSink:
     """Turns the outputs of users ``[start, stop)`` into rows of each table being written."""
 
@@ -44,8 +67,8 @@ class ChunkSink:
         b = self.bundle
         t = time.perf_counter()
         self.writers["predictions"].write({
-            "user_id": b.user_id_array.take(arrow_array(np.repeat(np.arange(start, stop, dtype=np.int32), b.n_items))),
-            "item_id": b.item_id_array.take(arrow_array(np.tile(np.arange(b.n_items, dtype=np.int32), stop - start))),
+            "user_id": repeated_ids(b.user_ids, b.user_id_array, start, stop, b.n_items),
+            "item_id": tiled_ids(b.item_ids, b.item_id_array, stop - start),
             "prediction": arrow_array(outputs.rating.reshape(-1)),
         })
         self.result.seconds["write"] += time.perf_counter() - t
@@ -70,9 +93,9 @@ class ChunkSink:
             self.result.seconds["onnxruntime_pairs"] += time.perf_counter() - t
         t = time.perf_counter()
         self.writers["recommendations"].write({
-            "user_id": b.user_id_array.take(arrow_array((start + rows).astype(np.int32))),
+            "user_id": ids(b.user_ids, b.user_id_array, start + rows),
             "rank": arrow_array((ranks + 1).astype(np.int16)),
-            "item_id": b.item_id_array.take(arrow_array(chosen.astype(np.int32))),
+            "item_id": ids(b.item_ids, b.item_id_array, chosen),
             "prediction": arrow_array(rating),
             "logit": arrow_array(masked[rows, chosen]),
         })

@@ -18,7 +18,8 @@ keep the writer's memory at a few tens of MB."""
 PART_FILE = "part-00000.parquet"
 
 
-_ARROW_TYPES = {np.dtype(np.int16): pa.int16(), np.dtype(np.int32): pa.int32(), np.dtype(np.float32): pa.float32()}
+_ARROW_TYPES = {np.dtype(np.int16): pa.int16(), np.dtype(np.int32): pa.int32(), np.dtype(np.int64): pa.int64(),
+                np.dtype(np.float32): pa.float32()}
 
 
 def arrow_array(values: np.ndarray) -> pa.Array:

@@ -20,7 +20,7 @@ def write(tmp_path, text: str, name: str = "u.data"):
 
 def test_reads_u_data_into_typed_columns(tmp_path):
     read = read_ratings(write(tmp_path, "196\t242\t3\t881250949\n186\t302\t3\t891717742\n"))
-    assert read.frame.dtypes.astype(str).tolist() == ["int64", "int64", "float32", "int64"]
+    assert read.frame.dtypes.astype(str).tolist() == ["int32", "int32", "float32", "int64"]
     assert read.frame.to_numpy().tolist() == [[196, 242, 3, 881250949], [186, 302, 3, 891717742]]
     assert read.has_order
 
@@ -101,3 +101,9 @@ def test_any_line_is_read_or_rejected_with_its_line_number(tmp_path_factory, lin
         assert "line 2" in str(error) or "line 1" in str(error), str(error)
     else:
         assert len(frame) == 2 and np.isfinite(frame["rating"]).all() and (frame["timestamp"] >= 0).all()
+
+
+def test_ids_wider_than_32_bits_stay_64_bit(tmp_path):
+    read = read_ratings(write(tmp_path, f"{2**40}\t2\t3\t4\n5\t{2**33}\t1\t4\n"))
+    assert read.frame["user_id"].dtype == np.int64 and read.frame["user_id"].tolist() == [2**40, 5]
+    assert read.frame["item_id"].tolist() == [2, 2**33]
