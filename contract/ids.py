@@ -23,3 +23,8 @@ def index_of(known: np.ndarray, raw: np.ndarray, error: type[RecJobError], what:
     if unknown.any():
         raise error(f"{what}: ids {raw[unknown][:5].tolist()} not in the vocabulary")
     return index.astype(np.int64)
+
+
+def fits_int32(values: np.ndarray) -> bool:
+    """Whether every integer id fits in int32 (the tables then hold int32, half the bytes of int64)."""
+    return len(values) == 0 or (values.min() >= np.iinfo(np.int32).min and values.max() <= np.iinfo(np.int32).max)

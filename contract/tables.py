@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import pyarrow as pa
 
+from .ids import fits_int32
+
 TABLE_NAMES: tuple[str, ...] = ("predictions", "recommendations")
 """Tables a scoring run can write; each is Hive-partitioned by ``model=<name>``."""
 
@@ -47,8 +49,7 @@ def table_schema(table: str, user_type: pa.DataType = pa.int32(), item_type: pa.
 def id_type(ids) -> pa.DataType:
     """The id column type of a numpy array of ids: int32 if every id fits, int64, or string."""
     if ids.dtype.kind in "iu":
-        fits = len(ids) == 0 or (ids.min() >= -2**31 and ids.max() < 2**31)
-        return pa.int32() if fits else pa.int64()
+        return pa.int32() if fits_int32(ids) else pa.int64()
     return pa.string()
 
 PARQUET_COMPRESSION = "zstd"

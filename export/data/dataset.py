@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 
 from contract.errors import DataError
-from contract.ids import index_of
+from contract.ids import fits_int32, index_of
 from contract.scale import MOVIELENS_STARS, RatingScale
 
 
@@ -15,8 +15,7 @@ def typed_ids(ids: np.ndarray) -> np.ndarray:
     """Ids as the tables will hold them: int32 where every id fits, else int64, or text."""
     ids = np.asarray(ids)
     if ids.dtype.kind in "iu":
-        fits = len(ids) == 0 or (ids.min() >= np.iinfo(np.int32).min and ids.max() <= np.iinfo(np.int32).max)
-        return ids.astype(np.int32 if fits else np.int64)
+        return ids.astype(np.int32 if fits_int32(ids) else np.int64)
     return ids.astype(str)
 
 
