@@ -193,3 +193,14 @@ def test_a_column_named_twice_or_an_unknown_role_is_bad_usage():
         ColumnMapping.parse("genre=g", RATING_ROLES)
     with pytest.raises(UsageError, match="--columns: expected ROLE=COLUMN pairs"):
         ColumnMapping.parse("user", RATING_ROLES)
+
+
+def test_a_header_over_text_ids_is_recognised_by_its_column_names(tmp_path):
+    path = tmp_path / "r.csv"
+    path.write_text("customer,sku,score\nc-1,s-9,4\nc-2,s-9,5\n")
+    mapping = ColumnMapping.parse("user=customer,item=sku,rating=score", RATING_ROLES)
+    read = read_ratings(path, RatingsOptions(columns=mapping))
+    assert read.frame["user_id"].tolist() == ["c-1", "c-2"] and read.frame["rating"].tolist() == [4.0, 5.0]
+    titles = tmp_path / "items.csv"
+    titles.write_text("item_id,title\ns-9,Nine\n")
+    assert read_items(titles, as_text=True) == {"s-9": "Nine"}

@@ -38,7 +38,12 @@ def test_text_ids_end_to_end(tmp_path):
     frame = FRAME.assign(user_id="acct-" + FRAME["user_id"].astype(str), item_id="sku-" + FRAME["item_id"].astype(str))
     path = tmp_path / "ratings.csv"
     frame.rename(columns={"user_id": "account", "item_id": "sku", "timestamp": "ts"}).to_csv(path, index=False)
-    bundle, run = export_and_score(tmp_path, "--ratings", str(path), "--columns", "user=account,item=sku")
+    items = tmp_path / "products.csv"
+    items.write_text("sku,name\n" + "".join(f"sku-{i},Product {i}\n" for i in sorted(FRAME["item_id"].unique())))
+    bundle, run = export_and_score(tmp_path, "--ratings", str(path), "--columns", "user=account,item=sku",
+                                   "--items", str(items), "--item-columns", "item=sku,title=name")
+    titles = pq.read_table(bundle / "items.parquet").to_pydict()
+    assert titles["title"][titles["item_id"].index("sku-7")] == "Product 7"
     recs, preds = table(run, "recommendations"), table(run, "predictions")
     assert recs.schema.field("user_id").type == pa.string() and preds.schema.field("item_id").type == pa.string()
     assert str(recs.column("user_id")[0]).startswith("acct-")

@@ -81,6 +81,10 @@ class ColumnMapping:
                             f"{' or '.join(RECOGNISED[role])}, or map it with {self.option(kind)} {role}=NAME")
         return found
 
+    def header_names(self, kind: str) -> frozenset[str]:
+        """Names whose presence on a first line makes it a header: the mapped and recognised ones."""
+        return frozenset(self.roles.values()) | {n for role in POSITIONS[kind] for n in RECOGNISED[role]}
+
     @staticmethod
     def option(kind: str) -> str:
         return "--columns" if kind == "ratings" else "--item-columns"

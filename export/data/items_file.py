@@ -16,7 +16,7 @@ from .ratings_file import id_column
 
 def read_items(spec: str | Path, mapping: ColumnMapping = ColumnMapping(), as_text: bool = False) -> dict:
     """Raw item id -> title (None where the file has no title column)."""
-    source = _read_any_encoding(Path(spec))
+    source = _read_any_encoding(Path(spec), mapping.header_names("items"))
     roles = mapping.resolve(source.table.column_names, source.has_header, "items", ("item",), source.described)
     ids = id_column(source, source.table.column(roles["item"]), roles["item"], "item", as_text)
     if "title" not in roles:
@@ -29,7 +29,7 @@ def _plain(value: np.generic) -> int | str:
     return value.item() if isinstance(value, np.generic) else value
 
 
-def _read_any_encoding(path: Path) -> SourceTable:
+def _read_any_encoding(path: Path, names: frozenset[str]) -> SourceTable:
     """UTF-8, else Latin-1 (MovieLens' older releases); a '::' file whose titles hold ':' is split
     on the first two '::' of each line."""
     last: DataError | None = None
@@ -37,7 +37,7 @@ def _read_any_encoding(path: Path) -> SourceTable:
         try:
             if path.is_file() and sniff(path, encoding).delimiter == "::":
                 return _read_double_colon(path, encoding)
-            return read_table(path, encoding)
+            return read_table(path, encoding, names)
         except DataError as exc:
             if "utf" not in str(exc).lower() and "decode" not in str(exc).lower():
                 raise

@@ -127,7 +127,7 @@ def load_dataset(source: DataSource, config: RunConfig,
     titles = None
     items = source.items_file(names[0])
     if items is not None:
-        text_ids = any(f.frame["user_id"].dtype == object or f.frame["item_id"].dtype == object for f in files)
+        text_ids = not all(pd.api.types.is_integer_dtype(f.frame["item_id"]) for f in files)
         titles = read_items(items, source.item_columns, as_text=text_ids or source.options.string_ids)
     dataset = build_dataset([f.frame for f in files], config, rng, titles, scale)
     ordered = all(f.has_order for f in files)

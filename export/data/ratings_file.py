@@ -55,7 +55,7 @@ class RatingsFile:
 
 def read_ratings(spec: str | Path, options: RatingsOptions = RatingsOptions()) -> RatingsFile:
     """Read and check one ratings file (any form ``readers.read_table`` takes)."""
-    source = read_table(spec)
+    source = read_table(spec, names=options.columns.header_names("ratings"))
     roles = options.columns.resolve(source.table.column_names, source.has_header, "ratings",
                                     ("user", "item", "rating"), source.described)
     order_column = options.order_by or roles.get("timestamp")

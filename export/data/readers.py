@@ -61,8 +61,9 @@ class SourceTable:
         return str(self.parts[0].path) if len(self.parts) == 1 else f"{self.parts[0].path.parent} ({len(self.parts)} files)"
 
 
-def read_table(spec: str | Path, encoding: str = "utf-8") -> SourceTable:
-    """Read ``spec``: a Parquet file, a folder or glob of Parquet files, or a delimited text file."""
+def read_table(spec: str | Path, encoding: str = "utf-8", names: frozenset[str] = frozenset()) -> SourceTable:
+    """Read ``spec``: a Parquet file, a folder or glob of Parquet files, or a delimited text file
+    (``names``: column names that mark a first line as a header)."""
     text = str(spec)
     if any(ch in text for ch in "*?["):
         files = sorted(Path(p) for p in globbing.glob(text) if Path(p).is_file())
@@ -76,7 +77,7 @@ def read_table(spec: str | Path, encoding: str = "utf-8") -> SourceTable:
         return _read_parquet_folder(path)
     if path.suffix.lower() in PARQUET_SUFFIXES or _is_parquet(path):
         return _read_parquet_files([path], str(path))
-    return read_text(path, encoding)
+    return read_text(path, encoding, names)
 
 
 def _is_parquet(path: Path) -> bool:
@@ -177,9 +178,10 @@ def _head_lines(path: Path, encoding: str, count: int = 3) -> list[str]:
     return lines[:count]
 
 
-def sniff(path: Path, encoding: str = "utf-8") -> TextLayout:
+def sniff(path: Path, encoding: str = "utf-8", names: frozenset[str] = frozenset()) -> TextLayout:
     """Delimiter (the first of ``DELIMITERS`` that splits the first lines alike) and header (a first
-    line with no number in it, above a line with one)."""
+    line with no number in it, above a line with one; or one naming a column of ``names``,
+    compared case-insensitively, for files of text alone)."""
     lines = _head_lines(path, encoding)
     delimiter = next((d for d in DELIMITERS if lines[0].count(d) and all(line.count(d) == lines[0].count(d)
                                                                            for line in lines[1:])),
@@ -189,14 +191,15 @@ def sniff(path: Path, encoding: str = "utf-8") -> TextLayout:
                         f"got {lines[0][:60]!r}")
     first = [f.strip().strip('"') for f in lines[0].split(delimiter)]
     second = [f.strip().strip('"') for f in lines[1].split(delimiter)] if len(lines) > 1 else []
-    header = not any(_NUMBER.match(f) for f in first) and any(_NUMBER.match(f) for f in second)
+    header = not any(_NUMBER.match(f) for f in first) and (
+        any(_NUMBER.match(f) for f in second) or bool({f.lower() for f in first} & {n.lower() for n in names}))
     return TextLayout(delimiter, first if header else None, len(first))
 
 
-def read_text(path: Path, encoding: str = "utf-8") -> SourceTable:
+def read_text(path: Path, encoding: str = "utf-8", names: frozenset[str] = frozenset()) -> SourceTable:
     """A delimited text file (compression detected from its name) as a table; columns are named by
     its header, or ``0``, ``1``, ... by position when it has none."""
-    layout = sniff(path, encoding)
+    layout = sniff(path, encoding, names)
     double = layout.delimiter == "::"
     width = 2 * layout.columns - 1 if double else layout.columns
     names = [str(i) for i in range(width)]
