@@ -130,9 +130,9 @@ def run(args: argparse.Namespace) -> Path:
     config = make_config(args)
     bundle = train_and_export(config, data_source(args), args.artifacts, jobs_option(args.jobs, config), args.force,
                               models_given=args.models is not None)
-    exported = read_manifest(bundle)["models"]
-    for name in read_manifest(bundle)["model_names"]:
-        m = exported[name]["test_metrics"]
+    manifest = read_manifest(bundle)
+    for name in manifest["model_names"]:
+        m = manifest["models"][name]["test_metrics"]
         print(f"{name:6s} test RMSE {m['rmse_stars']:.4f}, MAE {m['mae_stars']:.4f} on the rating scale, "
               f"RMSE {m['rmse_unit']:.4f} on [0, 1]")
     print(f"bundle: {bundle}")

@@ -118,3 +118,46 @@ def test_bad_input_through_the_cli_publishes_nothing(tmp_path):
     assert not (tmp_path / "a" / "latest").exists()
     usage = run_cli("export", "--ratings", str(path), "--columns", "user=userId,item=userId")
     assert usage.returncode == 2 and "column 'userId' is named twice" in usage.stderr
+
+
+def write_form(tmp_path, form):
+    """FRAME in one of the forms ``--ratings`` takes; returns the path to pass."""
+    named = FRAME.rename(columns={"user_id": "userId", "item_id": "movieId"})
+    rows = ["\t".join(map(str, r)) for r in FRAME.itertuples(index=False)]
+    if form == "u.data":
+        (tmp_path / "u.data").write_text("\n".join(rows) + "\n")
+        return tmp_path / "u.data"
+    if form == "ratings.dat":
+        (tmp_path / "ratings.dat").write_text("\n".join(r.replace("\t", "::") for r in rows) + "\n")
+        return tmp_path / "ratings.dat"
+    if form == "pipe.txt.gz":
+        import gzip
+        (tmp_path / form).write_bytes(gzip.compress(("user|item|rating|ts\n" + "\n".join(
+            r.replace("\t", "|") for r in rows) + "\n").encode()))
+        return tmp_path / form
+    if form == "ratings.csv.zst":
+        with pa.CompressedOutputStream(str(tmp_path / form), "zstd") as out:
+            out.write(named.to_csv(index=False).encode())
+        return tmp_path / form
+    arrow = pa.Table.from_pandas(named, preserve_index=False)
+    if form == "glob":
+        for k, start in enumerate(range(0, len(FRAME), 700)):
+            pq.write_table(arrow.slice(start, 700), tmp_path / f"part-{k}.parquet")
+        return f"{tmp_path}/part-*.parquet"
+    for k, start in enumerate(range(0, len(FRAME), 700)):   # "hive"
+        (tmp_path / "hive" / f"batch={k}").mkdir(parents=True)
+        pq.write_table(arrow.slice(start, 700), tmp_path / "hive" / f"batch={k}" / "data.parquet")
+    return tmp_path / "hive"
+
+
+@pytest.fixture(scope="module")
+def reference_tables(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("reference")
+    _, run = export_and_score(folder, "--ratings", str(write_form(folder, "u.data")), models="mf")
+    return {p.relative_to(run): p.read_bytes() for p in run.rglob("*.parquet")}
+
+
+@pytest.mark.parametrize("form", ["ratings.dat", "pipe.txt.gz", "ratings.csv.zst", "glob", "hive"])
+def test_every_form_gives_the_tables_u_data_gives(tmp_path, form, reference_tables):
+    _, run = export_and_score(tmp_path, "--ratings", str(write_form(tmp_path, form)), models="mf")
+    assert {p.relative_to(run): p.read_bytes() for p in run.rglob("*.parquet")} == reference_tables
