@@ -4,6 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 EVAL_STAMP := $(VENV)/.eval-stamp
+TEST_STAMP := $(VENV)/.test-stamp
 
 TRAIN_ARGS ?=
 SCORE_ARGS ?=
@@ -24,6 +25,10 @@ $(STAMP): pyproject.toml
 $(EVAL_STAMP): $(STAMP)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[train,report,test,eval]'
 	touch $(EVAL_STAMP)
+
+$(TEST_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[train,report,test,spark]'
+	touch $(TEST_STAMP)
 
 venv: $(STAMP)  ## create .venv and install the project (torch pinned to 2.13.0, CPU)
 
@@ -50,7 +55,7 @@ BENCH_ARGS ?=
 bench: data  ## benchmark: stage times, pairs/s, peak RSS, vs torch eager and the GEMM floor
 	$(PY) -m benchmarks.bench $(BENCH_ARGS)
 
-test: data  ## run the whole test suite
+test: data $(TEST_STAMP)  ## run the whole test suite (installs pyspark for the Spark tests; needs Java 17)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: $(STAMP)  ## the quick subset for the edit-test loop (no training of the real models)

@@ -197,6 +197,19 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     return results
 
 
+def run_spark_bench(args: argparse.Namespace) -> dict[str, Any]:
+    """The local and Spark engines on the same bundle (trained or reused as for the main bench)."""
+    from .spark_vs_local import compare, print_comparison
+    models = parse_names("--models", args.models, registry.names())
+    bundle, _ = train_bundle(args, models)
+    figures = compare(bundle, args.work_dir, "local[2]", 2)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(figures, indent=2))
+    print_comparison(args.synthetic or "MovieLens 100K", figures)
+    print(f"written: {args.out}")
+    return figures
+
+
 def print_table(r: dict[str, Any], models: tuple[str, ...]) -> None:
     s, c = r["scoring"], r["comparisons"]
     print(f"\nshape: {r['shape']['users']:,} users x {r['shape']['items']:,} items = {r['shape']['pairs']:,} pairs "
@@ -244,11 +257,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reading", metavar="SHAPE",
                         help="instead: time reading and checking a synthetic ratings file of this shape (e.g. "
                              "ml-25m) as CSV and as Parquet")
+    parser.add_argument("--spark", action="store_true",
+                        help="instead: score the bundle with the local engine and with --engine spark (local[2]) "
+                             "and compare them")
     parser.add_argument("--scoring-args", nargs=argparse.REMAINDER, default=[],
                         help="further options for the scoring process, e.g. --chunk-pairs 65536")
     args = parser.parse_args(argv)
     if args.repeat < 1:
         parser.error(f"--repeat: expected a positive integer, got {args.repeat}")
+    if args.spark:
+        return run_cli(lambda: run_spark_bench(args))
     if args.reading:
         from .reading import run_reading_bench
         return run_cli(lambda: run_reading_bench(args.reading, args.work_dir / "reading", args.out))

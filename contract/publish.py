@@ -23,6 +23,11 @@ LATEST = "latest"
 SUCCESS_MARKER = "_SUCCESS"
 """Empty file written last into a complete run, as Hadoop-style readers expect."""
 
+POINTER_FILE = "_LATEST"
+"""File under a root holding the name of the newest complete directory, for readers on stores
+without symbolic links (HDFS, object stores). Named like ``_SUCCESS``: a file called ``LATEST``
+beside the ``latest`` link would replace the link on case-insensitive filesystems."""
+
 STAGING_PREFIX = ".staging-"
 LOCK_FILE = ".lock"
 
@@ -138,7 +143,19 @@ def publish(staging: Path, root: Path, name: str) -> Path:
     os.replace(link_tmp, root / LATEST)
     _fsync_path(root)
     failpoint("after_latest_switch")
+    write_pointer(root, name)
     return final
+
+
+def write_pointer(root: Path, name: str) -> None:
+    """``root/_LATEST`` := ``name``, written to a temporary file, flushed and renamed over the old one."""
+    tmp = root / f"{STAGING_PREFIX}{POINTER_FILE}-{os.getpid()}"
+    with open(tmp, "w") as handle:
+        handle.write(name + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, root / POINTER_FILE)
+    _fsync_path(root)
 
 
 def resolve_latest(root: Path) -> Path | None:

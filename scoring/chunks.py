@@ -50,53 +50,60 @@ def tiled_ids(values: np.ndarray, array: pa.Array, times: int) -> pa.Array:
     return ids(values, array, np.tile(np.arange(len(values)), times))
 
 
+def prediction_columns(bundle: Bundle, start: int, stop: int, outputs: Outputs) -> dict[str, pa.Array]:
+    """The predictions table's rows for users ``[start, stop)``: every item of each."""
+    return {
+        "user_id": repeated_ids(bundle.user_ids, bundle.user_id_array, start, stop, bundle.n_items),
+        "item_id": tiled_ids(bundle.item_ids, bundle.item_id_array, stop - start),
+        "prediction": arrow_array(outputs.rating.reshape(-1)),
+    }
+
+
+def recommendation_columns(bundle: Bundle, scorer: ModelScorer, start: int, stop: int, outputs: Outputs, n: int,
+                           seconds: dict[str, float]) -> dict[str, pa.Array]:
+    """The recommendations table's rows for users ``[start, stop)``: each user's best ``n`` unseen
+    items by logit, rated from ``outputs`` or, for ranking-only outputs, by the pairwise graph.
+    Time spent is added to ``seconds`` ("top_n", "onnxruntime_pairs")."""
+    t = time.perf_counter()
+    indptr = bundle.seen_indptr[start:stop + 1]
+    # The logit chunk is the caller's alone and its seen entries are never read again.
+    masked = mask_seen(outputs.logit, indptr - indptr[0], bundle.seen_items[indptr[0]:indptr[-1]], copy=False)
+    items, valid = top_n(masked, n)
+    rows, ranks = np.nonzero(valid)
+    chosen = items[rows, ranks]
+    seconds["top_n"] += time.perf_counter() - t
+    if outputs.rating is not None:
+        rating = outputs.rating[rows, chosen]
+    else:
+        t = time.perf_counter()
+        rated = scorer.rate_pairs(start + rows, chosen)
+        check_finite(scorer.model, bundle, "unit_rating", rated.unit_rating, start + rows, chosen)
+        rating = rated.rating
+        seconds["onnxruntime_pairs"] += time.perf_counter() - t
+    return {
+        "user_id": ids(bundle.user_ids, bundle.user_id_array, start + rows),
+        "rank": arrow_array((ranks + 1).astype(np.int16)),
+        "item_id": ids(bundle.item_ids, bundle.item_id_array, chosen),
+        "prediction": arrow_array(rating),
+        "logit": arrow_array(masked[rows, chosen]),
+    }
+
+
 class ChunkSink:
-    """Turns the outputs of users ``[start, stop)`` into rows of each table being written."""
+    """Writes the outputs of users ``[start, stop)`` as rows of each table being written."""
 
     def __init__(self, bundle: Bundle, top_n: int, writers: dict[str, PartitionWriter], result: ModelResult,
                  scorer: ModelScorer) -> None:
         self.bundle, self.top_n, self.writers, self.result, self.scorer = bundle, top_n, writers, result, scorer
 
     def __call__(self, start: int, stop: int, outputs: Outputs) -> None:
-        if "predictions" in self.writers:
-            self._predictions(start, stop, outputs)
-        if "recommendations" in self.writers:
-            self._recommendations(start, stop, outputs)
-
-    def _predictions(self, start: int, stop: int, outputs: Outputs) -> None:
-        b = self.bundle
-        t = time.perf_counter()
-        self.writers["predictions"].write({
-            "user_id": repeated_ids(b.user_ids, b.user_id_array, start, stop, b.n_items),
-            "item_id": tiled_ids(b.item_ids, b.item_id_array, stop - start),
-            "prediction": arrow_array(outputs.rating.reshape(-1)),
-        })
-        self.result.seconds["write"] += time.perf_counter() - t
-
-    def _recommendations(self, start: int, stop: int, outputs: Outputs) -> None:
-        b = self.bundle
-        t = time.perf_counter()
-        indptr = b.seen_indptr[start:stop + 1]
-        # The logit chunk is this sink's alone and its seen entries are never read again.
-        masked = mask_seen(outputs.logit, indptr - indptr[0], b.seen_items[indptr[0]:indptr[-1]], copy=False)
-        items, valid = top_n(masked, self.top_n)
-        rows, ranks = np.nonzero(valid)
-        chosen = items[rows, ranks]
-        self.result.seconds["top_n"] += time.perf_counter() - t
-        if outputs.rating is not None:
-            rating = outputs.rating[rows, chosen]
-        else:
-            t = time.perf_counter()
-            rated = self.scorer.rate_pairs(start + rows, chosen)
-            check_finite(self.scorer.model, b, "unit_rating", rated.unit_rating, start + rows, chosen)
-            rating = rated.rating
-            self.result.seconds["onnxruntime_pairs"] += time.perf_counter() - t
-        t = time.perf_counter()
-        self.writers["recommendations"].write({
-            "user_id": ids(b.user_ids, b.user_id_array, start + rows),
-            "rank": arrow_array((ranks + 1).astype(np.int16)),
-            "item_id": ids(b.item_ids, b.item_id_array, chosen),
-            "prediction": arrow_array(rating),
-            "logit": arrow_array(masked[rows, chosen]),
-        })
-        self.result.seconds["write"] += time.perf_counter() - t
+        seconds = self.result.seconds
+        for table, writer in self.writers.items():
+            t = time.perf_counter()   # building the predictions' columns counts as writing them
+            if table == "recommendations":
+                columns = recommendation_columns(self.bundle, self.scorer, start, stop, outputs, self.top_n, seconds)
+                t = time.perf_counter()
+            else:
+                columns = prediction_columns(self.bundle, start, stop, outputs)
+            writer.write(columns)
+            seconds["write"] += time.perf_counter() - t

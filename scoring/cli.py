@@ -11,7 +11,8 @@ from contract.paths import DEFAULT_ARTIFACTS_ROOT, DEFAULT_OUTPUT_ROOT
 from contract.publish import LATEST
 from contract.tables import TABLE_NAMES
 
-from .runner import DEFAULT_CHUNK_PAIRS, RANKING_CHUNK_PAIRS, ScoringOptions, run_scoring
+from .runner import DEFAULT_CHUNK_PAIRS, ENGINES, RANKING_CHUNK_PAIRS, ScoringOptions, run_scoring
+from .spark_engine import SparkOptions, parse_conf
 
 
 def _names(text: str) -> tuple[str, ...]:
@@ -39,6 +40,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="onnxruntime intra-op threads (default: the CPUs this process may use, %(default)s)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                         help="onnxruntime execution provider (default: %(default)s)")
+    parser.add_argument("--engine", choices=ENGINES, default="local",
+                        help="score in this process, or in Spark's Python workers (default: %(default)s)")
+    parser.add_argument("--spark-master", help="Spark master URL (default: what spark-submit or the environment "
+                                               "set, else local[*])")
+    parser.add_argument("--spark-conf", action="append", default=[], metavar="KEY=VALUE",
+                        help="a Spark setting; repeatable")
+    parser.add_argument("--spark-ship-bundle", action="store_true",
+                        help="send the bundle to every executor instead of reading it from a path they all see")
     parser.add_argument("--no-report", action="store_true", help="do not write report.html into the run")
     parser.add_argument("--wait", action="store_true",
                         help="wait for another run on the same output root instead of exiting")
@@ -54,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
             bundle=args.bundle, output_root=args.output_root, top_n=args.top_n,
             models=None if args.models is None else _names(args.models), tables=_names(args.tables),
             chunk_pairs=args.chunk_pairs, threads=args.threads, device=args.device, wait=args.wait,
-            report=not args.no_report)
+            report=not args.no_report, engine=args.engine,
+            spark=SparkOptions(args.spark_master, parse_conf(args.spark_conf), args.spark_ship_bundle))
         print(run_scoring(options))
 
     return run_cli(action, args.verbose)

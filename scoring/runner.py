@@ -33,6 +33,8 @@ from .bundle import Bundle, load_bundle, read_manifest
 from .chunks import ChunkSink, check_finite
 from .engine import ModelScorer, Outputs, PairCollector
 from .run_manifest import RUN_SCHEMA_VERSION, ModelResult, run_manifest, verify_tables
+from .spark_engine import SparkOptions, write_tables
+from .spark_engine import session as spark_session
 from .writer import PartitionWriter
 
 log = logging.getLogger(__name__)
@@ -46,6 +48,8 @@ SINK_PAIRS = 65_536
 together until they reach this many, so top-N selection and Parquet batches run over a few tens
 of users per call instead of paying per-call overhead for a few. Memory stays bounded by this
 and the chunk size."""
+ENGINES = ("local", "spark")
+"""Where a run's pairs are scored."""
 RANKING_CHUNK_PAIRS = 4_194_304
 """User-item pairs per call for the ranking graphs of top-N-only runs: one matrix product, which
 needs many users per call to run at speed; its [B, n_items] output is the only per-pair tensor."""
@@ -69,6 +73,9 @@ class ScoringOptions:
     wait: bool = False
     report: bool = True
     """Write report.html into the run (plots need matplotlib)."""
+    engine: str = "local"
+    """Where the pairs are scored: "local" (this process) or "spark" (``scoring.spark_engine``)."""
+    spark: SparkOptions = SparkOptions()
 
     @property
     def ranking_only(self) -> bool:
@@ -93,6 +100,8 @@ def validate_options(options: ScoringOptions, bundle: Bundle) -> None:
                          f"{','.join(TABLE_NAMES)}")
     if (options.chunk_pairs is not None and options.chunk_pairs < 1) or options.threads < 1:
         raise UsageError("--chunk-pairs and --threads: expected positive integers")
+    if options.engine not in ENGINES:
+        raise UsageError(f"--engine: expected one of {', '.join(ENGINES)}, got {options.engine!r}")
 
 
 def chosen_models(options: ScoringOptions, bundle_path: Path) -> list[str] | None:
@@ -191,6 +200,23 @@ def inputs_hash(bundle: Bundle, options: ScoringOptions) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
+def _score_with_spark(bundle: Bundle, options: ScoringOptions, staging: Path) -> dict[str, ModelResult]:
+    """The tables written by Spark; its tasks check every reference pair against the tolerance."""
+    t = time.perf_counter()
+    spark = spark_session(options.spark)
+    started = time.perf_counter()
+    write_tables(spark, bundle, options.tables, options.top_n, options.pairs_per_call, staging,
+                 options.spark.ship_bundle)
+    results = {m: ModelResult(parity_max_abs_diff=None, parity_logit_max_abs_diff=None,
+                              parity_pairs=int(len(bundle.references[m].users)),
+                              seconds={"spark_start": round(started - t, 4),
+                                       "spark_jobs": round(time.perf_counter() - started, 4)})
+               for m in bundle.models}
+    log.info("spark: %s written in %.2f s (session start %.2f s)", ", ".join(options.tables),
+             time.perf_counter() - started, started - t)
+    return results
+
+
 def _score_all(bundle: Bundle, options: ScoringOptions, staging: Path) -> dict[str, ModelResult]:
     results: dict[str, ModelResult] = {}
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="table-writer") as pool:
@@ -223,7 +249,8 @@ def run_scoring(options: ScoringOptions) -> Path:
         staging = new_staging_dir(root, run_id)
         failpoint("after_staging_created")
         try:
-            results = _score_all(bundle, options, staging)
+            score = _score_with_spark if options.engine == "spark" else _score_all
+            results = score(bundle, options, staging)
             failpoint("after_all_models")
             counts = verify_tables(staging, bundle, options.tables, options.top_n)
             failpoint("after_verify")

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from contract.errors import LockError, PublishError
-from contract.publish import (LATEST, SUCCESS_MARKER, RootLock, new_staging_dir, prepare_root, publish,
+from contract.publish import (LATEST, POINTER_FILE, SUCCESS_MARKER, RootLock, new_staging_dir, prepare_root, publish,
                              remove_stale_staging, resolve_latest)
 
 HOLD_LOCK = """
@@ -32,8 +32,9 @@ def test_publish_moves_the_run_and_switches_latest(tmp_path):
         publish(staging, root, name)
         assert resolve_latest(root) == root / name
         assert (root / name / SUCCESS_MARKER).exists()
+        assert (root / POINTER_FILE).read_text() == name + "\n"   # for stores without symbolic links
     assert os.readlink(root / LATEST) == "run-2"  # relative: the root can be moved or mounted elsewhere
-    assert sorted(p.name for p in root.iterdir()) == [LATEST, "run-1", "run-2"]
+    assert sorted(p.name for p in root.iterdir()) == [POINTER_FILE, LATEST, "run-1", "run-2"]
 
 
 def test_output_root_that_is_a_file_is_refused(tmp_path):

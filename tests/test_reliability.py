@@ -263,11 +263,13 @@ def test_sigkill_at_any_point_leaves_a_complete_latest_and_the_next_run_recovers
     latest = (crash_root / "latest").resolve()
     assert latest == before or point == "after_latest_switch"
     assert_complete(latest)
+    assert_complete(crash_root / (crash_root / "_LATEST").read_text().strip())   # written last: never ahead
     again = run_cli(*args)
     assert again.returncode == 0, again.stderr
     assert not list(crash_root.glob(".staging-*"))
     assert (crash_root / "latest").resolve() not in (before, latest)
     assert_complete((crash_root / "latest").resolve())
+    assert (crash_root / "_LATEST").read_text().strip() == (crash_root / "latest").resolve().name
 
 
 def test_after_all_the_kills_latest_still_matches_torch(crash_root):

@@ -1,0 +1,88 @@
+"""``--engine spark``: the same bundle gives the same tables as the local engine, a task whose
+Python worker dies is retried without duplicating or losing rows, and a failed job publishes
+nothing. Each run goes through the real CLI (its own Spark driver), on ``local[2]``, and once on
+``local-cluster`` (two executor JVMs with their own Python workers, as on a cluster)."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import pyarrow.dataset as ds
+import pytest
+
+from conftest import run_cli
+from contract.failpoints import ENVIRONMENT_VARIABLE
+from scoring.spark_engine import TASK_FAILPOINT
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module", autouse=True)
+def java():
+    """The Spark tests need Java: without it the suite fails with one line saying so (never skips)."""
+    if shutil.which("java") is None or subprocess.run(["java", "-version"], capture_output=True).returncode:
+        pytest.fail("Java 17 or 21 is needed for the Spark tests (pyspark 4); install OpenJDK 17", pytrace=False)
+
+
+def spark_run(trained, output, master="local[2]", env=None, *extra):
+    return run_cli("scoring", "--bundle", str(trained / "latest"), "--output-root", str(output), "--top-n", "5",
+                   "--engine", "spark", "--spark-master", master, "--no-report", *extra, env=env)
+
+
+def tables(run):
+    out = {}
+    for name, keys in (("predictions", ["model", "user_id", "item_id"]), ("recommendations", ["model", "user_id", "rank"])):
+        frame = ds.dataset(run / name, partitioning="hive").to_table().to_pandas()
+        frame["model"] = frame["model"].astype(str)
+        out[name] = frame.sort_values(keys).reset_index(drop=True)
+    return out
+
+
+def assert_same_tables(ours, theirs):
+    for name in ours:
+        a, b = ours[name], theirs[name]
+        assert len(a) == len(b) and list(a.columns) == list(b.columns), name
+        for column in a.columns:
+            if column == "prediction":
+                assert (a[column] - b[column]).abs().max() <= 1e-6, name
+            else:
+                assert (a[column] == b[column]).all(), (name, column)
+
+
+@pytest.fixture(scope="module")
+def local_tables(scored):
+    return tables(scored / "latest")
+
+
+def test_spark_tables_equal_the_local_engines(trained, local_tables, tmp_path):
+    result = spark_run(trained, tmp_path)
+    assert result.returncode == 0, result.stderr
+    run = tmp_path / "latest"
+    assert_same_tables(tables(run), local_tables)
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["engine"] == "spark" and (run / "_SUCCESS").is_file()
+    assert not list(run.rglob("*.crc")) and [p for p in run.rglob("_SUCCESS")] == [run / "_SUCCESS"]
+    assert "Traceback" not in result.stderr
+
+
+def test_a_killed_python_worker_is_retried_and_loses_or_duplicates_no_row(trained, local_tables, tmp_path):
+    # local[2,2]: two cores, each task tried up to twice; the first task's first attempt dies.
+    result = spark_run(trained, tmp_path, "local[2,2]", {ENVIRONMENT_VARIABLE: TASK_FAILPOINT})
+    assert result.returncode == 0, result.stderr
+    assert_same_tables(tables(tmp_path / "latest"), local_tables)
+
+
+def test_a_failed_spark_job_publishes_nothing(trained, scored, tmp_path):
+    shutil.copytree(scored, tmp_path / "out", symlinks=True)
+    before = (tmp_path / "out" / "latest").resolve()
+    result = spark_run(trained, tmp_path / "out", "local[2]", {ENVIRONMENT_VARIABLE: TASK_FAILPOINT})
+    assert result.returncode == 1
+    assert (tmp_path / "out" / "latest").resolve() == before
+    assert not list((tmp_path / "out").glob(".staging-*"))
+
+
+def test_on_a_local_cluster_with_two_executor_jvms_and_a_shipped_bundle(trained, local_tables, tmp_path):
+    result = spark_run(trained, tmp_path, "local-cluster[2,1,1024]", None, "--spark-ship-bundle")
+    assert result.returncode == 0, result.stderr
+    assert_same_tables(tables(tmp_path / "latest"), local_tables)
