@@ -86,10 +86,14 @@ class ModelScorer:
 
     graphs: ModelGraphs
     session: ort.InferenceSession
-    pairwise: ort.InferenceSession
     context: UserContext
     """The users' context cut to the model's ``context_length``."""
     ranking_only: bool
+    threads: int
+    device: str
+    pairwise: ort.InferenceSession | None = None
+    """Opened with the scorer when it is ranking-only (every chunk rates its chosen pairs), else on
+    the first ``rate_pairs``: a full run takes its ratings from the all-items graph."""
 
     @classmethod
     def open(cls, graphs: ModelGraphs, context: UserContext, threads: int, device: str = "cpu",
@@ -97,9 +101,18 @@ class ModelScorer:
         kind = "ranking" if ranking_only else "all_items"
         session = make_session(graphs.paths[kind], threads, device)
         check_signature(session, graphs.paths[kind], graphs.inputs[kind], GRAPH_OUTPUTS[kind])
-        pairwise = make_session(graphs.paths["pairwise"], threads, device)
-        check_signature(pairwise, graphs.paths["pairwise"], graphs.inputs["pairwise"], PAIR_OUTPUTS)
-        return cls(graphs, session, pairwise, context.last(graphs.context_length), ranking_only)
+        scorer = cls(graphs, session, context.last(graphs.context_length), ranking_only, threads, device)
+        if ranking_only:
+            scorer.pairwise_session()
+        return scorer
+
+    def pairwise_session(self) -> ort.InferenceSession:
+        """The pairwise graph's session, opened and checked on first use."""
+        if self.pairwise is None:
+            path = self.graphs.paths["pairwise"]
+            self.pairwise = make_session(path, self.threads, self.device)
+            check_signature(self.pairwise, path, self.graphs.inputs["pairwise"], PAIR_OUTPUTS)
+        return self.pairwise
 
     @property
     def model(self) -> str:
@@ -118,11 +131,12 @@ class ModelScorer:
     def rate_pairs(self, users: np.ndarray, items: np.ndarray) -> Outputs:
         """``unit_rating``, ``rating`` and ``logit`` [P] of (user index, item index) pairs from the
         pairwise graph, ``RATE_BATCH`` pairs per call so memory does not grow with P."""
+        session = self.pairwise_session()
         out = {name: np.empty(len(users), np.float32) for name in PAIR_OUTPUTS}
         for start in range(0, len(users), RATE_BATCH):
             stop = start + RATE_BATCH
             feeds = build_feeds(self.graphs.inputs["pairwise"], users[start:stop], items[start:stop], self.context)
-            for name, values in zip(PAIR_OUTPUTS, self.pairwise.run(list(PAIR_OUTPUTS), feeds)):
+            for name, values in zip(PAIR_OUTPUTS, session.run(list(PAIR_OUTPUTS), feeds)):
                 out[name][start:start + len(values)] = values
         return Outputs(out[LOGIT], out[UNIT_RATING], out[RATING])
 

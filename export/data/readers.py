@@ -7,6 +7,7 @@ from __future__ import annotations
 import glob as globbing
 import io
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,28 +100,29 @@ def _read_parquet_folder(folder: Path) -> SourceTable:
         raise DataError(f"{folder}: not a readable Parquet dataset ({_first_line(exc)})") from exc
     if not fragments:
         raise DataError(f"{folder}: folder holds no data files (expected Parquet files, e.g. part-0.parquet)")
-    tables, parts, start = [], [], 0
-    for fragment in sorted(fragments, key=lambda f: f.path):
-        path = Path(fragment.path)
-        try:
-            table = fragment.to_table(schema=fragment.physical_schema)
-            for key, value in pads.get_partition_keys(fragment.partition_expression).items():
-                table = table.append_column(key, pa.array([value] * table.num_rows))
-        except (pa.ArrowInvalid, OSError) as exc:
-            raise DataError(f"{path}: unreadable Parquet part file ({_first_line(exc)})") from exc
-        tables.append(_non_empty(table, path))
-        parts.append(Part(path, start, table.num_rows, None))
-        start += table.num_rows
-    return SourceTable(_concat(tables, parts), parts, True)
+
+    def read(fragment: pads.Fragment) -> pa.Table:
+        table = fragment.to_table(schema=fragment.physical_schema)
+        for key, value in pads.get_partition_keys(fragment.partition_expression).items():
+            table = table.append_column(key, pa.array([value] * table.num_rows))
+        return table
+
+    ordered = sorted(fragments, key=lambda f: f.path)
+    return _read_parts([(Path(f.path), lambda f=f: read(f)) for f in ordered], "unreadable Parquet part file")
 
 
 def _read_parquet_files(files: list[Path], described: str) -> SourceTable:
+    return _read_parts([(path, lambda path=path: pq.read_table(path)) for path in files], "unreadable Parquet file")
+
+
+def _read_parts(readers: list[tuple[Path, Callable[[], pa.Table]]], unreadable: str) -> SourceTable:
+    """Each part read, checked non-empty and placed after the ones before it; one table of all."""
     tables, parts, start = [], [], 0
-    for path in files:
+    for path, read in readers:
         try:
-            table = pq.read_table(path)
+            table = read()
         except (pa.ArrowInvalid, OSError) as exc:
-            raise DataError(f"{path}: unreadable Parquet file ({_first_line(exc)})") from exc
+            raise DataError(f"{path}: {unreadable} ({_first_line(exc)})") from exc
         tables.append(_non_empty(table, path))
         parts.append(Part(path, start, table.num_rows, None))
         start += table.num_rows

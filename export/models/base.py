@@ -9,6 +9,7 @@ else in the project names families. Graph input names are feeds of
 from __future__ import annotations
 
 import dataclasses
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -29,9 +30,9 @@ Penalty = tuple[torch.Tensor, torch.Tensor]
 """Mean squared norm of the embedding rows a batch touches, and of its user and item biases."""
 
 
-class Family:
+class Family(ABC):
     """One model family. Subclasses set the class attributes and implement ``build`` and
-    ``all_items_core``; the defaults fit a module whose ``forward(*inputs)`` returns
+    ``all_items_core`` (abstract: a family without them cannot be instantiated); the defaults fit a module whose ``forward(*inputs)`` returns
     ``(unit_rating [B], logit [B])`` and whose ``ranking_logit(users, items)`` is its ranking head alone."""
 
     name: ClassVar[str]
@@ -77,9 +78,9 @@ class Family:
         return 0
 
     # -- the network ---------------------------------------------------------------------------
+    @abstractmethod
     def build(self, config: Any, n_users: int, n_items: int, global_mean: float) -> nn.Module:
         """A fresh module; ``global_mean`` is the training ratings' mean on [0, 1]."""
-        raise NotImplementedError
 
     def outputs(self, model: nn.Module, batch: Inputs) -> tuple[torch.Tensor, torch.Tensor]:
         """``(unit_rating [B], logit [B])`` of a batch, in one forward pass (training and evaluation)."""
@@ -130,10 +131,10 @@ class Family:
         """What the pairwise graph runs: ``(*pairwise inputs) -> (unit_rating, logit)``, [B] each."""
         return model
 
+    @abstractmethod
     def all_items_core(self, model: nn.Module) -> nn.Module:
         """A module ``(*all_items inputs) -> (unit_rating, logit)`` [B, n_items] each, with
         ``ranking(users) -> logit`` [B, n_items]: the same arithmetic as the model, rearranged."""
-        raise NotImplementedError
 
     def graphs(self, model: nn.Module, scale: RatingScale) -> dict[str, nn.Module]:
         """The modules exported to ONNX, by graph kind (``contract.bundle_format.GRAPH_KINDS``)."""
