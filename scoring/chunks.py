@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 
 import numpy as np
 import pyarrow as pa
@@ -12,7 +13,7 @@ from .bundle import Bundle
 from .engine import ModelScorer, Outputs
 from .run_manifest import ModelResult
 from .topn import mask_seen, top_n
-from .writer import PartitionWriter, arrow_array
+from .writer import TableWriter, arrow_array
 
 
 def check_finite(model: str, bundle: Bundle, output: str, values: np.ndarray,
@@ -92,7 +93,7 @@ def recommendation_columns(bundle: Bundle, scorer: ModelScorer, start: int, stop
 class ChunkSink:
     """Writes the outputs of users ``[start, stop)`` as rows of each table being written."""
 
-    def __init__(self, bundle: Bundle, top_n: int, writers: dict[str, PartitionWriter], result: ModelResult,
+    def __init__(self, bundle: Bundle, top_n: int, writers: Mapping[str, TableWriter], result: ModelResult,
                  scorer: ModelScorer) -> None:
         self.bundle, self.top_n, self.writers, self.result, self.scorer = bundle, top_n, writers, result, scorer
 

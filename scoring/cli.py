@@ -12,7 +12,7 @@ from contract.publish import LATEST
 from contract.tables import TABLE_NAMES
 
 from .runner import DEFAULT_CHUNK_PAIRS, ENGINES, RANKING_CHUNK_PAIRS, ScoringOptions, run_scoring
-from .spark_engine import SparkOptions, parse_conf
+from .spark_engine import WRITERS, SparkOptions, parse_conf
 
 
 def _names(text: str) -> tuple[str, ...]:
@@ -48,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="a Spark setting; repeatable")
     parser.add_argument("--spark-ship-bundle", action="store_true",
                         help="send the bundle to every executor instead of reading it from a path they all see")
+    parser.add_argument("--spark-writer", choices=WRITERS, default="tasks",
+                        help="tasks: each task writes its users' part files with this job's own Parquet writer "
+                             "(fast); spark: Spark's DataFrame writer, one job per table (default: %(default)s)")
     parser.add_argument("--no-report", action="store_true", help="do not write report.html into the run")
     parser.add_argument("--wait", action="store_true",
                         help="wait for another run on the same output root instead of exiting")
@@ -64,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
             models=None if args.models is None else _names(args.models), tables=_names(args.tables),
             chunk_pairs=args.chunk_pairs, threads=args.threads, device=args.device, wait=args.wait,
             report=not args.no_report, engine=args.engine,
-            spark=SparkOptions(args.spark_master, parse_conf(args.spark_conf), args.spark_ship_bundle))
+            spark=SparkOptions(args.spark_master, parse_conf(args.spark_conf), args.spark_ship_bundle,
+                               args.spark_writer))
         print(run_scoring(options))
 
     return run_cli(action, args.verbose)

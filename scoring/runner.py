@@ -1,8 +1,7 @@
 """One scoring run: every user x item for each model, top-N, Parquet, checks, atomic publish.
 
-Users are scored in chunks. The main thread runs onnxruntime on the next chunk while a worker
-thread selects top-N and writes the chunks before it, handed over in groups of ``SINK_PAIRS``,
-so memory is set by the chunk size, not the catalogue.
+Each model's pass (``model_pass``) runs here, over all users, or in Spark's tasks, over spans of
+them (``spark_engine``); either way the run is verified and published here.
 """
 from __future__ import annotations
 
@@ -11,29 +10,25 @@ import json
 import logging
 import shutil
 import time
-from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
 
 from contract.bundle_format import MANIFEST
 from contract.checksums import sha256_file
 from contract.errors import PublishError, UsageError
 from contract.failpoints import failpoint
 from contract.machine import available_cpus
-from contract.pairs import user_ranges
-from contract.parity import check_parity
 from contract.publish import RootLock, new_staging_dir, prepare_root, publish, remove_stale_staging
 from contract.tables import TABLE_NAMES
 
 from .bundle import Bundle, load_bundle, read_manifest
-from .chunks import ChunkSink, check_finite
-from .engine import ModelScorer, Outputs, PairCollector
+from .engine import ModelScorer
+from .model_pass import PassSettings, score_span
 from .run_manifest import RUN_SCHEMA_VERSION, ModelResult, run_manifest, verify_tables
-from .spark_engine import SparkOptions, write_tables
+from .spark_engine import SparkOptions, preflight, task_spec, write_tables
 from .spark_engine import session as spark_session
 from .writer import PartitionWriter
 
@@ -43,11 +38,6 @@ DEFAULT_CHUNK_PAIRS = 16_384
 """User-item pairs per onnxruntime call for the all-items graphs: bounds their per-pair
 intermediates ([B, H, n_items] for the dense net and the LSTM), which run fastest in pieces of
 about this size (docs/performance.md)."""
-SINK_PAIRS = 65_536
-"""Pairs the table-writer thread takes at a time: consecutive onnxruntime chunks are handed over
-together until they reach this many, so top-N selection and Parquet batches run over a few tens
-of users per call instead of paying per-call overhead for a few. Memory stays bounded by this
-and the chunk size."""
 ENGINES = ("local", "spark")
 """Where a run's pairs are scored."""
 RANKING_CHUNK_PAIRS = 4_194_304
@@ -88,6 +78,10 @@ class ScoringOptions:
             return self.chunk_pairs
         return RANKING_CHUNK_PAIRS if self.ranking_only else DEFAULT_CHUNK_PAIRS
 
+    @property
+    def settings(self) -> PassSettings:
+        return PassSettings(self.top_n, self.pairs_per_call)
+
 
 def validate_options(options: ScoringOptions, bundle: Bundle) -> None:
     """UsageError for options that cannot work with this bundle."""
@@ -116,80 +110,13 @@ def chosen_models(options: ScoringOptions, bundle_path: Path) -> list[str] | Non
     return [m for m in available if m in options.models]
 
 
-class _Pass:
-    """One model's pass over every user: chunks through onnxruntime, groups to the writer thread."""
-
-    def __init__(self, bundle: Bundle, scorer: ModelScorer, sink: ChunkSink, pool: ThreadPoolExecutor,
-                 result: ModelResult, parity: PairCollector) -> None:
-        self.bundle, self.scorer, self.sink, self.pool, self.result, self.parity = \
-            bundle, scorer, sink, pool, result, parity
-        self.pending: deque[Future] = deque()
-        self.held: list[Outputs] = []   # consecutive chunks not yet handed to the writer thread
-        self.held_from = 0
-
-    def chunk(self, start: int, stop: int) -> None:
-        t = time.perf_counter()
-        users = np.arange(start, stop, dtype=np.int64)
-        outputs = self.scorer.score_users(users)
-        self.result.seconds["onnxruntime"] += time.perf_counter() - t
-        for name in ("unit_rating", "logit"):
-            values = getattr(outputs, name)
-            if values is not None:
-                check_finite(self.scorer.model, self.bundle, name, values, users[:, None],
-                             np.arange(self.bundle.n_items)[None, :])
-        self.parity.take(users, outputs)
-        self.held.append(outputs)
-        if stop == self.bundle.n_users or (stop - self.held_from) * self.bundle.n_items >= SINK_PAIRS:
-            self.pending.append(self.pool.submit(self.sink, self.held_from, stop, Outputs.concat(self.held)))
-            self.held, self.held_from = [], stop
-        failpoint("mid_model_first_chunk")
-        while len(self.pending) > 1:
-            self.pending.popleft().result()
-
-    def finish(self) -> None:
-        while self.pending:
-            self.pending.popleft().result()
-
-    def cancel(self) -> None:
-        for future in self.pending:
-            future.cancel()
-
-
-def _check_model_parity(bundle: Bundle, scorer: ModelScorer, parity: PairCollector, result: ModelResult) -> None:
-    """The pass's outputs at the bundle's reference pairs against torch's."""
-    ref = bundle.references[scorer.model]
-    if scorer.ranking_only:  # the reference pairs' ratings come from the pairwise graph, as the table's do
-        parity.values["unit_rating"] = scorer.rate_pairs(ref.users, ref.items).unit_rating
-    raw = (bundle.user_ids[ref.users], bundle.item_ids[ref.items])
-    context = f"scoring parity against the bundle's torch reference ({bundle.path})"
-    result.parity_pairs = int(len(ref.users))
-    result.parity_max_abs_diff = check_parity(scorer.model, ref.unit_ratings, parity.values["unit_rating"], *raw,
-                                              context)
-    result.parity_logit_max_abs_diff = check_parity(scorer.model, ref.logits, parity.values["logit"], *raw,
-                                                    context + ", logit output", logits=True)
-
-
 def score_model(bundle: Bundle, model: str, options: ScoringOptions, run_dir: Path,
                 pool: ThreadPoolExecutor) -> ModelResult:
     """Score all users with one model, writing its table partitions into ``run_dir``."""
     scorer = ModelScorer.open(bundle.graphs(model), bundle.context, options.threads, options.device,
                               options.ranking_only)
-    result = ModelResult()
     writers = {t: PartitionWriter(run_dir, t, model, bundle.table_schema(t)) for t in options.tables}
-    ref = bundle.references[model]
-    parity = PairCollector(ref.users, ref.items)
-    one_pass = _Pass(bundle, scorer, ChunkSink(bundle, options.top_n, writers, result, scorer), pool, result, parity)
-    try:
-        for start, stop in user_ranges(bundle.n_users, bundle.n_items, options.pairs_per_call):
-            one_pass.chunk(start, stop)
-        one_pass.finish()
-        for writer in writers.values():
-            writer.close()
-    finally:
-        one_pass.cancel()
-    result.rows = {t: w.rows for t, w in writers.items()}
-    _check_model_parity(bundle, scorer, parity, result)
-    return result
+    return score_span(bundle, scorer, writers, options.settings, pool)
 
 
 def inputs_hash(bundle: Bundle, options: ScoringOptions) -> str:
@@ -201,19 +128,21 @@ def inputs_hash(bundle: Bundle, options: ScoringOptions) -> str:
 
 
 def _score_with_spark(bundle: Bundle, options: ScoringOptions, staging: Path) -> dict[str, ModelResult]:
-    """The tables written by Spark; its tasks check every reference pair against the tolerance."""
+    """The tables written by Spark's tasks, each checking its users' reference pairs."""
     t = time.perf_counter()
     spark = spark_session(options.spark)
-    started = time.perf_counter()
-    write_tables(spark, bundle, options.tables, options.top_n, options.pairs_per_call, staging,
-                 options.spark.ship_bundle)
-    results = {m: ModelResult(parity_max_abs_diff=None, parity_logit_max_abs_diff=None,
-                              parity_pairs=int(len(bundle.references[m].users)),
-                              seconds={"spark_start": round(started - t, 4),
-                                       "spark_jobs": round(time.perf_counter() - started, 4)})
-               for m in bundle.models}
-    log.info("spark: %s written in %.2f s (session start %.2f s)", ", ".join(options.tables),
-             time.perf_counter() - started, started - t)
+    seconds = {"spark_start": time.perf_counter() - t}
+    spec = task_spec(spark, bundle, options.tables, options.settings, staging, options.spark.ship_bundle)
+    t = time.perf_counter()
+    preflight(spark, spec.bundle_path)
+    seconds["spark_preflight"] = time.perf_counter() - t
+    t = time.perf_counter()
+    results = write_tables(spark, bundle, spec, options.spark.writer)
+    seconds["spark_jobs"] = time.perf_counter() - t
+    for result in results.values():
+        result.seconds.update(seconds)
+    log.info("spark: %s written in %.2f s (session start %.2f s, preflight %.2f s)", ", ".join(options.tables),
+             seconds["spark_jobs"], seconds["spark_start"], seconds["spark_preflight"])
     return results
 
 

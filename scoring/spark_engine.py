@@ -1,35 +1,41 @@
 """``--engine spark``: the scoring job's own code in Spark's Python workers.
 
-A DataFrame of user ranges goes through ``mapInArrow``; each Python worker loads the bundle once
-(cached per process; only its path travels with the function), runs the same engine, seen-item
-masking and top-N as the local engine, checks its users' reference pairs against the bundle's
-torch outputs, and yields Arrow batches. Spark's Parquet writer writes each table, partitioned
-by ``model``, into the run's staging folder; the runner then checks and publishes as for a local
-run. Nothing here needs pandas.
+A DataFrame of user spans, one per task, goes through ``mapInArrow``; each Python worker loads
+the bundle once (cached per process; only its path travels with the function) and runs the local
+engine's pass (``model_pass``) over each span: the same engine, seen-item masking, top-N and
+parity check against the bundle's torch outputs. By default each task writes its span's part
+files with the local engine's Parquet writer and returns their names; the driver keeps the files
+of accepted attempts only, so a retried or speculative task neither loses nor duplicates rows.
+With ``writer="spark"`` the tasks yield the rows and Spark's Parquet writer writes each table,
+partitioned by ``model``. Either way the runner then checks and publishes as for a local run.
+Nothing here needs pandas.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
 import sys
+import uuid
 import warnings
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 
-from contract.errors import UsageError
+from contract.errors import BundleError, UsageError, VerificationError
 from contract.failpoints import ENVIRONMENT_VARIABLE
 from contract.pairs import user_ranges
-from contract.parity import check_parity
 
 from .bundle import Bundle, load_bundle
-from .chunks import check_finite, prediction_columns, recommendation_columns
-from .engine import ModelScorer, PairCollector
+from .engine import ModelScorer
+from .model_pass import PassSettings, score_span
+from .run_manifest import ModelResult
+from .writer import PartitionWriter
 
 TASK_FAILPOINT = "spark_task_first_attempt"
 """``RECJOB_FAILPOINT`` value that kills the Python worker of the first task on its first attempt."""
@@ -45,6 +51,8 @@ class SparkOptions:
     ship_bundle: bool = False
     """Send the bundle to every executor (as a zip, ``SparkContext.addArchive``, which unpacks it
     there) instead of reading it from a path they all see."""
+    writer: str = "tasks"
+    """One of ``WRITERS``."""
 
 
 def parse_conf(pairs: list[str]) -> tuple[tuple[str, str], ...]:
@@ -89,26 +97,53 @@ def session(options: SparkOptions) -> Any:
                          "Java 17 or 21 on PATH or in JAVA_HOME") from exc
 
 
-_WORKER_BUNDLES: dict[tuple[str, str], tuple[Bundle, ModelScorer]] = {}
-"""Bundles and scorers opened by this Python worker, by (bundle path, model and graph kind)."""
+WRITERS = ("tasks", "spark")
+"""Who writes the Parquet: each task, with the local engine's writer ("tasks"), or Spark's
+DataFrame writer, one job per table ("spark")."""
+TASK_PAIRS = 4_194_304
+"""Most user-item pairs one Spark task scores: each task writes a part file of this many
+prediction rows at most, and a failed task repeats at most this much work."""
+SHIPPED_PREFIX = "_bundle-"
+"""Name prefix of the zipped bundle that ``--spark-ship-bundle`` leaves in staging while the job runs."""
+TASKS_PER_CORE = 2
+"""Tasks per executor core, at least, so that no core idles long while the last ones finish."""
 
 
-def _scorer(bundle_path: str, model: str, ranking_only: bool, threads: int) -> tuple[Bundle, ModelScorer]:
-    """The bundle and a scorer of ``model``, opened once per Python worker. ``bundle_path`` is
-    ``shipped:<name>`` for a bundle sent with ``SparkContext.addArchive`` (unpacked as ``<name>``)."""
-    key = (bundle_path, f"{model}:{ranking_only}")
-    if key not in _WORKER_BUNDLES:
+@dataclass(frozen=True)
+class TaskSpec:
+    """What every task needs, sent with the function (small: the bundle travels by path)."""
+
+    bundle_path: str
+    """``shipped:<name>`` for a bundle sent with ``SparkContext.addArchive`` (unpacked as ``<name>``)."""
+    tables: tuple[str, ...]
+    settings: PassSettings
+    ranking_only: bool
+    """As the local engine decides it for the whole run, so both engines compute the same values."""
+    threads: int
+    staging: str
+
+
+_WORKER_SCORERS: dict[tuple[str, str, bool], tuple[Bundle, ModelScorer]] = {}
+"""Bundles and scorers opened by this Python worker, by (bundle path, model, ranking only)."""
+
+
+def _scorer(spec: TaskSpec, model: str) -> tuple[Bundle, ModelScorer]:
+    """The bundle and a scorer of ``model``, opened once per Python worker."""
+    key = (spec.bundle_path, model, spec.ranking_only)
+    if key not in _WORKER_SCORERS:
+        bundle_path = spec.bundle_path
         if bundle_path.startswith("shipped:"):
             from pyspark import SparkFiles
             bundle_path = SparkFiles.get(bundle_path.removeprefix("shipped:"))
         bundle = load_bundle(Path(bundle_path), [model])
-        _WORKER_BUNDLES[key] = (bundle, ModelScorer.open(bundle.graphs(model), bundle.context, threads,
-                                                          ranking_only=ranking_only))
-    return _WORKER_BUNDLES[key]
+        _WORKER_SCORERS[key] = (bundle, ModelScorer.open(bundle.graphs(model), bundle.context, spec.threads,
+                                                          ranking_only=spec.ranking_only))
+    return _WORKER_SCORERS[key]
 
 
 def _maybe_die() -> None:
-    """The retry test's failpoint: the first task's first attempt kills its own Python worker."""
+    """The retry test's failpoint: the first task's first attempt kills its own Python worker,
+    after it has written its part files."""
     if os.environ.get(ENVIRONMENT_VARIABLE) != TASK_FAILPOINT:
         return
     from pyspark import TaskContext
@@ -117,79 +152,201 @@ def _maybe_die() -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def score_ranges(batches: Iterator[pa.RecordBatch], bundle_path: str, table: str, top_n: int,
-                 threads: int, schema: pa.Schema, ranking_only: bool) -> Iterator[pa.RecordBatch]:
-    """Rows ``(model, start, stop)`` in, the table's rows for those users out (with ``model``);
-    ``ranking_only`` as the local engine decides it, so both engines compute the same values."""
-    _maybe_die()
+def _spans(batches: Iterator[pa.RecordBatch]) -> Iterator[tuple[str, int, int]]:
     for batch in batches:
-        for model, start, stop in zip(*(batch.column(k).to_pylist() for k in ("model", "start", "stop"))):
-            bundle, scorer = _scorer(bundle_path, model, ranking_only, threads)
-            users = np.arange(start, stop, dtype=np.int64)
-            outputs = scorer.score_users(users)
-            for name in ("unit_rating", "logit"):
-                values = getattr(outputs, name)
-                if values is not None:
-                    check_finite(model, bundle, name, values, users[:, None], np.arange(bundle.n_items)[None, :])
-            _check_reference(bundle, scorer, users, outputs)
-            seconds = {"top_n": 0.0, "onnxruntime_pairs": 0.0}
-            columns = prediction_columns(bundle, start, stop, outputs) if table == "predictions" else \
-                recommendation_columns(bundle, scorer, start, stop, outputs, top_n, seconds)
-            rows = len(next(iter(columns.values())))
-            arrays = [pa.array([model] * rows, pa.string()) if f.name == "model" else columns[f.name] for f in schema]
-            yield pa.RecordBatch.from_arrays(arrays, schema=schema)
+        yield from zip(*(batch.column(k).to_pylist() for k in ("model", "start", "stop")))
 
 
-def _check_reference(bundle: Bundle, scorer: ModelScorer, users: np.ndarray, outputs: Any) -> None:
-    """The scoring run's parity check, for the reference pairs of these users: ParityError fails
-    the task, and so the job, before anything is published."""
-    ref = bundle.references[scorer.model]
-    inside = (ref.users >= users[0]) & (ref.users <= users[-1])
-    if not inside.any():
-        return
-    collector = PairCollector(ref.users[inside], ref.items[inside])
-    collector.take(users, outputs)
-    unit = collector.values["unit_rating"] if outputs.unit_rating is not None else \
-        scorer.rate_pairs(ref.users[inside], ref.items[inside]).unit_rating
-    raw = (bundle.user_ids[ref.users[inside]], bundle.item_ids[ref.items[inside]])
-    where = f"scoring parity in a Spark task against the bundle's torch reference ({bundle.path})"
-    check_parity(scorer.model, ref.unit_ratings[inside], unit, *raw, where)
-    check_parity(scorer.model, ref.logits[inside], collector.values["logit"], *raw, where + ", logit output",
-                 logits=True)
+REPORT_SCHEMA = pa.schema([pa.field("model", pa.string()), pa.field("start", pa.int64()),
+                           pa.field("stop", pa.int64()), pa.field("report", pa.string())])
+"""What a task of the "tasks" writer returns per span: the span and, as JSON, its part files,
+rows, parity and seconds."""
 
 
-def write_tables(spark: Any, bundle: Bundle, tables: tuple[str, ...], top_n: int, chunk_pairs: int,
-                 staging: Path, ship_bundle: bool = False) -> None:
-    """Score every model's users in Spark and write each table under ``staging/<table>/model=<m>/``.
-    Each table is its own job; the recommendations' ratings come from the all-items graph when the
-    predictions are written too, from the pairwise graph otherwise, as in a local run."""
-    ranking_only = "predictions" not in tables
+def write_span_parts(batches: Iterator[pa.RecordBatch], spec: TaskSpec) -> Iterator[pa.RecordBatch]:
+    """Rows ``(model, start, stop)`` in; each span scored by the local engine's pass, written as
+    one part file per table (named by the span and a fresh token, so a retried attempt never
+    writes over another's), and reported."""
+    for model, start, stop in _spans(batches):
+        bundle, scorer = _scorer(spec, model)
+        part = f"part-{start:010d}-{uuid.uuid4().hex[:12]}.parquet"
+        writers = {t: PartitionWriter(Path(spec.staging), t, model, bundle.table_schema(t), part=part)
+                   for t in spec.tables}
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="table-writer") as pool:
+            result = score_span(bundle, scorer, writers, spec.settings, pool, (start, stop))
+        report = {"files": [w.path.relative_to(spec.staging).as_posix() for w in writers.values()],
+                  "rows": result.rows, "parity_pairs": result.parity_pairs,
+                  "parity_max_abs_diff": result.parity_max_abs_diff,
+                  "parity_logit_max_abs_diff": result.parity_logit_max_abs_diff, "seconds": result.seconds}
+        _maybe_die()
+        yield pa.RecordBatch.from_pylist([{"model": model, "start": start, "stop": stop,
+                                           "report": json.dumps(report)}], schema=REPORT_SCHEMA)
+
+
+class _Batches:
+    """A table writer that keeps record batches, with their ``model`` column, for Spark's writer."""
+
+    def __init__(self, schema: pa.Schema, model: str) -> None:
+        self.schema, self.model, self.rows = schema, model, 0
+        self.batches: list[pa.RecordBatch] = []
+
+    def write(self, columns: dict[str, pa.Array]) -> None:
+        rows = len(next(iter(columns.values())))
+        arrays = [pa.array([self.model] * rows, pa.string()) if f.name == "model" else columns[f.name]
+                  for f in self.schema]
+        self.batches.append(pa.RecordBatch.from_arrays(arrays, schema=self.schema))
+        self.rows += rows
+
+    def close(self) -> None:
+        pass
+
+
+def span_table_rows(batches: Iterator[pa.RecordBatch], spec: TaskSpec, table: str,
+                    schema: pa.Schema) -> Iterator[pa.RecordBatch]:
+    """Rows ``(model, start, stop)`` in; one table's rows (with ``model``) of each span out, for
+    Spark's writer. Each span's batches are held until its pass (and parity check) is done."""
+    for model, start, stop in _spans(batches):
+        bundle, scorer = _scorer(spec, model)
+        writer = _Batches(schema, model)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="table-writer") as pool:
+            score_span(bundle, scorer, {table: writer}, spec.settings, pool, (start, stop))
+        _maybe_die()
+        yield from writer.batches
+
+
+PREFLIGHT_SCHEMA = pa.schema([pa.field("host", pa.string()), pa.field("problem", pa.string())])
+
+
+def _preflight_task(batches: Iterator[pa.RecordBatch], bundle_path: str) -> Iterator[pa.RecordBatch]:
+    """Whether this Python worker can open the bundle: the empty string, or what went wrong."""
+    import socket
+    for _ in batches:
+        pass
+    try:
+        if bundle_path.startswith("shipped:"):
+            from pyspark import SparkFiles
+            bundle_path = SparkFiles.get(bundle_path.removeprefix("shipped:"))
+        load_bundle(Path(bundle_path), [])
+        problem = ""
+    except Exception as exc:  # noqa: BLE001 - reported to the driver, which fails the run with it
+        problem = f"{type(exc).__name__}: {exc}"
+    yield pa.RecordBatch.from_pylist([{"host": socket.gethostname(), "problem": problem}], schema=PREFLIGHT_SCHEMA)
+
+
+def preflight(spark: Any, bundle_path: str) -> None:
+    """A small job, one task per executor core, that starts Spark's Python workers and opens the
+    bundle there: BundleError naming the host and the cause when an executor cannot, before
+    anything is scored. It also takes the first job's start-up cost (Python workers, code
+    generation), which is then timed apart from the scoring."""
     from pyspark.sql.pandas.types import from_arrow_schema
+    cores = spark.sparkContext.defaultParallelism
+    frame = spark.createDataFrame(spark.sparkContext.parallelize([(i,) for i in range(cores)], cores), "task long")
+    rows = frame.mapInArrow(lambda batches: _preflight_task(batches, bundle_path),
+                            from_arrow_schema(PREFLIGHT_SCHEMA)).collect()
+    failed = [r for r in rows if r.problem]
+    if failed:
+        where = bundle_path if not bundle_path.startswith("shipped:") else "the shipped bundle"
+        raise BundleError(f"Spark executor on {failed[0].host} cannot open {where} ({failed[0].problem}); the "
+                          "bundle must be at a path every executor can read, or sent with --spark-ship-bundle")
 
-    threads = int(spark.conf.get("spark.task.cpus", "1"))
-    ranges = [(model, start, stop) for model in bundle.models
-              for start, stop in user_ranges(bundle.n_users, bundle.n_items, chunk_pairs)]
-    slices = max(1, min(len(ranges), spark.sparkContext.defaultParallelism * 4))
-    frame = spark.createDataFrame(ranges, "model string, start long, stop long").repartition(slices)
+
+def task_spans(bundle: Bundle, pairs_per_call: int, cores: int) -> list[tuple[str, int, int]]:
+    """``(model, start, stop)`` user spans, one per task: at most ``TASK_PAIRS`` pairs each and at
+    least ``TASKS_PER_CORE`` tasks per core in all (never below one onnxruntime call's worth)."""
+    pairs = bundle.n_users * bundle.n_items * len(bundle.models)
+    span_pairs = max(pairs_per_call, min(TASK_PAIRS, -(-pairs // (TASKS_PER_CORE * max(cores, 1)))))
+    return [(model, start, stop) for model in bundle.models
+            for start, stop in user_ranges(bundle.n_users, bundle.n_items, span_pairs)]
+
+
+def _spans_frame(spark: Any, spans: list[tuple[str, int, int]]) -> Any:
+    """One span per partition, so each is a task of its own."""
+    rdd = spark.sparkContext.parallelize(spans, len(spans))
+    return spark.createDataFrame(rdd, "model string, start long, stop long")
+
+
+def task_spec(spark: Any, bundle: Bundle, tables: tuple[str, ...], settings: PassSettings, staging: Path,
+              ship_bundle: bool = False) -> TaskSpec:
+    """What the tasks need; with ``ship_bundle`` the bundle is zipped into ``staging`` and sent to
+    every executor (Spark ships files and archives, not folders; it unpacks the zip there)."""
     bundle_path = str(Path(bundle.path).resolve())
     if ship_bundle:
-        # Spark ships files and archives, not local folders: the bundle goes as a zip it unpacks.
-        archive = shutil.make_archive(str(staging / f"_bundle-{bundle.bundle_id}"), "zip", bundle_path)
-        spark.sparkContext.addArchive(archive)
-        bundle_path = "shipped:" + Path(archive).name
-    for table in tables:
-        schema = pa.schema([pa.field("model", pa.string(), nullable=False), *bundle.table_schema(table)])
+        archive = Path(shutil.make_archive(str(staging / f"{SHIPPED_PREFIX}{bundle.bundle_id}"), "zip", bundle_path))
+        spark.sparkContext.addArchive(str(archive))
+        bundle_path = "shipped:" + archive.name
+    return TaskSpec(bundle_path, tables, settings, "predictions" not in tables,
+                    int(spark.conf.get("spark.task.cpus", "1")), str(staging.resolve()))
 
-        def run(batches: Iterator[pa.RecordBatch], table: str = table,
-                schema: pa.Schema = schema) -> Iterator[pa.RecordBatch]:
-            return score_ranges(batches, bundle_path, table, top_n, threads, schema, ranking_only)
 
-        out = frame.mapInArrow(run, from_arrow_schema(schema))
-        (out.write.mode("errorifexists").partitionBy("model").option("compression", "zstd")
-         .parquet(str(staging / table)))
-        _remove_writer_files(staging / table)
-    if ship_bundle:
-        Path(archive).unlink()
+def write_tables(spark: Any, bundle: Bundle, spec: TaskSpec, writer: str = "tasks") -> dict[str, ModelResult]:
+    """Score every model's users in Spark tasks and write each table under
+    ``staging/<table>/model=<m>/``; the figures of each model's spans, where the tasks report
+    them ("tasks" writer; Spark's writer returns the rows alone, each task having checked parity)."""
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    staging = Path(spec.staging)
+    frame = _spans_frame(spark, task_spans(bundle, spec.settings.pairs_per_call, spark.sparkContext.defaultParallelism))
+    try:
+        if writer == "tasks":
+            rows = frame.mapInArrow(lambda batches: write_span_parts(batches, spec),
+                                    from_arrow_schema(REPORT_SCHEMA)).collect()
+            return _committed(bundle, spec, [(r.model, r.start, r.stop, json.loads(r.report)) for r in rows])
+        for table in spec.tables:
+            schema = pa.schema([pa.field("model", pa.string(), nullable=False), *bundle.table_schema(table)])
+
+            def run(batches: Iterator[pa.RecordBatch], table: str = table,
+                    schema: pa.Schema = schema) -> Iterator[pa.RecordBatch]:
+                return span_table_rows(batches, spec, table, schema)
+
+            (frame.mapInArrow(run, from_arrow_schema(schema)).write.mode("errorifexists").partitionBy("model")
+             .option("compression", "zstd").parquet(str(staging / table)))
+            _remove_writer_files(staging / table)
+        return {m: ModelResult(parity_max_abs_diff=None, parity_logit_max_abs_diff=None,
+                               parity_pairs=int(len(bundle.references[m].users)), seconds={}) for m in bundle.models}
+    finally:
+        for archive in staging.glob(f"{SHIPPED_PREFIX}*.zip"):
+            archive.unlink()
+
+
+def _committed(bundle: Bundle, spec: TaskSpec, reports: list[tuple[str, int, int, dict]]) -> dict[str, ModelResult]:
+    """Keep the part files of the attempts Spark accepted, one per span, and remove the rest (those
+    of attempts that failed or were superseded); VerificationError unless each model's spans
+    cover its users once. The figures of each model, summed (seconds, rows) or worst (parity)."""
+    staging = Path(spec.staging)
+    keep = {name for *_, report in reports for name in report["files"]}
+    for table in spec.tables:
+        for path in (staging / table).rglob("*"):
+            if path.is_file() and path.relative_to(staging).as_posix() not in keep:
+                path.unlink()
+    results = {}
+    for model in bundle.models:
+        mine = sorted((start, stop, report) for m, start, stop, report in reports if m == model)
+        bounds = [(start, stop) for start, stop, _ in mine]
+        if not _tiles(bounds, bundle.n_users):
+            raise VerificationError(f"Spark returned user spans {bounds} for model '{model}'; expected spans "
+                                    f"covering users 0 to {bundle.n_users} once")
+        result = ModelResult(parity_pairs=0, seconds={})
+        for _, _, report in mine:
+            for table, rows in report["rows"].items():
+                result.rows[table] = result.rows.get(table, 0) + rows
+            for key, value in report["seconds"].items():
+                result.seconds[key] = result.seconds.get(key, 0.0) + value
+            result.parity_pairs += report["parity_pairs"]
+            result.parity_max_abs_diff = max(result.parity_max_abs_diff, report["parity_max_abs_diff"])
+            result.parity_logit_max_abs_diff = max(result.parity_logit_max_abs_diff,
+                                                   report["parity_logit_max_abs_diff"])
+        results[model] = result
+    return results
+
+
+def _tiles(bounds: list[tuple[int, int]], n_users: int) -> bool:
+    """Whether sorted ``[start, stop)`` spans cover ``[0, n_users)`` exactly once."""
+    reached = 0
+    for start, stop in bounds:
+        if start != reached or stop <= start:
+            return False
+        reached = stop
+    return reached == n_users
 
 
 def _remove_writer_files(folder: Path) -> None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -16,6 +17,7 @@ ROW_GROUP_ROWS = 1 << 20
 keep the writer's memory at a few tens of MB."""
 
 PART_FILE = "part-00000.parquet"
+"""The one part a local run writes per table and model; Spark tasks name theirs by user span."""
 
 
 _ARROW_TYPES = {np.dtype(np.int16): pa.int16(), np.dtype(np.int32): pa.int32(), np.dtype(np.int64): pa.int64(),
@@ -31,17 +33,27 @@ def arrow_array(values: np.ndarray) -> pa.Array:
     return pa.Array.from_buffers(_ARROW_TYPES[values.dtype], len(values), [None, pa.py_buffer(values)])
 
 
-def table_file(run_dir: Path, table: str, model: str) -> Path:
-    """Where a model's partition of a table lives inside a run directory."""
-    return run_dir / table / f"model={model}" / PART_FILE
+def table_file(run_dir: Path, table: str, model: str, part: str = PART_FILE) -> Path:
+    """Where a model's partition of a table (or one part of it) lives inside a run directory."""
+    return run_dir / table / f"model={model}" / part
+
+
+class TableWriter(Protocol):
+    """Where a pass sends one table's rows: a Parquet file here, record batches for Spark's writer."""
+
+    rows: int
+
+    def write(self, columns: dict[str, pa.Array]) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class PartitionWriter:
-    """Streams record batches of one table and one model into a single Parquet file."""
+    """Streams record batches of one table and one model into one Parquet file, ``part``."""
 
     def __init__(self, run_dir: Path, table: str, model: str, schema: pa.Schema,
-                 row_group_rows: int = ROW_GROUP_ROWS) -> None:
-        self.path = table_file(run_dir, table, model)
+                 row_group_rows: int = ROW_GROUP_ROWS, part: str = PART_FILE) -> None:
+        self.path = table_file(run_dir, table, model, part)
         self.schema = schema
         self.row_group_rows = row_group_rows
         self.rows = 0

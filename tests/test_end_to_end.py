@@ -207,10 +207,10 @@ def test_chunk_size_follows_the_graphs_a_run_needs(tmp_path):
 
 
 def test_handing_chunks_to_the_writer_in_groups_changes_no_table(trained, tmp_path, monkeypatch):
-    from scoring import runner
+    from scoring import model_pass, runner
     tables = {}
     for sink_pairs in (1, 7 * N_ITEMS):  # each 2-user chunk alone; 8 users at a time, a short last group
-        monkeypatch.setattr(runner, "SINK_PAIRS", sink_pairs)
+        monkeypatch.setattr(model_pass, "SINK_PAIRS", sink_pairs)
         options = runner.ScoringOptions(bundle=trained / "latest", output_root=tmp_path / str(sink_pairs),
                                         top_n=TOP_N, chunk_pairs=2 * N_ITEMS, report=False)
         run = runner.run_scoring(options)

@@ -55,19 +55,26 @@ def local_tables(scored):
     return tables(scored / "latest")
 
 
-def test_spark_tables_equal_the_local_engines(trained, local_tables, tmp_path):
+def test_spark_tables_equal_the_local_engines(trained, scored, local_tables, tmp_path):
     result = spark_run(trained, tmp_path)
     assert result.returncode == 0, result.stderr
     run = tmp_path / "latest"
     assert_same_tables(tables(run), local_tables)
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["engine"] == "spark" and (run / "_SUCCESS").is_file()
+    local_manifest = json.loads((scored / "latest" / "manifest.json").read_text())
+    for model, parity in manifest["parity"].items():   # every reference pair checked in some task
+        assert parity["pairs"] == local_manifest["parity"][model]["pairs"] > 0
+        assert parity["max_abs_diff"] <= parity["tolerance"]
+    assert all(p.name.startswith("part-") for p in run.rglob("*.parquet"))
     assert not list(run.rglob("*.crc")) and [p for p in run.rglob("_SUCCESS")] == [run / "_SUCCESS"]
     assert "Traceback" not in result.stderr
 
 
 def test_a_killed_python_worker_is_retried_and_loses_or_duplicates_no_row(trained, local_tables, tmp_path):
-    # local[2,2]: two cores, each task tried up to twice; the first task's first attempt dies.
+    # local[2,2]: two cores, each task tried up to twice; the first task's first attempt dies after
+    # writing its part files, which the retry writes again under other names: kept, they would
+    # duplicate rows (and fail the row counts).
     result = spark_run(trained, tmp_path, "local[2,2]", {ENVIRONMENT_VARIABLE: TASK_FAILPOINT})
     assert result.returncode == 0, result.stderr
     assert_same_tables(tables(tmp_path / "latest"), local_tables)
@@ -86,3 +93,10 @@ def test_on_a_local_cluster_with_two_executor_jvms_and_a_shipped_bundle(trained,
     result = spark_run(trained, tmp_path, "local-cluster[2,1,1024]", None, "--spark-ship-bundle")
     assert result.returncode == 0, result.stderr
     assert_same_tables(tables(tmp_path / "latest"), local_tables)
+
+
+def test_sparks_own_parquet_writer_gives_the_same_tables(trained, local_tables, tmp_path):
+    result = spark_run(trained, tmp_path, "local[2]", None, "--spark-writer", "spark")
+    assert result.returncode == 0, result.stderr
+    assert_same_tables(tables(tmp_path / "latest"), local_tables)
+    assert not list((tmp_path / "latest").rglob("*.crc"))
