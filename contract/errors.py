@@ -65,4 +65,14 @@ class PublishError(RecJobError):
 
 
 class LockError(PublishError):
-    """Another run holds the lock on the same output root."""
+    """Another run holds the lock on the same output root: a scheduler may try again later
+    (``EX_TEMPFAIL`` from sysexits.h)."""
+
+    exit_code = 75
+
+
+class GateRefused(RecJobError):
+    """The run's results were refused by a check of their quality (the model gate, a run-to-run
+    threshold): nothing became ``latest``."""
+
+    exit_code = 3

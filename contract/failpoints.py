@@ -24,6 +24,7 @@ SCORING_POINTS = (
     "after_success_marker",
     "after_rename",
     "after_latest_switch",
+    "mid_prune",
 )
 """Every failpoint the scoring job passes, in order."""
 

@@ -6,6 +6,17 @@ import numpy as np
 from .errors import RecJobError
 
 
+def positions(known: np.ndarray, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Positions (int64) of ``raw`` ids in the ascending array ``known``, and whether each is
+    there (its position is 0 where it is not). Text and integer ids do not match each other."""
+    raw = np.asarray(raw)
+    if len(known) == 0 or (known.dtype.kind == "U") != (raw.dtype.kind == "U"):
+        return np.zeros(raw.shape, np.int64), np.zeros(raw.shape, bool)
+    index = np.minimum(np.searchsorted(known, raw), len(known) - 1)
+    found = known[index] == raw
+    return np.where(found, index, 0).astype(np.int64), found
+
+
 def index_of(known: np.ndarray, raw: np.ndarray, error: type[RecJobError], what: str) -> np.ndarray:
     """Positions (int64) of ``raw`` ids in the ascending array ``known``; ``error`` naming the
     first few ids ``known`` lacks (``what`` says where they came from)."""

@@ -29,6 +29,8 @@ without symbolic links (HDFS, object stores). Named like ``_SUCCESS``: a file ca
 beside the ``latest`` link would replace the link on case-insensitive filesystems."""
 
 STAGING_PREFIX = ".staging-"
+BUNDLE_IN_USE = "_BUNDLE"
+"""File in a scoring run's staging folder naming the bundle folder it reads, until it publishes."""
 LOCK_FILE = ".lock"
 
 
@@ -122,11 +124,12 @@ def fsync_tree(path: Path) -> None:
         _fsync_path(Path(dirpath))
 
 
-def publish(staging: Path, root: Path, name: str) -> Path:
+def publish(staging: Path, root: Path, name: str, switch: bool = True) -> Path:
     """Move a complete ``staging`` directory to ``root/name`` and point ``root/latest`` at it.
 
     ``staging`` must already hold its manifest; this writes ``_SUCCESS``, flushes everything,
-    renames, and swaps the ``latest`` link with a single atomic rename.
+    renames, and swaps the ``latest`` link with a single atomic rename. With ``switch`` false the
+    directory is kept under ``root`` but ``latest`` and ``_LATEST`` stay as they were.
     """
     (staging / SUCCESS_MARKER).touch()
     failpoint("after_success_marker")
@@ -136,6 +139,9 @@ def publish(staging: Path, root: Path, name: str) -> Path:
         raise PublishError(f"{final}: a run of that name is already published")
     os.rename(staging, final)
     failpoint("after_rename")
+    if not switch:
+        _fsync_path(root)
+        return final
     link_tmp = root / f"{STAGING_PREFIX}{LATEST}-{os.getpid()}"
     if link_tmp.is_symlink() or link_tmp.exists():
         link_tmp.unlink()

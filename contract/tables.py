@@ -5,6 +5,10 @@ import pyarrow as pa
 
 from .ids import fits_int32
 
+RUN_SCHEMA_VERSION = 3
+"""Version of a scoring run's layout: its manifest's fields and its tables' meaning. Bumped
+whenever either changes; every table file's footer carries it."""
+
 TABLE_NAMES: tuple[str, ...] = ("predictions", "recommendations")
 """Tables a scoring run can write; each is Hive-partitioned by ``model=<name>``."""
 

@@ -24,13 +24,18 @@ from contract import bundle_format as layout
 from contract.bundle_format import GRAPH_OUTPUTS, ModelGraphs
 from contract.checksums import sha256_file
 from contract.tables import id_type
-from contract.publish import RootLock, new_staging_dir, prepare_root, publish, remove_stale_staging
-from scoring.bundle import REFERENCE_ARRAYS
+from contract.errors import BundleError
+from contract.machine import available_cpus
+from contract.publish import (BUNDLE_IN_USE, STAGING_PREFIX, RootLock, new_staging_dir, prepare_root, publish,
+                              remove_stale_staging, resolve_latest)
+from contract.retention import DEFAULT_KEEP, prune, published
+from scoring.bundle import REFERENCE_ARRAYS, load_bundle
 from scoring.feeds import UserContext, build_feeds
 
 from .config import PARITY_MAX_TEST_PAIRS, RunConfig, child_seed
 from .data.dataset import Dataset, seen_csr
 from .data.sequences import user_context
+from .gate import GateOptions, evaluate_gate, refusal
 from .models import registry
 from .onnx.export import EXPORTER_SETTINGS, export_graph
 from .onnx.parity import TorchReference, check_graphs, reference_pairs, torch_reference
@@ -164,9 +169,22 @@ def _setup(dataset: Dataset, config: RunConfig, staging: Path, bundle_id: str) -
                        user_context(dataset.history, vocab.n_users, vocab.n_items, length), pairs)
 
 
+@dataclass(frozen=True)
+class PublishPolicy:
+    """What happens around a bundle's publication: the model gate, and retention."""
+
+    gate: GateOptions = GateOptions()
+    keep: int = DEFAULT_KEEP
+    """Bundles kept under the artifacts root (0: all); those a kept scoring run read are kept too."""
+    runs_root: Path | None = None
+    """The scoring runs' output root, whose runs' bundles retention spares."""
+
+
 def build_bundle(dataset: Dataset, trained: Iterable[TrainedModel], config: RunConfig, fingerprint: str,
-                 data_checksums: dict[str, str], artifacts_root: Path) -> Path:
-    """Export every trained model into a staging bundle, check parity, and publish it atomically.
+                 data_checksums: dict[str, str], artifacts_root: Path, policy: PublishPolicy = PublishPolicy()) -> Path:
+    """Export every trained model into a staging bundle, check parity, pass it through the model
+    gate and publish it atomically (as ``latest`` unless the gate refuses it: GateRefused then,
+    the bundle kept beside the others).
 
     ``trained`` may be lazy (``workers.trained_as_completed``): each model is exported and checked
     as it arrives, while the others still train. The artifacts root is locked before the first one
@@ -188,9 +206,58 @@ def build_bundle(dataset: Dataset, trained: Iterable[TrainedModel], config: RunC
             write_vocabulary_and_context(dataset, setup.context, staging)
             manifest = bundle_manifest(setup, created, fingerprint, data_checksums, models)
             (staging / layout.MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
-            final = publish(staging, root, bundle_id)
+            manifest["gate"] = gate_record(dataset, config, staging, resolve_latest(root), policy.gate)
+            (staging / layout.MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
+            final = publish(staging, root, bundle_id, switch=manifest["gate"]["published_as_latest"])
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
-    log.info("bundle published: %s", final)
+        prune_bundles(root, policy)
+    if not manifest["gate"]["published_as_latest"]:
+        raise refusal(manifest["gate"], str(final))
+    log.info("bundle published: %s", final, extra={"stage": "published", "figures": {"bundle_id": bundle_id}})
     return final
+
+
+def gate_record(dataset: Dataset, config: RunConfig, staging: Path, previous: Path | None,
+                options: GateOptions) -> dict[str, Any]:
+    """The staged bundle's models against those of ``previous`` (the current ``latest``)."""
+    old = None
+    if previous is not None:
+        try:
+            old = load_bundle(previous)
+        except BundleError as exc:
+            log.warning("model gate: the current bundle cannot be read (%s); nothing to compare with", exc)
+    record = evaluate_gate(load_bundle(staging), old, dataset.test, dataset.train.concat(dataset.validation),
+                           options, available_cpus(), child_seed(config.seed, "gate"))
+    if not record["passed"]:
+        log.warning("model gate: %s%s", "; ".join(record["refusals"]),
+                    " (published anyway: --accept-worse)" if options.accept_worse else "")
+    return record
+
+
+def bundles_in_use(runs_root: Path | None) -> set[str]:
+    """Bundle folders that scoring runs under ``runs_root`` were scored from or are reading now."""
+    if runs_root is None or not runs_root.is_dir():
+        return set()
+    names = set()
+    for run in published(runs_root):
+        try:
+            names.add(Path(json.loads((run / "manifest.json").read_text())["bundle"]["path"]).name)
+        except (OSError, ValueError, KeyError):
+            continue
+    for marker in runs_root.glob(f"{STAGING_PREFIX}*/{BUNDLE_IN_USE}"):
+        try:
+            names.add(marker.read_text().strip())
+        except OSError:
+            continue
+    return names
+
+
+def prune_bundles(root: Path, policy: PublishPolicy) -> None:
+    """Retention after a publish; a failure to remove old bundles is reported, the bundle stands."""
+    try:
+        prune(root, policy.keep, bundles_in_use(policy.runs_root))
+    except OSError as exc:
+        log.warning("retention: could not remove old bundles under %s (%s); they are left for the next run",
+                    root, exc)

@@ -7,18 +7,22 @@ from pathlib import Path
 
 import torch
 
-from contract.cli import parse_names, run_cli
+from contract.cli import add_scheduler_options, parse_names, run_cli
 from contract.errors import UsageError
-from contract.paths import DEFAULT_ARTIFACTS_ROOT, DEFAULT_DATA_DIR
+from contract.metrics import Sample
+from contract.paths import DEFAULT_ARTIFACTS_ROOT, DEFAULT_DATA_DIR, DEFAULT_OUTPUT_ROOT
+from contract.retention import DEFAULT_KEEP
 from contract.scale import RatingScale
 from scoring.bundle import read_manifest
 
 from .config import RunConfig
 from .data.columns import ITEM_ROLES, RATING_ROLES, ColumnMapping
-from .data.loading import DataSource
+from .data.loading import DataSource, parse_as_of
 from .data.ratings_file import DUPLICATE_POLICIES, RatingsOptions
 from .data.synthetic import parse_shape
 from .models import registry
+from .bundle import PublishPolicy
+from .gate import GateOptions, gate_samples
 from .pipeline import train_and_export
 from .training.workers import add_jobs_option, jobs_option
 
@@ -39,6 +43,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                         help="where torch trains (default: %(default)s; cuda needs a CUDA build of torch)")
     parser.add_argument("--force", action="store_true", help="retrain even if an identical bundle exists")
+    parser.add_argument("--max-regression", type=float, default=GateOptions.max_regression, metavar="SHARE",
+                        help="model gate: refuse the new bundle (exit 3; kept, not made latest) if any model's RMSE "
+                             "is worse, or its NDCG@10 lower, than the current bundle's by more than this share "
+                             "(default: %(default)s)")
+    parser.add_argument("--accept-worse", action="store_true",
+                        help="publish the new bundle as latest even if the model gate refuses it")
+    parser.add_argument("--keep", type=int, default=DEFAULT_KEEP,
+                        help="bundles to keep under ARTIFACTS, the newest, besides any a kept scoring run under "
+                             "--output-root was scored from; 0 keeps all (default: %(default)s)")
+    parser.add_argument("--output-root", type=Path, default=DEFAULT_OUTPUT_ROOT,
+                        help="the scoring runs' root, whose bundles retention keeps (default: %(default)s)")
+    add_scheduler_options(parser)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
 
@@ -69,6 +85,9 @@ def add_data_options(parser: argparse.ArgumentParser) -> None:
                       help="a column that orders each user's ratings, for data without a timestamp")
     data.add_argument("--string-ids", action="store_true", help="read every id as text, even ids that look "
                                                                  "like integers")
+    data.add_argument("--as-of", metavar="TIMESTAMP",
+                      help="train on the ratings up to this time only: Unix seconds or an ISO 8601 date or "
+                           "date-time, UTC unless it names a zone (backfills; reproducing an old run)")
     data.add_argument("--synthetic", metavar="USERS,ITEMS,RATINGS",
                       help="seeded synthetic ratings instead (or a shape name: ml-1m, ml-20m, ml-25m)")
     data.add_argument("--cache-dir", type=Path, default=DEFAULT_DATA_DIR,
@@ -123,25 +142,45 @@ def data_source(args: argparse.Namespace) -> DataSource:
                       test_file=args.test_file, items=args.items, cache_dir=args.cache_dir,
                       synthetic=parse_shape(args.synthetic) if args.synthetic else None, options=options,
                       item_columns=ColumnMapping.parse(args.item_columns, ITEM_ROLES, "--item-columns"),
-                      rating_scale=parse_scale(args.rating_scale))
+                      rating_scale=parse_scale(args.rating_scale), as_of=parse_as_of(args.as_of))
 
 
-def run(args: argparse.Namespace) -> Path:
+def publish_policy(args: argparse.Namespace) -> PublishPolicy:
+    if not args.max_regression >= 0:
+        raise UsageError(f"--max-regression: expected a share of at least 0, e.g. 0.01, got {args.max_regression}")
+    if args.keep < 0:
+        raise UsageError(f"--keep: expected 0 (keep all) or a positive integer, got {args.keep}")
+    return PublishPolicy(GateOptions(args.max_regression, args.accept_worse), args.keep, args.output_root)
+
+
+def bundle_samples(manifest: dict) -> list[Sample]:
+    """A published bundle's figures for ``--metrics-file``."""
+    out = [Sample("bundle", 1, {"bundle_id": manifest["bundle_id"]}, "the bundle now latest")]
+    for name in manifest["model_names"]:
+        entry = manifest["models"][name]
+        out += [Sample("test_rmse", entry["test_metrics"]["rmse_stars"], {"model": name},
+                       "held-out RMSE on the rating scale"),
+                Sample("train_seconds", entry["train_seconds"], {"model": name}, "training wall time")]
+    return out + (gate_samples(manifest["gate"]) if "gate" in manifest else [])
+
+
+def run(args: argparse.Namespace) -> list[Sample]:
     config = make_config(args)
     bundle = train_and_export(config, data_source(args), args.artifacts, jobs_option(args.jobs, config), args.force,
-                              models_given=args.models is not None)
+                              models_given=args.models is not None, policy=publish_policy(args))
     manifest = read_manifest(bundle)
     for name in manifest["model_names"]:
         m = manifest["models"][name]["test_metrics"]
         print(f"{name:6s} test RMSE {m['rmse_stars']:.4f}, MAE {m['mae_stars']:.4f} on the rating scale, "
               f"RMSE {m['rmse_unit']:.4f} on [0, 1]")
     print(f"bundle: {bundle}")
-    return bundle
+    return bundle_samples(manifest)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return run_cli(lambda: run(args), args.verbose)
+    return run_cli(lambda: run(args), args.verbose, log_format=args.log_format, metrics_file=args.metrics_file,
+                   job="export")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from contract.errors import BundleError, UsageError
 from contract.publish import resolve_latest
 from scoring.bundle import read_manifest, verify_files
 
-from .bundle import build_bundle
+from .bundle import PublishPolicy, build_bundle
 from .config import RunConfig, child_seed
 from .data.dataset import Dataset
 from .data.loading import DataSource, load_dataset
@@ -56,8 +56,8 @@ def models_for_data(config: RunConfig, dataset: Dataset, models_given: bool) -> 
 
 
 def train_and_export(config: RunConfig, source: DataSource, artifacts: Path, jobs: int, force: bool = False,
-                     models_given: bool = True) -> Path:
-    """Load the data, train each model, export and publish; reuse an up-to-date bundle."""
+                     models_given: bool = True, policy: PublishPolicy = PublishPolicy()) -> Path:
+    """Load the data, train each model, export, gate and publish; reuse an up-to-date bundle."""
     dataset, checksums = load_dataset(source, config, np.random.default_rng(child_seed(config.seed, "split")))
     config = models_for_data(config, dataset, models_given)
     fingerprint = run_fingerprint(config, checksums, code_fingerprint(models=config.models))
@@ -65,4 +65,4 @@ def train_and_export(config: RunConfig, source: DataSource, artifacts: Path, job
         log.info("bundle %s is up to date (same data, settings and code); not retraining", existing.name)
         return existing
     with closing(trained_as_completed(dataset, config, jobs)) as trained:
-        return build_bundle(dataset, trained, config, fingerprint, checksums, artifacts)
+        return build_bundle(dataset, trained, config, fingerprint, checksums, artifacts, policy)

@@ -5,6 +5,8 @@ reads it with numpy, pyarrow and the manifest alone, never torch.
 """
 from __future__ import annotations
 
+import hashlib
+
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +17,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from contract.bundle_format import (CONTEXT, CONTEXT_ARRAYS, GRAPH_KINDS, ITEMS, MANIFEST, REFERENCE,
-                                    SCHEMA_VERSION, USERS, ModelGraphs, graph_input_problem)
+                                    SCHEMA_VERSION, USERS, ModelGraphs, graph_input_problem,
+                                    torch_weights_file)
 from contract.checksums import sha256_file
 from contract.errors import BundleError
 from contract.scale import RatingScale
@@ -92,6 +95,15 @@ class Bundle:
     def graphs(self, model: str) -> ModelGraphs:
         """The model's graphs as the manifest lists them."""
         return model_graphs(self.path, self.manifest, model)
+
+    def model_version(self, model: str) -> str:
+        """The model's version: a hash of its family and trained weights (the weights file's
+        checksum), the same for the same weights whichever bundle holds them. The graph files'
+        checksums would not do: each graph also records the id of the bundle it was exported into."""
+        entry = self.manifest["models"][model]
+        identity = [entry.get("family", model), self.manifest["files"][torch_weights_file(model)],
+                    str(entry["context_length"])]
+        return hashlib.sha256("\n".join(identity).encode()).hexdigest()[:16]
 
 
 def scale_of(manifest: dict[str, Any]) -> RatingScale:

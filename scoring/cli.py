@@ -2,15 +2,20 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
-from contract.cli import run_cli
+from contract.cli import add_scheduler_options, run_cli
 from contract.machine import available_cpus
 from contract.paths import DEFAULT_ARTIFACTS_ROOT, DEFAULT_OUTPUT_ROOT
+from contract.metrics import Sample
 from contract.publish import LATEST
+from contract.retention import DEFAULT_KEEP
 from contract.tables import TABLE_NAMES
 
+from .drift import DriftLimits
+from .run_metrics import run_samples
 from .runner import DEFAULT_CHUNK_PAIRS, ENGINES, RANKING_CHUNK_PAIRS, ScoringOptions, run_scoring
 from .spark_engine import WRITERS, SparkOptions, parse_conf
 
@@ -51,9 +56,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--spark-writer", choices=WRITERS, default="tasks",
                         help="tasks: each task writes its users' part files with this job's own Parquet writer "
                              "(fast); spark: Spark's DataFrame writer, one job per table (default: %(default)s)")
+    parser.add_argument("--keep", type=int, default=DEFAULT_KEEP,
+                        help="published runs to keep under the output root, the newest; 0 keeps all "
+                             "(default: %(default)s)")
+    parser.add_argument("--max-topn-change", type=float, metavar="SHARE",
+                        help="refuse to publish (exit 3) if a model's top-N lists changed for more than this "
+                             "share of users since the last run, e.g. 0.5")
+    parser.add_argument("--max-prediction-change", type=float, metavar="RATING",
+                        help="refuse to publish (exit 3) if a model's predictions moved by more than this on "
+                             "average since the last run")
     parser.add_argument("--no-report", action="store_true", help="do not write report.html into the run")
     parser.add_argument("--wait", action="store_true",
                         help="wait for another run on the same output root instead of exiting")
+    add_scheduler_options(parser)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
 
@@ -61,17 +76,20 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
-    def action() -> None:
+    def action() -> list[Sample]:
         options = ScoringOptions(
             bundle=args.bundle, output_root=args.output_root, top_n=args.top_n,
             models=None if args.models is None else _names(args.models), tables=_names(args.tables),
             chunk_pairs=args.chunk_pairs, threads=args.threads, device=args.device, wait=args.wait,
             report=not args.no_report, engine=args.engine,
             spark=SparkOptions(args.spark_master, parse_conf(args.spark_conf), args.spark_ship_bundle,
-                               args.spark_writer))
-        print(run_scoring(options))
+                               args.spark_writer),
+            keep=args.keep, limits=DriftLimits(args.max_topn_change, args.max_prediction_change))
+        run = run_scoring(options)
+        print(run)
+        return run_samples(json.loads((run / "manifest.json").read_text()))
 
-    return run_cli(action, args.verbose)
+    return run_cli(action, args.verbose, log_format=args.log_format, metrics_file=args.metrics_file, job="scoring")
 
 
 if __name__ == "__main__":

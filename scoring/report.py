@@ -51,6 +51,8 @@ def gather(run_dir: Path, evaluation: Path | None) -> dict[str, Any]:
                        if k in bundle["models"][m]} for m in run["models"]},
         "examples": examples(run_dir, bundle_dir, run),
         "evaluation": None,
+        "gate": bundle.get("gate"),
+        "drift": run.get("drift"),
     }
     if evaluation is not None and evaluation.is_file():
         report = json.loads(evaluation.read_text())
@@ -137,6 +139,34 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
+def _gate_section(gate: dict[str, Any] | None) -> list[str]:
+    """The model gate's comparison of this bundle with the one it replaced."""
+    if not gate:
+        return []
+    if gate["previous_bundle"] is None:
+        return ["<h2>Model gate</h2><p>The first bundle: nothing to compare with; passed.</p>"]
+    verdict = "passed" if gate["passed"] else "refused, published with --accept-worse"
+    rows = [[m, f.get("rmse", "-"), f.get("previous_rmse", "-"), f.get("ndcg_at_10", "-"),
+             f.get("previous_ndcg_at_10", "-"), f.get("pairs", "-"), f.get("users", "-"),
+             ("yes" if f["passed"] else "WORSE") if f.get("compared") else f.get("why", "-")]
+            for m, f in gate["models"].items()]
+    return [f"<h2>Model gate against bundle {html.escape(gate['previous_bundle'])}: {verdict}</h2>",
+            f"<p>On this bundle's held-out ratings; allowed regression {gate['max_regression']:.1%}.</p>",
+            _table(["model", "RMSE", "previous RMSE", "NDCG@10", "previous NDCG@10", "pairs", "users", "passed"], rows)]
+
+
+def _drift_section(drift: dict[str, Any] | None) -> list[str]:
+    """How this run's tables differ from the previous run's."""
+    if not drift or drift.get("previous_run") is None:
+        return ["<h2>Against the previous run</h2><p>The first run on this output root.</p>"] if drift else []
+    rows = [[m, f.get("topn_changed_share", "-"), f.get("prediction_mean_abs_change", "-"),
+             f.get("prediction_max_abs_change", "-"), f.get("coverage", "-"), f.get("previous_coverage", "-")]
+            for m, f in drift["models"].items()]
+    return [f"<h2>Against the previous run {html.escape(drift['previous_run'])}</h2>",
+            _table(["model", "users whose top-N changed", "mean |prediction change|", "largest |prediction change|",
+                    "catalogue coverage", "previous coverage"], rows)]
+
+
 def render(data: dict[str, Any], images: dict[str, str]) -> str:
     """The page's HTML."""
     parts = [f"<h1>Run {html.escape(data['run_id'])}</h1>",
@@ -151,6 +181,7 @@ def render(data: dict[str, Any], images: dict[str, str]) -> str:
     parts.append(f"<p>Ratings from {scale['low']:g} to {scale['high']:g}.</p>")
     parts.append(_table(["model", "RMSE", "MAE", "RMSE [0, 1]", "untuned reference RMSE [0, 1] (introductory article)"],
                         rows))
+    parts += _gate_section(data.get("gate")) + _drift_section(data.get("drift"))
     if not images:
         parts.append("<p><em>Plots are left out: matplotlib is not installed (pip install '.[report]').</em></p>")
     titles = {"learning_curves": "Learning curves", "predicted_vs_true": "Predicted vs true ratings",

@@ -15,6 +15,7 @@ from contract.bundle_format import MANIFEST, PARITY_TOLERANCE
 from contract.checksums import sha256_file
 from contract.errors import VerificationError
 from contract.parity import LOGIT_TOLERANCE_RULE
+from contract.tables import RUN_SCHEMA_VERSION
 
 from .bundle import Bundle
 from .writer import table_file
@@ -22,8 +23,6 @@ from .writer import table_file
 if TYPE_CHECKING:
     from .runner import ScoringOptions
 
-RUN_SCHEMA_VERSION = 2
-"""Bumped whenever the run manifest's fields or the tables' meaning change."""
 
 
 @dataclass
@@ -76,7 +75,7 @@ def verify_tables(run_dir: Path, bundle: Bundle, tables: tuple[str, ...], top_n:
 
 def run_manifest(run_id: str, created: datetime, digest: str, bundle: Bundle, options: "ScoringOptions",
                  results: dict[str, ModelResult], counts: dict[str, dict[str, int]], staging: Path,
-                 seconds: dict[str, float]) -> dict[str, Any]:
+                 seconds: dict[str, float], drift: dict[str, Any]) -> dict[str, Any]:
     """Everything a reader needs to know of the run, including each table file's SHA-256."""
     files = {p.relative_to(staging).as_posix(): sha256_file(p) for p in sorted(staging.rglob("*.parquet"))}
     return {
@@ -104,6 +103,8 @@ def run_manifest(run_id: str, created: datetime, digest: str, bundle: Bundle, op
         "versions": {"onnxruntime": onnxruntime.__version__, "pyarrow": pa.__version__,
                      "numpy": np.__version__},
         "files": files,
+        "model_versions": {m: bundle.model_version(m) for m in bundle.models},
+        "drift": drift,
         "ranking": "recommendations are ranked by the model's 'logit' output (that the user rates the item "
                    "at all); ties by smaller item_id",
     }

@@ -21,16 +21,19 @@ from contract.checksums import sha256_file
 from contract.errors import PublishError, UsageError
 from contract.failpoints import failpoint
 from contract.machine import available_cpus
-from contract.publish import RootLock, new_staging_dir, prepare_root, publish, remove_stale_staging
-from contract.tables import TABLE_NAMES
+from contract.publish import (BUNDLE_IN_USE, RootLock, new_staging_dir, prepare_root, publish, remove_stale_staging,
+                              resolve_latest)
+from contract.retention import DEFAULT_KEEP, prune
+from contract.tables import RUN_SCHEMA_VERSION, TABLE_NAMES
 
 from .bundle import Bundle, load_bundle, read_manifest
+from .drift import DriftLimits, check_limits, run_drift
 from .engine import ModelScorer
 from .model_pass import PassSettings, score_span
-from .run_manifest import RUN_SCHEMA_VERSION, ModelResult, run_manifest, verify_tables
+from .run_manifest import ModelResult, run_manifest, verify_tables
 from .spark_engine import SparkOptions, preflight, task_spec, write_tables
 from .spark_engine import session as spark_session
-from .writer import PartitionWriter
+from .writer import PartitionWriter, provenance
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +69,9 @@ class ScoringOptions:
     engine: str = "local"
     """Where the pairs are scored: "local" (this process) or "spark" (``scoring.spark_engine``)."""
     spark: SparkOptions = SparkOptions()
+    keep: int = DEFAULT_KEEP
+    """Published runs kept under the output root after this one (0: all)."""
+    limits: DriftLimits = DriftLimits()
 
     @property
     def ranking_only(self) -> bool:
@@ -94,6 +100,12 @@ def validate_options(options: ScoringOptions, bundle: Bundle) -> None:
                          f"{','.join(TABLE_NAMES)}")
     if (options.chunk_pairs is not None and options.chunk_pairs < 1) or options.threads < 1:
         raise UsageError("--chunk-pairs and --threads: expected positive integers")
+    if options.keep < 0:
+        raise UsageError(f"--keep: expected 0 (keep all) or a positive integer, got {options.keep}")
+    for name, limit in (("--max-topn-change", options.limits.max_topn_change),
+                        ("--max-prediction-change", options.limits.max_prediction_change)):
+        if limit is not None and not limit >= 0:
+            raise UsageError(f"{name}: expected a number of at least 0, got {limit}")
     if options.engine not in ENGINES:
         raise UsageError(f"--engine: expected one of {', '.join(ENGINES)}, got {options.engine!r}")
 
@@ -110,12 +122,14 @@ def chosen_models(options: ScoringOptions, bundle_path: Path) -> list[str] | Non
     return [m for m in available if m in options.models]
 
 
-def score_model(bundle: Bundle, model: str, options: ScoringOptions, run_dir: Path,
+def score_model(bundle: Bundle, model: str, options: ScoringOptions, run_dir: Path, run_id: str,
                 pool: ThreadPoolExecutor) -> ModelResult:
     """Score all users with one model, writing its table partitions into ``run_dir``."""
     scorer = ModelScorer.open(bundle.graphs(model), bundle.context, options.threads, options.device,
                               options.ranking_only)
-    writers = {t: PartitionWriter(run_dir, t, model, bundle.table_schema(t)) for t in options.tables}
+    writers = {t: PartitionWriter(run_dir, t, model, bundle.table_schema(t),
+                                  metadata=provenance(run_id, bundle.bundle_id, model, bundle.model_version(model), t))
+               for t in options.tables}
     return score_span(bundle, scorer, writers, options.settings, pool)
 
 
@@ -127,12 +141,12 @@ def inputs_hash(bundle: Bundle, options: ScoringOptions) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
-def _score_with_spark(bundle: Bundle, options: ScoringOptions, staging: Path) -> dict[str, ModelResult]:
+def _score_with_spark(bundle: Bundle, options: ScoringOptions, staging: Path, run_id: str) -> dict[str, ModelResult]:
     """The tables written by Spark's tasks, each checking its users' reference pairs."""
     t = time.perf_counter()
     spark = spark_session(options.spark)
     seconds = {"spark_start": time.perf_counter() - t}
-    spec = task_spec(spark, bundle, options.tables, options.settings, staging, options.spark.ship_bundle)
+    spec = task_spec(spark, bundle, options.tables, options.settings, staging, run_id, options.spark.ship_bundle)
     t = time.perf_counter()
     preflight(spark, spec.bundle_path)
     seconds["spark_preflight"] = time.perf_counter() - t
@@ -146,12 +160,12 @@ def _score_with_spark(bundle: Bundle, options: ScoringOptions, staging: Path) ->
     return results
 
 
-def _score_all(bundle: Bundle, options: ScoringOptions, staging: Path) -> dict[str, ModelResult]:
+def _score_all(bundle: Bundle, options: ScoringOptions, staging: Path, run_id: str) -> dict[str, ModelResult]:
     results: dict[str, ModelResult] = {}
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="table-writer") as pool:
         for model in bundle.models:
             t = time.perf_counter()
-            results[model] = score_model(bundle, model, options, staging, pool)
+            results[model] = score_model(bundle, model, options, staging, run_id, pool)
             failpoint("after_first_model")
             results[model].seconds["total"] = time.perf_counter() - t
             r = results[model]
@@ -175,20 +189,27 @@ def run_scoring(options: ScoringOptions) -> Path:
     with RootLock(root, wait=options.wait):
         failpoint("after_lock")
         remove_stale_staging(root)
+        previous = resolve_latest(root)
         staging = new_staging_dir(root, run_id)
+        # Read by export's retention, which must not remove the bundle a run is still reading.
+        (staging / BUNDLE_IN_USE).write_text(bundle.path.resolve().name)
         failpoint("after_staging_created")
         try:
             score = _score_with_spark if options.engine == "spark" else _score_all
-            results = score(bundle, options, staging)
+            results = score(bundle, options, staging, run_id)
             failpoint("after_all_models")
             counts = verify_tables(staging, bundle, options.tables, options.top_n)
             failpoint("after_verify")
+            drift = run_drift(staging, previous, bundle.models, options.tables, bundle.n_items)
+            log_drift(drift)
             manifest = run_manifest(run_id, created, digest, bundle, options, results, counts, staging,
-                                    {"load": load_seconds, "total": time.perf_counter() - started})
+                                    {"load": load_seconds, "total": time.perf_counter() - started}, drift)
+            check_limits(drift, options.limits)
             (staging / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
             failpoint("after_manifest")
             if options.report:
                 _write_report(staging)
+            (staging / BUNDLE_IN_USE).unlink()
             final = publish(staging, root, run_id)
         except OSError as exc:
             shutil.rmtree(staging, ignore_errors=True)
@@ -196,8 +217,25 @@ def run_scoring(options: ScoringOptions) -> Path:
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
-    log.info("published %s (%.2f s)", final, time.perf_counter() - started)
+        _prune(root, options.keep)
+    log.info("published %s (%.2f s)", final, time.perf_counter() - started,
+             extra={"stage": "published", "figures": {"run_id": run_id, "seconds": round(time.perf_counter() - started, 3)}})
     return final
+
+
+def log_drift(drift: dict) -> None:
+    for model, figures in drift["models"].items():
+        log.info("%s against run %s: top-N changed for %.2f%% of users, predictions moved %.4g on average",
+                 model, drift["previous_run"], 100 * figures.get("topn_changed_share", 0.0),
+                 figures.get("prediction_mean_abs_change", 0.0), extra={"stage": "drift", "figures": figures})
+
+
+def _prune(root: Path, keep: int) -> None:
+    """Retention after a publish; a failure to remove old runs is reported, the run stands."""
+    try:
+        prune(root, keep)
+    except OSError as exc:
+        log.warning("retention: could not remove old runs under %s (%s); they are left for the next run", root, exc)
 
 
 def _write_report(run_dir: Path) -> None:

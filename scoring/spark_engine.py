@@ -35,7 +35,7 @@ from .bundle import Bundle, load_bundle
 from .engine import ModelScorer
 from .model_pass import PassSettings, score_span
 from .run_manifest import ModelResult
-from .writer import PartitionWriter
+from .writer import PartitionWriter, provenance
 
 TASK_FAILPOINT = "spark_task_first_attempt"
 """``RECJOB_FAILPOINT`` value that kills the Python worker of the first task on its first attempt."""
@@ -121,6 +121,7 @@ class TaskSpec:
     """As the local engine decides it for the whole run, so both engines compute the same values."""
     threads: int
     staging: str
+    run_id: str
 
 
 _WORKER_SCORERS: dict[tuple[str, str, bool], tuple[Bundle, ModelScorer]] = {}
@@ -170,7 +171,9 @@ def write_span_parts(batches: Iterator[pa.RecordBatch], spec: TaskSpec) -> Itera
     for model, start, stop in _spans(batches):
         bundle, scorer = _scorer(spec, model)
         part = f"part-{start:010d}-{uuid.uuid4().hex[:12]}.parquet"
-        writers = {t: PartitionWriter(Path(spec.staging), t, model, bundle.table_schema(t), part=part)
+        version = bundle.model_version(model)
+        writers = {t: PartitionWriter(Path(spec.staging), t, model, bundle.table_schema(t), part=part,
+                                      metadata=provenance(spec.run_id, bundle.bundle_id, model, version, t))
                    for t in spec.tables}
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="table-writer") as pool:
             result = score_span(bundle, scorer, writers, spec.settings, pool, (start, stop))
@@ -266,7 +269,7 @@ def _spans_frame(spark: Any, spans: list[tuple[str, int, int]]) -> Any:
 
 
 def task_spec(spark: Any, bundle: Bundle, tables: tuple[str, ...], settings: PassSettings, staging: Path,
-              ship_bundle: bool = False) -> TaskSpec:
+              run_id: str, ship_bundle: bool = False) -> TaskSpec:
     """What the tasks need; with ``ship_bundle`` the bundle is zipped into ``staging`` and sent to
     every executor (Spark ships files and archives, not folders; it unpacks the zip there)."""
     bundle_path = str(Path(bundle.path).resolve())
@@ -275,7 +278,7 @@ def task_spec(spark: Any, bundle: Bundle, tables: tuple[str, ...], settings: Pas
         spark.sparkContext.addArchive(str(archive))
         bundle_path = "shipped:" + archive.name
     return TaskSpec(bundle_path, tables, settings, "predictions" not in tables,
-                    int(spark.conf.get("spark.task.cpus", "1")), str(staging.resolve()))
+                    int(spark.conf.get("spark.task.cpus", "1")), str(staging.resolve()), run_id)
 
 
 def write_tables(spark: Any, bundle: Bundle, spec: TaskSpec, writer: str = "tasks") -> dict[str, ModelResult]:

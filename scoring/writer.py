@@ -10,7 +10,8 @@ import pyarrow.parquet as pq
 
 from contract.errors import PublishError
 from contract.failpoints import failpoint
-from contract.tables import PARQUET_COMPRESSION, PARQUET_COMPRESSION_LEVEL, PARQUET_USE_DICTIONARY
+from contract.tables import (PARQUET_COMPRESSION, PARQUET_COMPRESSION_LEVEL, PARQUET_USE_DICTIONARY,
+                             RUN_SCHEMA_VERSION)
 
 ROW_GROUP_ROWS = 1 << 20
 """Rows buffered before a row group is written: large enough for fast scans, small enough to
@@ -48,13 +49,23 @@ class TableWriter(Protocol):
     def close(self) -> None: ...
 
 
+def provenance(run_id: str, bundle_id: str, model: str, model_version: str, table: str) -> dict[str, str]:
+    """Key-value metadata in every table file's footer, so that a reader holding one file knows
+    which run, bundle and model wrote it, and under which schema version."""
+    return {"recjob.run_id": run_id, "recjob.bundle_id": bundle_id, "recjob.model": model,
+            "recjob.model_version": model_version, "recjob.table": table,
+            "recjob.run_schema_version": str(RUN_SCHEMA_VERSION)}
+
+
 class PartitionWriter:
-    """Streams record batches of one table and one model into one Parquet file, ``part``."""
+    """Streams record batches of one table and one model into one Parquet file, ``part``, whose
+    footer carries ``metadata``."""
 
     def __init__(self, run_dir: Path, table: str, model: str, schema: pa.Schema,
-                 row_group_rows: int = ROW_GROUP_ROWS, part: str = PART_FILE) -> None:
+                 row_group_rows: int = ROW_GROUP_ROWS, part: str = PART_FILE,
+                 metadata: dict[str, str] | None = None) -> None:
         self.path = table_file(run_dir, table, model, part)
-        self.schema = schema
+        self.schema = schema.with_metadata(metadata) if metadata else schema
         self.row_group_rows = row_group_rows
         self.rows = 0
         self._pending: list[pa.RecordBatch] = []

@@ -67,3 +67,19 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if SLOW_FIXTURES & set(item.fixturenames):
             item.add_marker(pytest.mark.slow)
+
+
+RUN_SPECIFIC_METADATA = {b"recjob.run_id", b"recjob.bundle_id"}
+"""Footer keys that name the run and bundle: the only bytes in which equal tables of two runs differ."""
+
+
+def table_contents(run: Path) -> dict:
+    """Every Parquet file of a run by relative path: its rows and schema, and its footer metadata
+    less the run's and bundle's ids (the model version stays: equal weights, equal version)."""
+    import pyarrow.parquet as pq
+    contents = {}
+    for path in sorted(run.rglob("*.parquet")):
+        table = pq.read_table(path)
+        metadata = {k: v for k, v in (table.schema.metadata or {}).items() if k not in RUN_SPECIFIC_METADATA}
+        contents[path.relative_to(run)] = (table.replace_schema_metadata(None), metadata)
+    return contents

@@ -11,7 +11,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import run_cli
+from conftest import run_cli, table_contents
 from export.data.synthetic import generate_ratings
 
 pytestmark = pytest.mark.slow
@@ -102,8 +102,7 @@ def test_the_same_ratings_as_text_and_as_parquet_give_identical_bundles_and_tabl
             assert onnx_without_metadata(bundle_a / file) == onnx_without_metadata(bundle_b / file), file
         elif file not in ("manifest.json", "_SUCCESS"):
             assert (bundle_a / file).read_bytes() == (bundle_b / file).read_bytes(), file
-    for part in sorted(p.relative_to(run_a) for p in run_a.rglob("*.parquet")):
-        assert (run_a / part).read_bytes() == (run_b / part).read_bytes(), part
+    assert table_contents(run_a) == table_contents(run_b)
     a, b = (json.loads((x / "manifest.json").read_text())["models"] for x in (bundle_a, bundle_b))
     assert {m: a[m]["test_metrics"] for m in a} == {m: b[m]["test_metrics"] for m in b}
 
@@ -154,10 +153,10 @@ def write_form(tmp_path, form):
 def reference_tables(tmp_path_factory):
     folder = tmp_path_factory.mktemp("reference")
     _, run = export_and_score(folder, "--ratings", str(write_form(folder, "u.data")), models="mf")
-    return {p.relative_to(run): p.read_bytes() for p in run.rglob("*.parquet")}
+    return table_contents(run)
 
 
 @pytest.mark.parametrize("form", ["ratings.dat", "pipe.txt.gz", "ratings.csv.zst", "glob", "hive"])
 def test_every_form_gives_the_tables_u_data_gives(tmp_path, form, reference_tables):
     _, run = export_and_score(tmp_path, "--ratings", str(write_form(tmp_path, form)), models="mf")
-    assert {p.relative_to(run): p.read_bytes() for p in run.rglob("*.parquet")} == reference_tables
+    assert table_contents(run) == reference_tables

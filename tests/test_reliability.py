@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import QUICK_ARGS, ROOT, run_cli
+from conftest import QUICK_ARGS, ROOT, run_cli, table_contents
 from contract.bundle_format import MANIFEST, SCHEMA_VERSION
+from contract import retention
 from contract.failpoints import ENVIRONMENT_VARIABLE, SCORING_POINTS
 from contract.publish import RootLock
 
@@ -258,10 +259,13 @@ def assert_complete(run: Path) -> None:
 def test_sigkill_at_any_point_leaves_a_complete_latest_and_the_next_run_recovers(point, trained, crash_root):
     args = ("scoring", "--bundle", str(trained / "latest"), "--output-root", str(crash_root), "--no-report")
     before = (crash_root / "latest").resolve()
-    killed = run_cli(*args, env={ENVIRONMENT_VARIABLE: point})
+    # Keeping one run makes every run prune, so "mid_prune" is reached however many runs there are.
+    killed = run_cli(*args, "--keep", "1", env={ENVIRONMENT_VARIABLE: point})
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     latest = (crash_root / "latest").resolve()
-    assert latest == before or point == "after_latest_switch"
+    assert latest == before or point in ("after_latest_switch", "mid_prune")
+    for run in retention.published(crash_root):   # what is left is whole, whatever was being removed
+        assert_complete(run)
     assert_complete(latest)
     assert_complete(crash_root / (crash_root / "_LATEST").read_text().strip())   # written last: never ahead
     again = run_cli(*args)
@@ -280,7 +284,7 @@ def test_after_all_the_kills_latest_still_matches_torch(crash_root):
 def test_a_second_run_on_the_same_root_is_refused_or_waits(trained, scored, published):
     with RootLock(scored):
         refused = run_cli("scoring", "--bundle", str(trained / "latest"), "--output-root", str(scored))
-    assert refused.returncode == 1
+    assert refused.returncode == 75
     assert "another run" in refused.stderr and "--wait" in refused.stderr
 
 
@@ -289,7 +293,7 @@ def test_a_second_training_into_the_same_artifacts_root_is_refused_before_it_tra
     with RootLock(trained):
         refused = run_cli("export", "--data-dir", str(synthetic_dir), "--artifacts", str(trained), "--force",
                           *QUICK_ARGS)
-    assert refused.returncode == 1
+    assert refused.returncode == 75
     assert "another run" in refused.stderr and "wait for it to finish" in refused.stderr
     assert "--wait" not in refused.stderr   # python -m export has no such option
     assert "epoch" not in refused.stderr     # refused before training, not after it
@@ -304,11 +308,11 @@ def test_two_runs_started_at_once_both_finish_one_after_the_other(trained, tmp_p
     runs = [subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             for _ in range(2)]
     outputs = [run.communicate(timeout=300) for run in runs]
-    assert [run.returncode for run in runs] == [0, 0], outputs
+    assert [run.returncode for run in runs] == [0, 0], [err.splitlines()[-3:] for _, err in outputs]
     published = sorted(p for p in root.iterdir() if p.is_dir() and not p.is_symlink() and not p.name.startswith("."))
     assert len(published) == 2
     manifests = [json.loads((p / "manifest.json").read_text()) for p in published]
-    assert manifests[0]["files"] == manifests[1]["files"]  # identical content
+    assert table_contents(published[0]) == table_contents(published[1])
     assert manifests[0]["inputs_hash"] == manifests[1]["inputs_hash"]
     assert manifests[0]["run_id"].split("-")[-1] == manifests[1]["run_id"].split("-")[-1]
 

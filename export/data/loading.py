@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +52,8 @@ class DataSource:
     item_columns: ColumnMapping = ColumnMapping()
     rating_scale: RatingScale | None = None
     """The ratings' scale; None: the lowest and highest rating seen."""
+    as_of: int | None = None
+    """Unix seconds: train on the ratings up to this time only (None: all of them)."""
 
     def ratings_files(self) -> list[str]:
         """Ratings files: one to split, or train then test."""
@@ -73,6 +76,45 @@ class DataSource:
             return self.items
         folder = Path(ratings).parent if Path(ratings).is_file() else Path(ratings)
         return next((str(folder / name) for name in ITEM_FILES if (folder / name).is_file()), None)
+
+
+def parse_as_of(text: str | None) -> int | None:
+    """``--as-of``: Unix seconds, or an ISO 8601 date or date-time (UTC unless it names a zone)."""
+    if text is None:
+        return None
+    if text.strip().isdigit():
+        return int(text)
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise UsageError(f"--as-of: expected Unix seconds or an ISO 8601 date or date-time such as 2026-11-30 "
+                         f"or 2026-11-30T06:00:00Z, got {text!r}") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return int(moment.timestamp())
+
+
+def ratings_as_of(files: list[RatingsFile], as_of: int) -> dict[str, str]:
+    """Keep each file's ratings up to ``as_of`` (in place); what was left out, for the bundle's
+    fingerprint: nothing when no rating is later, so an unchanged selection reuses its bundle."""
+    untimed = [f.source.described for f in files if f.time_column is None]
+    if untimed:
+        raise UsageError(f"--as-of: {untimed[0]} has no timestamp column (map one with --columns timestamp=NAME)")
+    total = kept = latest = 0
+    for file in files:
+        times = file.frame["timestamp"].to_numpy()
+        keep = times <= as_of
+        total, kept = total + len(times), kept + int(keep.sum())
+        latest = max(latest, int(times[keep].max(initial=0)))
+        file.frame = file.frame[keep].reset_index(drop=True)
+        if file.frame.empty:
+            raise DataError(f"{file.source.described}: no rating at or before --as-of "
+                            f"{datetime.fromtimestamp(as_of, timezone.utc).isoformat()}")
+    if kept == total:
+        return {}
+    log.info("--as-of %s: %d of %d ratings, the latest at %s", datetime.fromtimestamp(as_of, timezone.utc).isoformat(),
+             kept, total, datetime.fromtimestamp(latest, timezone.utc).isoformat())
+    return {"as_of": f"{kept} ratings through {latest}"}
 
 
 def checksums(files: list[RatingsFile]) -> dict[str, str]:
@@ -119,10 +161,13 @@ def load_dataset(source: DataSource, config: RunConfig,
     """Read, check and split the configured data; return it with the inputs' checksums."""
     if source.synthetic is not None:
         frame = generate_ratings(*source.synthetic, seed=config.seed)
+        if source.as_of is not None:
+            raise UsageError("--as-of: synthetic ratings have no dates; give --ratings with a timestamp column")
         shape = ",".join(map(str, source.synthetic))
         return build_dataset([frame], config, rng), {f"synthetic:{shape}": f"seed={config.seed}"}
     names = source.ratings_files()
     files = [read_ratings(name, source.options) for name in names]
+    selection = ratings_as_of(files, source.as_of) if source.as_of is not None else {}
     scale = rating_scale(files, source.rating_scale)
     titles = None
     items = source.items_file(names[0])
@@ -131,4 +176,4 @@ def load_dataset(source: DataSource, config: RunConfig,
         titles = read_items(items, source.item_columns, as_text=text_ids or source.options.string_ids)
     dataset = build_dataset([f.frame for f in files], config, rng, titles, scale)
     ordered = all(f.has_order for f in files)
-    return dataclasses.replace(dataset, ordered=ordered), checksums(files)
+    return dataclasses.replace(dataset, ordered=ordered), {**checksums(files), **selection}

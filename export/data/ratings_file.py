@@ -51,6 +51,8 @@ class RatingsFile:
     has_order: bool
     """Whether the file gives each user's ratings an order (a timestamp or ``--order-by`` column)."""
     rating_column: str
+    time_column: str | None = None
+    """The timestamp column, when the order is a time (not an ``--order-by`` column)."""
 
 
 def read_ratings(spec: str | Path, options: RatingsOptions = RatingsOptions()) -> RatingsFile:
@@ -77,7 +79,8 @@ def read_ratings(spec: str | Path, options: RatingsOptions = RatingsOptions()) -
     columns.clear()
     frame = pd.DataFrame({"user_id": users, "item_id": items, "rating": ratings, "timestamp": order}, copy=False)
     frame = resolve_duplicates(frame, source, options.duplicates)
-    return RatingsFile(frame, source, order_column is not None, roles["rating"])
+    time_column = roles.get("timestamp") if options.order_by is None else None
+    return RatingsFile(frame, source, order_column is not None, roles["rating"], time_column)
 
 
 def _first(mask: pa.ChunkedArray | pa.Array | np.ndarray) -> int:
@@ -180,9 +183,23 @@ def order_values(source: SourceTable, column: pa.ChunkedArray, name: str, ranked
     try:
         return pc.cast(pc.cast(column, pa.timestamp("s")), pa.int64()).to_numpy()
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        raise DataError(f"{source.described}, column '{name}': expected Unix seconds or date-times, got "
-                        f"{kind} values such as {column[0].as_py()!r} (map another column with --columns "
+        raise DataError(f"{where(_first_not_a_time(column))}: expected Unix seconds or a date-time, got "
+                        f"{column[_first_not_a_time(column)].as_py()!r} (map another column with --columns "
                         "timestamp=NAME, or order by any column with --order-by NAME)") from None
+
+
+def _first_not_a_time(column: pa.ChunkedArray) -> int:
+    """The first row of a text time column that is neither whole Unix seconds nor a date-time
+    (the first row at all when the column mixes the two kinds)."""
+    if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+        return 0
+    seconds = np.asarray(pc.match_substring_regex(column, r"^\s*[0-9]+\s*$").to_numpy(zero_copy_only=False))
+    for row in np.flatnonzero(~seconds):
+        try:
+            pa.scalar(column[int(row)].as_py()).cast(pa.timestamp("s"))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            return int(row)
+    return 0
 
 
 def resolve_duplicates(frame: pd.DataFrame, source: SourceTable, policy: str) -> pd.DataFrame:

@@ -1,0 +1,174 @@
+"""The model gate: a new bundle becomes ``latest`` only if no model came out worse than the one it
+replaces (what TFX's evaluator calls blessing).
+
+Both bundles' models are evaluated on the new bundle's held-out ratings, each through its own
+ONNX graphs with the scoring engine, on the same pairs and the same users: RMSE on the rating
+scale over the held-out pairs both bundles know, and NDCG@10 of top-10 lists over the items both
+know, leaving out each user's training items, a held-out item counting as relevant (the ranking
+predicts that a user rates an item at all). Users or items the old bundle does not know are
+counted and left out of both figures.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from contract.errors import GateRefused
+from contract.ids import positions
+from contract.metrics import Sample
+from scoring.bundle import Bundle
+from scoring.engine import ModelScorer
+from scoring.topn import mask_seen, top_n
+
+from .data.dataset import Interactions, seen_csr
+
+log = logging.getLogger(__name__)
+
+NDCG_K = 10
+GATE_USERS = 5_000
+"""Most held-out users the NDCG is measured over (a seeded sample beyond that), so the gate's
+cost stays a few seconds at any catalogue size."""
+USER_CHUNK_PAIRS = 4_194_304
+"""User-item scores per onnxruntime call while ranking."""
+
+
+@dataclass(frozen=True)
+class GateOptions:
+    """How much worse a model may be before its bundle is refused."""
+
+    max_regression: float = 0.01
+    """Largest allowed share by which RMSE may grow or NDCG@10 shrink."""
+    accept_worse: bool = False
+    """Publish a bundle the gate refuses (the comparison is still recorded)."""
+
+
+def _rmse(predicted: np.ndarray, actual: np.ndarray) -> float:
+    return float(np.sqrt(np.mean((predicted.astype(np.float64) - actual) ** 2))) if len(actual) else float("nan")
+
+
+def _ndcg(scorer: ModelScorer, users: np.ndarray, columns: np.ndarray, seen: tuple[np.ndarray, np.ndarray],
+          relevant: np.ndarray) -> float:
+    """Mean NDCG@10 of ``users`` (the scorer's indices), ranking its items ``columns``; ``seen``
+    (indptr, positions in ``columns``) per user is left out; ``relevant`` [users, columns] bool."""
+    indptr, items = seen
+    step = max(1, USER_CHUNK_PAIRS // max(len(columns), 1))
+    discounts = 1.0 / np.log2(np.arange(2, NDCG_K + 2))
+    total = 0.0
+    for start in range(0, len(users), step):
+        stop = min(start + step, len(users))
+        logits = scorer.score_users(users[start:stop]).logit[:, columns]
+        chunk_ptr = indptr[start:stop + 1]
+        masked = mask_seen(logits, chunk_ptr - chunk_ptr[0], items[chunk_ptr[0]:chunk_ptr[-1]], copy=False)
+        chosen, valid = top_n(masked, min(NDCG_K, len(columns)))
+        hits = np.take_along_axis(relevant[start:stop], chosen, axis=1) & valid
+        dcg = (hits * discounts[:hits.shape[1]]).sum(axis=1)
+        ideal = np.cumsum(discounts)[np.minimum(relevant[start:stop].sum(axis=1), NDCG_K) - 1]
+        total += float((dcg / ideal).sum())
+    return total / len(users) if len(users) else float("nan")
+
+
+def _users_sample(users: np.ndarray, seed: int) -> np.ndarray:
+    distinct = np.unique(users)
+    if len(distinct) <= GATE_USERS:
+        return distinct
+    return np.sort(np.random.default_rng(seed).choice(distinct, GATE_USERS, replace=False))
+
+
+def _compare_model(model: str, new: Bundle, old: Bundle, test: Interactions, train: Interactions,
+                   threads: int, seed: int) -> dict[str, Any]:
+    old_users, user_known = positions(old.user_ids, new.user_ids[test.users])
+    old_items, item_known = positions(old.item_ids, new.item_ids[test.items])
+    both = user_known & item_known
+    new_scorer = ModelScorer.open(new.graphs(model), new.context, threads, ranking_only=True)
+    old_scorer = ModelScorer.open(old.graphs(model), old.context, threads, ranking_only=True)
+    actual = test.ratings[both].astype(np.float64)
+    figures: dict[str, Any] = {
+        "pairs": int(both.sum()), "pairs_unknown_to_previous": int((~both).sum()),
+        "rmse": _rmse(new_scorer.rate_pairs(test.users[both], test.items[both]).rating, actual),
+        "previous_rmse": _rmse(old_scorer.rate_pairs(old_users[both], old_items[both]).rating, actual),
+    }
+    # Rank the items both bundles know, for users both know, leaving out their training items.
+    column_in_old, column_known = positions(old.item_ids, new.item_ids)
+    columns = np.flatnonzero(column_known)
+    column_of = np.full(new.n_items, -1, np.int64)
+    column_of[columns] = np.arange(len(columns))
+    users = _users_sample(test.users[both], seed)
+    row_of = np.full(new.n_users, -1, np.int64)
+    row_of[users] = np.arange(len(users))
+    relevant = np.zeros((len(users), len(columns)), bool)
+    mine = both & (row_of[test.users] >= 0)
+    relevant[row_of[test.users[mine]], column_of[test.items[mine]]] = True
+    picked = (row_of[train.users] >= 0) & (column_of[train.items] >= 0)
+    indptr, seen_columns = seen_csr(Interactions(row_of[train.users[picked]], column_of[train.items[picked]],
+                                                 train.ratings[picked], train.timestamps[picked]), len(users))
+    figures["users"] = int(len(users))
+    figures["ndcg_at_10"] = _ndcg(new_scorer, users, columns, (indptr, seen_columns), relevant)
+    old_rows, _ = positions(old.user_ids, new.user_ids[users])
+    figures["previous_ndcg_at_10"] = _ndcg(old_scorer, old_rows, column_in_old[columns], (indptr, seen_columns),
+                                           relevant)
+    return figures
+
+
+def _verdict(model: str, figures: dict[str, Any], limit: float) -> str | None:
+    """Why ``model`` is refused, or None."""
+    rmse, before = figures["rmse"], figures["previous_rmse"]
+    if rmse > before * (1 + limit):
+        return (f"model '{model}': RMSE {rmse:.4f} is {rmse / before - 1:.1%} worse than the current bundle's "
+                f"{before:.4f} (allowed {limit:.1%})")
+    ndcg, before = figures["ndcg_at_10"], figures["previous_ndcg_at_10"]
+    if ndcg < before * (1 - limit):
+        return (f"model '{model}': NDCG@10 {ndcg:.4f} is {1 - ndcg / before:.1%} lower than the current bundle's "
+                f"{before:.4f} (allowed {limit:.1%})")
+    return None
+
+
+def evaluate_gate(new: Bundle, old: Bundle | None, test: Interactions, train: Interactions, options: GateOptions,
+                  threads: int, seed: int) -> dict[str, Any]:
+    """The comparison of every model of ``new`` with the same model of ``old``, and the verdict."""
+    record: dict[str, Any] = {"previous_bundle": old.bundle_id if old is not None else None,
+                              "max_regression": options.max_regression, "accept_worse": options.accept_worse,
+                              "models": {}, "refusals": []}
+    for model in new.models:
+        if old is None or model not in old.models:
+            record["models"][model] = {"compared": False, "why": "no previous bundle" if old is None
+                                       else "the previous bundle has no such model"}
+            continue
+        if old.scale != new.scale:
+            record["models"][model] = {"compared": False, "why": f"rating scale changed from {old.scale} to {new.scale}"}
+            continue
+        figures = _compare_model(model, new, old, test, train, threads, seed)
+        reason = _verdict(model, figures, options.max_regression) if figures["pairs"] else None
+        figures.update(compared=True, passed=reason is None)
+        record["models"][model] = figures
+        if reason:
+            record["refusals"].append(reason)
+        log.info("gate %s: RMSE %.4f (previous %.4f), NDCG@10 %.4f (previous %.4f) over %d pairs, %d users%s",
+                 model, figures["rmse"], figures["previous_rmse"], figures["ndcg_at_10"],
+                 figures["previous_ndcg_at_10"], figures["pairs"], figures["users"],
+                 "" if reason is None else ": WORSE", extra={"figures": figures})
+    record["passed"] = not record["refusals"]
+    record["published_as_latest"] = record["passed"] or options.accept_worse
+    return record
+
+
+def gate_samples(record: dict[str, Any]) -> list[Sample]:
+    """The gate's figures for ``--metrics-file``."""
+    out = [Sample("gate_passed", int(record["passed"]), help="1 if no model came out worse than the current "
+                                                               "bundle's, else 0")]
+    for model, figures in record["models"].items():
+        if figures.get("compared"):
+            for key in ("rmse", "previous_rmse", "ndcg_at_10", "previous_ndcg_at_10"):
+                out.append(Sample(f"gate_{key}", figures[key], {"model": model},
+                                  "the model gate's figures on the new bundle's held-out ratings"))
+    return out
+
+
+def refusal(record: dict[str, Any], kept_at: str) -> GateRefused:
+    """The error a refused bundle ends its run with (exit status 3), carrying the gate's figures."""
+    error = GateRefused(f"model gate: {'; '.join(record['refusals'])}. The bundle is kept at {kept_at} but not "
+                        "made latest; pass --accept-worse to publish it anyway")
+    error.samples = gate_samples(record)
+    return error
