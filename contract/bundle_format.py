@@ -24,6 +24,9 @@ ITEMS = "items.parquet"
 CONTEXT = "context.npz"
 """Each user's seen items (CSR) and latest rated items, see ``CONTEXT_ARRAYS``."""
 REFERENCE = "reference.npz"
+HELD_OUT = "heldout.npz"
+"""The bundle's held-out (test) pairs, ``users`` and ``items`` indices: the ratings its models never
+trained on, so that a later bundle's gate can compare on pairs neither side trained on."""
 
 CONTEXT_ARRAYS = ("seen_indptr", "seen_items", "latest_items", "latest_ratings")
 """Arrays of ``CONTEXT``: the CSR of each user's history (excluded from top-N), and each user's

@@ -118,6 +118,7 @@ def write_vocabulary_and_context(dataset: Dataset, context: UserContext, staging
     indptr, seen = seen_csr(dataset.history, vocab.n_users)
     np.savez(staging / layout.CONTEXT, seen_indptr=indptr, seen_items=seen,
              latest_items=context.latest_items, latest_ratings=context.latest_ratings)
+    np.savez(staging / layout.HELD_OUT, users=dataset.test.users, items=dataset.test.items)
 
 
 def write_references(references: dict[str, TorchReference], staging: Path) -> None:

@@ -6,7 +6,9 @@ ONNX graphs with the scoring engine, on the same pairs and the same users: RMSE 
 scale over the held-out pairs both bundles know, and NDCG@10 of top-10 lists over the items both
 know, leaving out each user's training items, a held-out item counting as relevant (the ranking
 predicts that a user rates an item at all). Users or items the old bundle does not know are
-counted and left out of both figures.
+counted and left out of both figures, and so are held-out pairs the old bundle trained on (in its
+history but not among its own held-out pairs): a nightly retrain splits a larger data set anew,
+and the old models would otherwise be judged on ratings they learnt.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from contract.bundle_format import HELD_OUT
 from contract.errors import GateRefused
 from contract.ids import positions
 from contract.metrics import Sample
@@ -77,16 +80,34 @@ def _users_sample(users: np.ndarray, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(distinct, GATE_USERS, replace=False))
 
 
+def trained_by(old: Bundle, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """Whether ``old`` may have trained on each (user, item) pair (its indices): in its history
+    and not among its held-out pairs (all of its history when it records none)."""
+    width = np.int64(old.n_items)
+    history = np.repeat(np.arange(old.n_users, dtype=np.int64), np.diff(old.seen_indptr)) * width + old.seen_items
+    keys = users.astype(np.int64) * width + items
+    seen = np.isin(keys, history)
+    held_out_file = old.path / HELD_OUT
+    if HELD_OUT in old.manifest["files"] and held_out_file.is_file():
+        with np.load(held_out_file) as held_out:
+            seen &= ~np.isin(keys, held_out["users"].astype(np.int64) * width + held_out["items"])
+    return seen
+
+
 def _compare_model(model: str, new: Bundle, old: Bundle, test: Interactions, train: Interactions,
                    threads: int, seed: int) -> dict[str, Any]:
     old_users, user_known = positions(old.user_ids, new.user_ids[test.users])
     old_items, item_known = positions(old.item_ids, new.item_ids[test.items])
-    both = user_known & item_known
+    known = user_known & item_known
+    learnt = np.zeros(len(test), bool)
+    learnt[known] = trained_by(old, old_users[known], old_items[known])
+    both = known & ~learnt
     new_scorer = ModelScorer.open(new.graphs(model), new.context, threads, ranking_only=True)
     old_scorer = ModelScorer.open(old.graphs(model), old.context, threads, ranking_only=True)
     actual = test.ratings[both].astype(np.float64)
     figures: dict[str, Any] = {
-        "pairs": int(both.sum()), "pairs_unknown_to_previous": int((~both).sum()),
+        "pairs": int(both.sum()), "pairs_unknown_to_previous": int((~known).sum()),
+        "pairs_previous_trained_on": int(learnt.sum()),
         "rmse": _rmse(new_scorer.rate_pairs(test.users[both], test.items[both]).rating, actual),
         "previous_rmse": _rmse(old_scorer.rate_pairs(old_users[both], old_items[both]).rating, actual),
     }
@@ -101,9 +122,11 @@ def _compare_model(model: str, new: Bundle, old: Bundle, test: Interactions, tra
     relevant = np.zeros((len(users), len(columns)), bool)
     mine = both & (row_of[test.users] >= 0)
     relevant[row_of[test.users[mine]], column_of[test.items[mine]]] = True
-    picked = (row_of[train.users] >= 0) & (column_of[train.items] >= 0)
-    indptr, seen_columns = seen_csr(Interactions(row_of[train.users[picked]], column_of[train.items[picked]],
-                                                 train.ratings[picked], train.timestamps[picked]), len(users))
+    # Left out of the ranking: the user's training items, and held-out items the old bundle learnt.
+    masked = train.concat(test.take(np.flatnonzero(learnt)))
+    picked = (row_of[masked.users] >= 0) & (column_of[masked.items] >= 0)
+    indptr, seen_columns = seen_csr(Interactions(row_of[masked.users[picked]], column_of[masked.items[picked]],
+                                                 masked.ratings[picked], masked.timestamps[picked]), len(users))
     figures["users"] = int(len(users))
     figures["ndcg_at_10"] = _ndcg(new_scorer, users, columns, (indptr, seen_columns), relevant)
     old_rows, _ = positions(old.user_ids, new.user_ids[users])

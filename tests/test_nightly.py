@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import run_cli
+from conftest import QUICK_ARGS, run_cli
 from contract import retention
 from contract.failpoints import ENVIRONMENT_VARIABLE
 from contract.publish import RootLock
@@ -268,3 +268,14 @@ def test_each_example_runs_commands_and_options_that_exist(name):
         assert len(line.split()[:5]) == 5 and all(f == "*" or f.isdigit() for f in line.split()[:5])
     if name == "recommender.service":
         assert "RestartPreventExitStatus=1 2 3" in text and (EXAMPLES / "recommender.timer").is_file()
+
+
+def test_a_retrain_on_more_data_is_judged_on_ratings_the_old_models_never_learnt(synthetic_dir, tmp_path):
+    times = sorted(int(line.split("\t")[3]) for line in (synthetic_dir / "u.data").read_text().splitlines())
+    args = ("export", "--data-dir", str(synthetic_dir), "--artifacts", str(tmp_path / "a"), "--output-root",
+            str(tmp_path / "o"), "--models", "mf", *QUICK_ARGS)
+    assert run_cli(*args, "--as-of", str(times[len(times) * 2 // 3])).returncode == 0
+    result = run_cli(*args)   # every rating: the old bundle's history overlaps the new held-out set
+    assert result.returncode == 0, result.stderr
+    figures = bundle_manifest((tmp_path / "a" / "latest").resolve())["gate"]["models"]["mf"]
+    assert figures["compared"] and figures["pairs_previous_trained_on"] > 0 and figures["pairs"] > 0
