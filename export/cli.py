@@ -45,8 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--force", action="store_true", help="retrain even if an identical bundle exists")
     parser.add_argument("--max-regression", type=float, default=GateOptions.max_regression, metavar="SHARE",
                         help="model gate: refuse the new bundle (exit 3; kept, not made latest) if any model's RMSE "
-                             "is worse, or its NDCG@10 lower, than the current bundle's by more than this share "
-                             "(default: %(default)s)")
+                             "is worse, or its NDCG@10 lower, than the current bundle's by more than this share and "
+                             "by more than chance (default: %(default)s)")
     parser.add_argument("--accept-worse", action="store_true",
                         help="publish the new bundle as latest even if the model gate refuses it")
     parser.add_argument("--keep", type=int, default=DEFAULT_KEEP,

@@ -5,7 +5,10 @@ Both bundles' models are evaluated on the new bundle's held-out ratings, each th
 ONNX graphs with the scoring engine, on the same pairs and the same users: RMSE on the rating
 scale over the held-out pairs both bundles know, and NDCG@10 of top-10 lists over the items both
 know, leaving out each user's training items, a held-out item counting as relevant (the ranking
-predicts that a user rates an item at all). Users or items the old bundle does not know are
+predicts that a user rates an item at all). A model is refused when a figure is worse by more
+than the allowed share and the held-out sample can tell the difference from chance (a paired
+one-sided test at 95%, per pair for RMSE, per user for NDCG): a few hundred new ratings would
+otherwise refuse good bundles at random. Users or items the old bundle does not know are
 counted and left out of both figures, and so are held-out pairs the old bundle trained on (in its
 history but not among its own held-out pairs): a nightly retrain splits a larger data set anew,
 and the old models would otherwise be judged on ratings they learnt.
@@ -34,6 +37,8 @@ NDCG_K = 10
 GATE_USERS = 5_000
 """Most held-out users the NDCG is measured over (a seeded sample beyond that), so the gate's
 cost stays a few seconds at any catalogue size."""
+Z_ONE_SIDED_95 = 1.645
+"""A regression must be this many standard errors beyond zero to count (one-sided, 95%)."""
 USER_CHUNK_PAIRS = 4_194_304
 """User-item scores per onnxruntime call while ranking."""
 
@@ -48,18 +53,23 @@ class GateOptions:
     """Publish a bundle the gate refuses (the comparison is still recorded)."""
 
 
-def _rmse(predicted: np.ndarray, actual: np.ndarray) -> float:
-    return float(np.sqrt(np.mean((predicted.astype(np.float64) - actual) ** 2))) if len(actual) else float("nan")
+def _worse_beyond_noise(new: np.ndarray, old: np.ndarray) -> bool:
+    """Whether the mean of ``new - old`` (paired per pair or per user) is above zero with one-sided
+    95% confidence: a regression the held-out sample can tell from chance."""
+    if len(new) < 2:
+        return False
+    difference = new - old
+    return bool(difference.mean() - Z_ONE_SIDED_95 * difference.std(ddof=1) / np.sqrt(len(difference)) > 0)
 
 
 def _ndcg(scorer: ModelScorer, users: np.ndarray, columns: np.ndarray, seen: tuple[np.ndarray, np.ndarray],
-          relevant: np.ndarray) -> float:
-    """Mean NDCG@10 of ``users`` (the scorer's indices), ranking its items ``columns``; ``seen``
+          relevant: np.ndarray) -> np.ndarray:
+    """NDCG@10 of each of ``users`` (the scorer's indices), ranking its items ``columns``; ``seen``
     (indptr, positions in ``columns``) per user is left out; ``relevant`` [users, columns] bool."""
     indptr, items = seen
     step = max(1, USER_CHUNK_PAIRS // max(len(columns), 1))
     discounts = 1.0 / np.log2(np.arange(2, NDCG_K + 2))
-    total = 0.0
+    per_user = np.empty(len(users))
     for start in range(0, len(users), step):
         stop = min(start + step, len(users))
         logits = scorer.score_users(users[start:stop]).logit[:, columns]
@@ -69,8 +79,8 @@ def _ndcg(scorer: ModelScorer, users: np.ndarray, columns: np.ndarray, seen: tup
         hits = np.take_along_axis(relevant[start:stop], chosen, axis=1) & valid
         dcg = (hits * discounts[:hits.shape[1]]).sum(axis=1)
         ideal = np.cumsum(discounts)[np.minimum(relevant[start:stop].sum(axis=1), NDCG_K) - 1]
-        total += float((dcg / ideal).sum())
-    return total / len(users) if len(users) else float("nan")
+        per_user[start:stop] = dcg / ideal
+    return per_user
 
 
 def _users_sample(users: np.ndarray, seed: int) -> np.ndarray:
@@ -105,11 +115,14 @@ def _compare_model(model: str, new: Bundle, old: Bundle, test: Interactions, tra
     new_scorer = ModelScorer.open(new.graphs(model), new.context, threads, ranking_only=True)
     old_scorer = ModelScorer.open(old.graphs(model), old.context, threads, ranking_only=True)
     actual = test.ratings[both].astype(np.float64)
+    new_sq = (new_scorer.rate_pairs(test.users[both], test.items[both]).rating - actual) ** 2
+    old_sq = (old_scorer.rate_pairs(old_users[both], old_items[both]).rating - actual) ** 2
     figures: dict[str, Any] = {
         "pairs": int(both.sum()), "pairs_unknown_to_previous": int((~known).sum()),
         "pairs_previous_trained_on": int(learnt.sum()),
-        "rmse": _rmse(new_scorer.rate_pairs(test.users[both], test.items[both]).rating, actual),
-        "previous_rmse": _rmse(old_scorer.rate_pairs(old_users[both], old_items[both]).rating, actual),
+        "rmse": float(np.sqrt(new_sq.mean())) if len(actual) else float("nan"),
+        "previous_rmse": float(np.sqrt(old_sq.mean())) if len(actual) else float("nan"),
+        "rmse_worse_beyond_noise": _worse_beyond_noise(new_sq, old_sq),
     }
     # Rank the items both bundles know, for users both know, leaving out their training items.
     column_in_old, column_known = positions(old.item_ids, new.item_ids)
@@ -128,21 +141,23 @@ def _compare_model(model: str, new: Bundle, old: Bundle, test: Interactions, tra
     indptr, seen_columns = seen_csr(Interactions(row_of[masked.users[picked]], column_of[masked.items[picked]],
                                                  masked.ratings[picked], masked.timestamps[picked]), len(users))
     figures["users"] = int(len(users))
-    figures["ndcg_at_10"] = _ndcg(new_scorer, users, columns, (indptr, seen_columns), relevant)
+    ndcg = _ndcg(new_scorer, users, columns, (indptr, seen_columns), relevant)
     old_rows, _ = positions(old.user_ids, new.user_ids[users])
-    figures["previous_ndcg_at_10"] = _ndcg(old_scorer, old_rows, column_in_old[columns], (indptr, seen_columns),
-                                           relevant)
+    previous = _ndcg(old_scorer, old_rows, column_in_old[columns], (indptr, seen_columns), relevant)
+    figures["ndcg_at_10"] = float(ndcg.mean()) if len(users) else float("nan")
+    figures["previous_ndcg_at_10"] = float(previous.mean()) if len(users) else float("nan")
+    figures["ndcg_lower_beyond_noise"] = _worse_beyond_noise(previous, ndcg)
     return figures
 
 
 def _verdict(model: str, figures: dict[str, Any], limit: float) -> str | None:
     """Why ``model`` is refused, or None."""
     rmse, before = figures["rmse"], figures["previous_rmse"]
-    if rmse > before * (1 + limit):
+    if rmse > before * (1 + limit) and figures["rmse_worse_beyond_noise"]:
         return (f"model '{model}': RMSE {rmse:.4f} is {rmse / before - 1:.1%} worse than the current bundle's "
                 f"{before:.4f} (allowed {limit:.1%})")
     ndcg, before = figures["ndcg_at_10"], figures["previous_ndcg_at_10"]
-    if ndcg < before * (1 - limit):
+    if ndcg < before * (1 - limit) and figures["ndcg_lower_beyond_noise"]:
         return (f"model '{model}': NDCG@10 {ndcg:.4f} is {1 - ndcg / before:.1%} lower than the current bundle's "
                 f"{before:.4f} (allowed {limit:.1%})")
     return None
