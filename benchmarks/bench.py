@@ -176,6 +176,22 @@ def comparisons(bundle: Bundle, args: argparse.Namespace, models: tuple[str, ...
     return out
 
 
+def training_figures(manifest: dict[str, Any], models: tuple[str, ...]) -> dict[str, Any]:
+    """Per model: test RMSE, epochs, and training throughput (ratings per second of the training
+    passes, validation left out) with the batch size used."""
+    out = {}
+    for m in models:
+        entry = manifest["models"][m]
+        curve = [e for e in entry["learning_curve"] + entry["refit_curve"] if "train_seconds" in e]
+        seconds = sum(e["train_seconds"] for e in curve)
+        out[m] = {"test_rmse_stars": entry["test_metrics"]["rmse_stars"], "epochs": len(entry["learning_curve"]),
+                  "refit_epochs": len(entry["refit_curve"]), "best_epoch": entry["best_epoch"],
+                  "out_of_time": entry["out_of_time"],
+                  "batch_size": manifest["config"]["model_configs"][m]["training"]["batch_size"],
+                  "ratings_per_s": sum(e["ratings"] for e in curve) / seconds if seconds else None}
+    return out
+
+
 def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     models = parse_names("--models", args.models, registry.names())
     tables = parse_names("--tables", args.tables, TABLE_NAMES)
@@ -189,6 +205,8 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
         "train_and_export_wall_s": train_wall,
         "train_s": {m: manifest["models"][m]["train_seconds"] for m in models},
         "export_s": {m: manifest["models"][m]["export_seconds"] for m in models},
+        "training": training_figures(manifest, models),
+        "floor_rmse_stars": manifest.get("floor_rmse_stars"),
     }
     results["scoring"] = scoring_figures(bundle, args, models, tables)
     results["comparisons"] = comparisons(bundle, args, models, tables, results["scoring"])
@@ -236,6 +254,17 @@ def print_table(r: dict[str, Any], models: tuple[str, ...]) -> None:
     if c.get("gemm_floor_mf_s") is not None:
         print(f"GEMM floor for MF (U @ V^T for the products the run needs): {c['gemm_floor_mf_s'] * 1e3:.1f} ms")
     print(f"whole scoring stage vs torch eager pairwise: {c['scoring_stage_speedup_vs_eager']:.0f}x faster")
+    floor = r.get("floor_rmse_stars")
+    print(f"\ntraining (one model at a time unless --jobs says otherwise); floor RMSE of the planted truth: "
+          f"{'-' if floor is None else f'{floor:.4f}'}")
+    print(f"{'model':6s} {'test RMSE':>10s} {'/ floor':>8s} {'epochs':>7s} {'best':>5s} {'batch':>6s} "
+          f"{'ratings/s':>10s} {'stopped by budget':>18s}")
+    for m in models:
+        t = r["training"][m]
+        ratio = "-" if floor is None else f"{t['test_rmse_stars'] / floor:.3f}"
+        rate = "-" if t["ratings_per_s"] is None else f"{t['ratings_per_s'] / 1e3:.0f}K"
+        print(f"{m:6s} {t['test_rmse_stars']:10.4f} {ratio:>8s} {t['epochs']:7d} {t['best_epoch']:5d} "
+              f"{t['batch_size']:6d} {rate:>10s} {str(t['out_of_time']):>18s}")
 
 
 def main(argv: list[str] | None = None) -> int:

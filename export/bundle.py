@@ -153,6 +153,7 @@ def bundle_manifest(setup: BundleSetup, created: datetime, fingerprint: str, dat
         "rating_scale": dataset.scale.to_dict(),
         "padding_index": dataset.vocab.n_items,
         "baseline_global_mean": rating_errors(train_mean, dataset.test.ratings, dataset.scale),
+        "floor_rmse_stars": dataset.floor_rmse_stars,
         "model_names": [m for m in setup.config.models if m in models],
         "models": models,
         "exporter": EXPORTER_SETTINGS,

@@ -109,10 +109,13 @@ class Dataset:
     item_titles: dict[int, str] = field(default_factory=dict)
     """Raw item id -> title, where an items file was available."""
     notes: dict[str, int] = field(default_factory=dict)
+    """Counts worth reporting: ratings moved to train, cold-start test pairs dropped."""
     ordered: bool = True
     """Whether each user's ratings have an order (a timestamp or an ``--order-by`` column); the
     families that read a user's ratings in order need one."""
-    """Counts worth reporting: ratings moved to train, cold-start test pairs dropped."""
+    floor_rmse_stars: float | None = None
+    """For synthetic data with a known answer: the RMSE of the planted truth on the test ratings,
+    which no model can beat but by chance."""
 
 
 def seen_csr(history: Interactions, n_users: int) -> tuple[np.ndarray, np.ndarray]:

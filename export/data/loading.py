@@ -150,17 +150,26 @@ def build_dataset(frames: list[pd.DataFrame], config: RunConfig, rng: np.random.
         history=Interactions.from_frame(history_frame, vocab, scale),
         item_titles=titles or {},
         notes=notes,
+        floor_rmse_stars=_floor(test[warm]),
     )
     log.info("data: %d users, %d items; %d train, %d validation, %d test ratings",
              vocab.n_users, vocab.n_items, len(dataset.train), len(dataset.validation), len(dataset.test))
     return dataset
 
 
+def _floor(test: pd.DataFrame) -> float | None:
+    """RMSE of the planted truth (the synthetic generator's ``expected`` column) on the test ratings."""
+    if "expected" not in test.columns or test.empty:
+        return None
+    error = test["expected"].to_numpy(np.float64) - test["rating"].to_numpy(np.float64)
+    return float(np.sqrt(np.mean(error ** 2)))
+
+
 def load_dataset(source: DataSource, config: RunConfig,
                  rng: np.random.Generator) -> tuple[Dataset, dict[str, str]]:
     """Read, check and split the configured data; return it with the inputs' checksums."""
     if source.synthetic is not None:
-        frame = generate_ratings(*source.synthetic, seed=config.seed)
+        frame = generate_ratings(*source.synthetic, seed=config.seed, with_truth=True)
         if source.as_of is not None:
             raise UsageError("--as-of: synthetic ratings have no dates; give --ratings with a timestamp column")
         shape = ",".join(map(str, source.synthetic))

@@ -1,4 +1,5 @@
-"""Seeded synthetic ratings shaped like MovieLens: popularity skew, low-rank taste, timestamps.
+"""Seeded synthetic ratings shaped like MovieLens with a known answer: popularity skew, biases,
+low-rank taste, a drift along each user's timeline, timestamps, and the planted truth beside them.
 
 Used by the tests (a small catalogue whose structure a model must find) and by the benchmark
 (catalogues the size of MovieLens 1M, 20M and 25M).
@@ -46,8 +47,40 @@ def _sorted_unique(values: np.ndarray) -> np.ndarray:
     return values[np.r_[True, values[1:] != values[:-1]]] if len(values) else values
 
 
-def generate_ratings(n_users: int, n_items: int, n_ratings: int, seed: int, rank: int = 4) -> pd.DataFrame:
-    """A ratings frame (``user_id``, ``item_id``, ``rating``, ``timestamp``): every user and item rated at least once."""
+NOISE_SD = 0.5
+"""Standard deviation of the Gaussian noise added to every planted rating before it is rounded."""
+TREND_SD = 0.6
+"""Spread of each user's drift over their own history: a user's ratings rise or fall by about this
+much from their first rating to their last, which only a model reading the order can follow."""
+
+
+def _normal_cdf(x: np.ndarray) -> np.ndarray:
+    """Φ(x), from erf by Abramowitz and Stegun 7.1.26 (absolute error below 1.5e-7)."""
+    z = np.abs(x) / np.sqrt(2.0)
+    t = 1.0 / (1.0 + 0.3275911 * z)
+    poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
+    erf = 1.0 - poly * np.exp(-z * z)
+    return 0.5 * (1.0 + np.sign(x) * erf)
+
+
+def expected_stars(mean: np.ndarray, sd: float = NOISE_SD) -> np.ndarray:
+    """E[clip(round(mean + N(0, sd)), 1, 5)]: the best any model can predict of a planted rating
+    (the planted truth), whose squared error on observed ratings is the floor."""
+    low, high = int(MOVIELENS_STARS.low), int(MOVIELENS_STARS.high)
+    expected = np.full(mean.shape, float(low))
+    for star in range(low + 1, high + 1):   # E[X] = low + sum over s > low of P(X >= s)
+        expected += 1.0 - _normal_cdf((star - 0.5 - mean) / sd)
+    return expected
+
+
+def generate_ratings(n_users: int, n_items: int, n_ratings: int, seed: int, rank: int = 4,
+                     with_truth: bool = False) -> pd.DataFrame:
+    """A ratings frame (``user_id``, ``item_id``, ``rating``, ``timestamp``, and with ``with_truth``
+    ``expected``, the planted truth): every user and item rated at least once.
+
+    Planted: a global mean, user and item biases, low-rank taste, and a per-user drift along the
+    user's own timeline (the order effect); then Gaussian noise of ``NOISE_SD``, rounded to whole
+    stars and clipped. ``expected`` is what a perfect model would predict (``expected_stars``)."""
     rng = np.random.default_rng(seed)
     popularity = 1.0 / np.arange(1, n_items + 1) ** 0.9
     popularity = rng.permutation(popularity / popularity.sum())
@@ -68,13 +101,26 @@ def generate_ratings(n_users: int, n_items: int, n_ratings: int, seed: int, rank
     user_factors = rng.normal(0, 1, (n_users, rank))
     item_factors = rng.normal(0, 1, (n_items, rank))
     taste = (user_factors[u] * item_factors[i]).sum(axis=1) / np.sqrt(rank)
-    raw = 3.5 + 1.1 * taste + rng.normal(0, 0.4, n_users)[u] + rng.normal(0, 0.4, n_items)[i] \
-        + rng.normal(0, 0.5, len(u))
-    stars = np.clip(np.rint(raw), MOVIELENS_STARS.low, MOVIELENS_STARS.high).astype(np.int8)
     timestamps = FIRST_TIMESTAMP + rng.integers(0, 200 * 86_400, len(u))
+    mean = 3.5 + 1.1 * taste + rng.normal(0, 0.4, n_users)[u] + rng.normal(0, 0.4, n_items)[i]
+    mean += rng.normal(0, TREND_SD, n_users)[u] * (_timeline_position(u, timestamps, n_users) - 0.5)
+    stars = np.clip(np.rint(mean + rng.normal(0, NOISE_SD, len(u))), MOVIELENS_STARS.low,
+                    MOVIELENS_STARS.high).astype(np.int8)
     frame = pd.DataFrame({"user_id": (u + 1).astype(np.int32), "item_id": (i + 1).astype(np.int32),
                           "rating": stars, "timestamp": timestamps.astype(np.int64)})
+    if with_truth:
+        frame["expected"] = expected_stars(mean).astype(np.float32)
     return frame.sample(frac=1.0, random_state=seed).reset_index(drop=True)
+
+
+def _timeline_position(users: np.ndarray, timestamps: np.ndarray, n_users: int) -> np.ndarray:
+    """Each rating's place in its user's own history by time, from 0 (first) to 1 (last)."""
+    order = np.lexsort((timestamps, users))
+    counts = np.bincount(users, minlength=n_users)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    rank = np.empty(len(users), np.float64)
+    rank[order] = np.arange(len(users)) - starts[users[order]]
+    return rank / np.maximum(counts[users] - 1, 1)
 
 
 def write_u_data(frame: pd.DataFrame, path: Path) -> Path:

@@ -122,12 +122,14 @@ def fit(model: nn.Module, objective: Objective,
     deadline = _deadline(config, started)
     n = train[1].shape[0]
     for epoch in range(1, config.max_epochs + 1):
+        epoch_started = time.perf_counter()
         total, seen, out_of_time = _train_epoch(model, objective, train, optimizer, config, generator,
                                                 f"{name} epoch {epoch}", deadline)
+        train_seconds = time.perf_counter() - epoch_started
         val_rmse = rmse_unit(predict_in_batches(model, objective.family.predict, validation[0]), validation[1])
         seen = max(seen, 1)
         result.epochs.append({"epoch": epoch, "train_mse": total / seen, "train_rmse": (total / seen) ** 0.5,
-                              "validation_rmse": val_rmse})
+                              "validation_rmse": val_rmse, "ratings": seen, "train_seconds": train_seconds})
         improved = val_rmse < result.best_val_rmse
         log.info("%s epoch %2d: train RMSE %.4f, validation RMSE %.4f (0-1 scale)%s",
                  name, epoch, (total / seen) ** 0.5, val_rmse, " *" if improved else "")
@@ -159,10 +161,12 @@ def refit(model: nn.Module, objective: Objective, train: tuple[Inputs, torch.Ten
     deadline = _deadline(config, time.perf_counter())
     curve = []
     for epoch in range(1, epochs + 1):
+        epoch_started = time.perf_counter()
         total, seen, out_of_time = _train_epoch(model, objective, train, optimizer, config, generator,
                                                 f"{name} refit epoch {epoch}", deadline)
         seen = max(seen, 1)
-        curve.append({"epoch": epoch, "train_mse": total / seen, "train_rmse": (total / seen) ** 0.5})
+        curve.append({"epoch": epoch, "train_mse": total / seen, "train_rmse": (total / seen) ** 0.5,
+                      "ratings": seen, "train_seconds": time.perf_counter() - epoch_started})
         log.info("%s refit epoch %2d of %d: train RMSE %.4f (0-1 scale)", name, epoch, epochs, (total / seen) ** 0.5)
         if out_of_time:
             log.info("%s: refit stopped by the time budget of %.0f s", name, config.time_budget_s)
