@@ -83,6 +83,7 @@ def model_drift(new: Path, old: Path, model: str, tables: tuple[str, ...], n_ite
                 previous_n_items: int) -> dict[str, Any]:
     """The figures of one model present in both runs."""
     figures: dict[str, Any] = {}
+    user_ids = None   # the new run's users, from whichever table is read first
     if "recommendations" in tables:
         now = _table(new, "recommendations", model, ["user_id", "rank", "item_id"])
         before = _table(old, "recommendations", model, ["user_id", "rank", "item_id"])
@@ -92,9 +93,11 @@ def model_drift(new: Path, old: Path, model: str, tables: tuple[str, ...], n_ite
         figures["topn_changed_share"] = (sum(ours[u] != theirs[u] for u in shared) / len(shared)) if shared else 0.0
         figures["coverage"] = _coverage(now, n_items)
         figures["previous_coverage"] = _coverage(before, previous_n_items)
+        user_ids = now.column("user_id")
     if "predictions" in tables:
-        source = ("recommendations", ["user_id"]) if "recommendations" in tables else ("predictions", ["user_id"])
-        everyone = pc.unique(_table(new, source[0], model, source[1]).column("user_id"))
+        if user_ids is None:
+            user_ids = _table(new, "predictions", model, ["user_id"]).column("user_id")
+        everyone = pc.unique(user_ids)
         sample = _sample(everyone)
         users = sample if len(sample) < len(everyone) else None   # None: every user, no filter to evaluate
         now = _table(new, "predictions", model, ["user_id", "item_id", "prediction"], users)

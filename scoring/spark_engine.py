@@ -124,22 +124,32 @@ class TaskSpec:
     run_id: str
 
 
-_WORKER_SCORERS: dict[tuple[str, str, bool], tuple[Bundle, ModelScorer]] = {}
-"""Bundles and scorers opened by this Python worker, by (bundle path, model, ranking only)."""
+_WORKER_BUNDLES: dict[str, Bundle] = {}
+"""Bundles opened by this Python worker, by bundle path as the driver gave it."""
+_WORKER_SCORERS: dict[tuple[str, str, bool], ModelScorer] = {}
+"""Scorers opened by this Python worker, by (bundle path, model, ranking only)."""
+
+
+def _bundle(bundle_path: str) -> Bundle:
+    """The bundle, loaded and checked once per Python worker (the preflight task loads it first).
+    ``bundle_path`` is ``shipped:<name>`` for a bundle sent with ``SparkContext.addArchive``."""
+    if bundle_path not in _WORKER_BUNDLES:
+        local = bundle_path
+        if local.startswith("shipped:"):
+            from pyspark import SparkFiles
+            local = SparkFiles.get(local.removeprefix("shipped:"))
+        _WORKER_BUNDLES[bundle_path] = load_bundle(Path(local))
+    return _WORKER_BUNDLES[bundle_path]
 
 
 def _scorer(spec: TaskSpec, model: str) -> tuple[Bundle, ModelScorer]:
     """The bundle and a scorer of ``model``, opened once per Python worker."""
+    bundle = _bundle(spec.bundle_path)
     key = (spec.bundle_path, model, spec.ranking_only)
     if key not in _WORKER_SCORERS:
-        bundle_path = spec.bundle_path
-        if bundle_path.startswith("shipped:"):
-            from pyspark import SparkFiles
-            bundle_path = SparkFiles.get(bundle_path.removeprefix("shipped:"))
-        bundle = load_bundle(Path(bundle_path), [model])
-        _WORKER_SCORERS[key] = (bundle, ModelScorer.open(bundle.graphs(model), bundle.context, spec.threads,
-                                                          ranking_only=spec.ranking_only))
-    return _WORKER_SCORERS[key]
+        _WORKER_SCORERS[key] = ModelScorer.open(bundle.graphs(model), bundle.context, spec.threads,
+                                                ranking_only=spec.ranking_only)
+    return bundle, _WORKER_SCORERS[key]
 
 
 def _maybe_die() -> None:
@@ -226,10 +236,7 @@ def _preflight_task(batches: Iterator[pa.RecordBatch], bundle_path: str) -> Iter
     for _ in batches:
         pass
     try:
-        if bundle_path.startswith("shipped:"):
-            from pyspark import SparkFiles
-            bundle_path = SparkFiles.get(bundle_path.removeprefix("shipped:"))
-        load_bundle(Path(bundle_path), [])
+        _bundle(bundle_path)
         problem = ""
     except Exception as exc:  # noqa: BLE001 - reported to the driver, which fails the run with it
         problem = f"{type(exc).__name__}: {exc}"

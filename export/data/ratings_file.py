@@ -183,9 +183,10 @@ def order_values(source: SourceTable, column: pa.ChunkedArray, name: str, ranked
     try:
         return pc.cast(pc.cast(column, pa.timestamp("s")), pa.int64()).to_numpy()
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        raise DataError(f"{where(_first_not_a_time(column))}: expected Unix seconds or a date-time, got "
-                        f"{column[_first_not_a_time(column)].as_py()!r} (map another column with --columns "
-                        "timestamp=NAME, or order by any column with --order-by NAME)") from None
+        row = _first_not_a_time(column)
+        raise DataError(f"{where(row)}: expected Unix seconds or a date-time, got {column[row].as_py()!r} (map "
+                        "another column with --columns timestamp=NAME, or order by any column with --order-by "
+                        "NAME)") from None
 
 
 def _first_not_a_time(column: pa.ChunkedArray) -> int:
