@@ -97,6 +97,8 @@ def export_model(trained: TrainedModel, setup: BundleSetup) -> tuple[TorchRefere
         "best_epoch": trained.fit.best_epoch,
         "best_validation_rmse_unit": trained.fit.best_val_rmse,
         "out_of_time": trained.fit.out_of_time,
+        "batch_size": trained.fit.batch_size,
+        "learning_rate": trained.fit.learning_rate,
         "learning_curve": trained.fit.epochs,
         "refit_curve": trained.fit.refit_epochs,
         "histogram": trained.histogram,

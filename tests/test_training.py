@@ -21,6 +21,7 @@ from export.models.base import init_parameters
 from export.training.config import TrainingConfig
 from export.training.loop import Objective, fit, rmse_unit
 from export.training.optimizer import SPARSE_EMBEDDING_PARAMETERS, Optimizer
+from export.training.row_adam import RowAdam
 from export.training.trainer import train_model
 from export.training.workers import train_models
 from scoring.bundle import read_manifest
@@ -152,6 +153,24 @@ def test_sparse_gradients_are_chosen_by_table_size():
     small = registry.get("mf").build(mf, 100, 50, 0.5)
     rows = SPARSE_EMBEDDING_PARAMETERS // (mf.dim + mf.rank_dim)
     large = registry.get("mf").build(mf, rows, 50, 0.5)
-    assert not Optimizer(small, mf.training).sparse
-    assert Optimizer(large, mf.training).sparse
-    assert not Optimizer(large, dataclasses.replace(mf.training, sparse_embeddings=False)).sparse
+    assert not Optimizer(small, mf.training, 1024, 1e-3).sparse
+    assert Optimizer(large, mf.training, 1024, 1e-3).sparse
+    assert not Optimizer(large, dataclasses.replace(mf.training, sparse_embeddings=False), 1024, 1e-3).sparse
+
+
+def test_row_adam_steps_exactly_as_torch_sparse_adam():
+    """Repeated rows summed, untouched rows and their moments left alone, bias correction by step."""
+    generator = torch.Generator().manual_seed(0)
+    ours, theirs = (nn.Embedding(7, 3, sparse=True) for _ in range(2))
+    theirs.weight.data.copy_(ours.weight.data)
+    row_adam = RowAdam([ours], lr=0.05)
+    sparse_adam = torch.optim.SparseAdam([theirs.weight], lr=0.05)
+    for _ in range(4):
+        rows = torch.randint(0, 5, (6,), generator=generator)        # rows 5 and 6 never touched
+        weights = torch.randn(6, 3, generator=generator)
+        for table, optimizer in ((ours, row_adam), (theirs, sparse_adam)):
+            optimizer.zero_grad()
+            (table(rows) * weights).sum().backward()
+            optimizer.step()
+    assert torch.allclose(ours.weight, theirs.weight, atol=1e-6)
+    assert torch.equal(ours.weight[5:], theirs.weight[5:])

@@ -8,6 +8,11 @@ from contract.errors import ConfigError
 REFITS = ("fresh", "continue", "none")
 """The values of ``TrainingConfig.refit``."""
 
+MIN_STEPS_PER_EPOCH = 400
+"""An automatic batch size leaves at least this many steps per epoch."""
+AUTO_BATCH_RANGE = (1024, 32_768)
+"""Smallest and largest automatic batch size."""
+
 
 @dataclass(frozen=True)
 class TrainingConfig:
@@ -25,15 +30,20 @@ class TrainingConfig:
     """Weight of the ranking head's loss: binary cross-entropy of rated pairs (label 1) against
     as many uniformly sampled items (label 0), added to the rating MSE. Where the head reads the
     rating representation detached it changes the ranking only, not the ratings."""
-    batch_size: int = 1024
-    """Ratings per mini-batch."""
+    batch_size: int | None = None
+    """Ratings per mini-batch; None: ``batch_size_for`` the training set (1,024 up to about 800K
+    training ratings, larger for larger sets)."""
+    reference_batch: int = 1024
+    """The batch size ``learning_rate`` is tuned for: a batch of B ratings steps with
+    ``learning_rate * sqrt(B / reference_batch)`` (Adam's square-root rule), so that a larger batch
+    trains alike in fewer, cheaper-per-rating steps."""
     max_epochs: int = 40
     """Upper bound on passes over the training ratings."""
     patience: int = 3
     """Stop after this many epochs without a better validation RMSE; the best epoch is kept."""
     sparse_embeddings: bool | None = None
-    """Train the embedding tables with sparse gradients (SparseAdam on the rows each batch
-    touches) instead of Adam on whole tables. None: only when the tables are large (see
+    """Train the embedding tables with sparse gradients (lazy Adam on the rows each batch
+    touches, ``row_adam.RowAdam``) instead of Adam on whole tables. None: only when the tables are large (see
     ``optimizer.SPARSE_EMBEDDING_PARAMETERS``), where dense updates of every row dominate each step."""
     refit: str = "fresh"
     """How the validation ratings join the model once early stopping has chosen its epoch, so that
@@ -51,10 +61,28 @@ class TrainingConfig:
         if self.refit not in REFITS:
             raise ConfigError(f"training refit: expected one of {list(REFITS)}, got {self.refit!r}")
         positive = {"learning_rate": self.learning_rate, "batch_size": self.batch_size,
-                    "max_epochs": self.max_epochs, "patience": self.patience}
+                    "reference_batch": self.reference_batch, "max_epochs": self.max_epochs, "patience": self.patience}
         for name, value in positive.items():
-            if not value > 0:
+            if value is not None and not value > 0:
                 raise ConfigError(f"training {name}: expected a positive number, got {value!r}")
         for name in ("embedding_decay", "bias_decay", "weight_decay", "rank_weight", "continue_epochs", "time_budget_s"):
             if getattr(self, name) is not None and getattr(self, name) < 0:
                 raise ConfigError(f"training {name}: expected a number >= 0, got {getattr(self, name)!r}")
+
+
+def batch_size_for(config: TrainingConfig, n_ratings: int) -> int:
+    """``config.batch_size``, or when None the largest power of two in ``AUTO_BATCH_RANGE`` that
+    leaves ``MIN_STEPS_PER_EPOCH`` steps per epoch over ``n_ratings``: per-batch overheads dominate
+    small batches, and on a large training set a larger batch costs no epochs."""
+    if config.batch_size is not None:
+        return config.batch_size
+    low, high = AUTO_BATCH_RANGE
+    size = low
+    while size * 2 <= high and size * 2 * MIN_STEPS_PER_EPOCH <= n_ratings:
+        size *= 2
+    return size
+
+
+def learning_rate_for(config: TrainingConfig, batch_size: int) -> float:
+    """``config.learning_rate`` scaled to ``batch_size`` by the square-root rule (``reference_batch``)."""
+    return config.learning_rate * (batch_size / config.reference_batch) ** 0.5

@@ -13,7 +13,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ..models.base import Family, Inputs
-from .config import TrainingConfig
+from .config import TrainingConfig, batch_size_for, learning_rate_for
 from .optimizer import Optimizer
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,10 @@ class FitResult:
     seconds: float = 0.0
     out_of_time: bool = False
     """Whether the time budget cut the fit short."""
+    batch_size: int = 0
+    """Ratings per mini-batch (``TrainingConfig.batch_size``, or the automatic one)."""
+    learning_rate: float = 0.0
+    """The step size used with that batch size (``learning_rate_for``)."""
     refit_epochs: list[dict[str, float]] = field(default_factory=list)
     """Training curve of the refit (fresh or continued) on training + validation ratings; empty
     when there was none."""
@@ -85,16 +89,18 @@ def batch_loss(model: nn.Module, objective: Objective, batch: Inputs, targets: t
 def _train_epoch(model: nn.Module, objective: Objective, train: tuple[Inputs, torch.Tensor],
                  optimizer: Optimizer, config: TrainingConfig, generator: torch.Generator,
                  desc: str, deadline: float | None) -> tuple[float, int, bool]:
-    """One shuffled pass in mini-batches: summed rating MSE, ratings seen, whether time ran out."""
+    """One shuffled pass in mini-batches of ``optimizer.batch_size``: summed rating MSE, ratings
+    seen, whether time ran out."""
     inputs, targets = train
     model.train()
     order = torch.randperm(targets.shape[0], generator=generator)
     total, seen = 0.0, 0
-    for start in tqdm(range(0, len(order), config.batch_size), desc=desc, leave=False, unit="batch",
+    batch_size = optimizer.batch_size
+    for start in tqdm(range(0, len(order), batch_size), desc=desc, leave=False, unit="batch",
                       disable=not (PROGRESS_BARS and sys.stderr.isatty())):
         if deadline is not None and time.perf_counter() > deadline:
             return total, seen, True
-        index = order[start:start + config.batch_size].to(targets.device)
+        index = order[start:start + batch_size].to(targets.device)
         loss, mse = batch_loss(model, objective, tuple(x[index] for x in inputs), targets[index], config, generator)
         optimizer.zero_grad()
         loss.backward()
@@ -102,6 +108,12 @@ def _train_epoch(model: nn.Module, objective: Objective, train: tuple[Inputs, to
         total += float(mse.detach()) * len(index)
         seen += len(index)
     return total, seen, False
+
+
+def _optimizer(model: nn.Module, config: TrainingConfig, n_ratings: int) -> Optimizer:
+    """The optimizer for ``n_ratings`` training ratings, at its batch size and learning rate."""
+    batch_size = batch_size_for(config, n_ratings)
+    return Optimizer(model, config, batch_size, learning_rate_for(config, batch_size))
 
 
 def _deadline(config: TrainingConfig, started: float) -> float | None:
@@ -115,8 +127,8 @@ def fit(model: nn.Module, objective: Objective,
     (weighted by ``config.embedding_decay`` and ``config.bias_decay``); stop after
     ``config.patience`` epochs without a better validation RMSE, and keep the weights of the
     epoch with the best one."""
-    optimizer = Optimizer(model, config)
-    result = FitResult()
+    optimizer = _optimizer(model, config, train[1].shape[0])
+    result = FitResult(batch_size=optimizer.batch_size, learning_rate=optimizer.learning_rate)
     best_state = copy.deepcopy(model.state_dict())
     started = time.perf_counter()
     deadline = _deadline(config, started)
@@ -157,7 +169,7 @@ def refit(model: nn.Module, objective: Objective, train: tuple[Inputs, torch.Ten
     """Train ``model`` (a fresh copy, or the early-stopped model to continue it) for exactly
     ``epochs`` passes over ``train`` with a new optimizer (no validation, final weights kept) and
     return the per-epoch training curve."""
-    optimizer = Optimizer(model, config)
+    optimizer = _optimizer(model, config, train[1].shape[0])
     deadline = _deadline(config, time.perf_counter())
     curve = []
     for epoch in range(1, epochs + 1):

@@ -1,23 +1,27 @@
-"""The optimiser of every family: Adam for dense layers, and Adam or SparseAdam for embedding tables."""
+"""The optimiser of every family: Adam for dense layers, and Adam or lazy row-wise Adam for embedding tables."""
 from __future__ import annotations
 
 import torch
 from torch import nn
 
 from .config import TrainingConfig
+from .row_adam import RowAdam
 
 SPARSE_EMBEDDING_PARAMETERS = 5_000_000
 """Embedding-table parameters (all tables together) above which ``sparse_embeddings=None``
-trains them with sparse gradients: MovieLens 100K and 1M stay dense, 20M and up go sparse."""
+trains them row by row (``RowAdam``): MovieLens 100K and 1M stay dense, 20M and up go sparse."""
 
 
 class Optimizer:
     """Adam for the dense layers (with ``weight_decay``) and, for the embedding tables, Adam on
-    dense gradients or, for large catalogues, SparseAdam on the rows each batch touches: with
+    dense gradients or, for large catalogues, ``RowAdam`` on the rows each batch touches: with
     dense gradients every step would update every row of every table. Adam is torch's fused
-    implementation: one kernel over all parameters instead of a series of per-tensor operations."""
+    implementation: one kernel over all parameters instead of a series of per-tensor operations.
+    ``learning_rate`` is the step size for ``batch_size`` (``config.learning_rate_for``)."""
 
-    def __init__(self, model: nn.Module, config: TrainingConfig) -> None:
+    def __init__(self, model: nn.Module, config: TrainingConfig, batch_size: int, learning_rate: float) -> None:
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
         tables = [m for m in model.modules() if isinstance(m, nn.Embedding)]
         size = sum(m.weight.numel() for m in tables)
         self.sparse = config.sparse_embeddings if config.sparse_embeddings is not None \
@@ -29,20 +33,20 @@ class Optimizer:
         weights = [p for p in layers if p.dim() > 1]
         others = [p for p in layers if p.dim() <= 1]
         groups = [{"params": weights, "weight_decay": config.weight_decay}, {"params": others, "weight_decay": 0.0}]
-        embeddings = [m.weight for m in tables]
         if self.sparse:
-            self.parts = [torch.optim.SparseAdam(embeddings, lr=config.learning_rate)]
+            self.parts = [RowAdam(tables, lr=learning_rate)]
         else:
-            groups.append({"params": embeddings, "weight_decay": 0.0})
-            self.parts = []
+            groups.append({"params": [m.weight for m in tables], "weight_decay": 0.0})
+            self.parts: list = []
         groups = [g for g in groups if g["params"]]
         if groups:
-            self.parts.append(torch.optim.Adam(groups, lr=config.learning_rate, fused=True))
+            self.parts.append(torch.optim.Adam(groups, lr=learning_rate, fused=True))
         self.tables = tables
 
     def zero_grad(self) -> None:
+        """Drop every gradient (``set_to_none``, torch's default)."""
         for part in self.parts:
-            part.zero_grad(set_to_none=True)
+            part.zero_grad()
 
     def step(self) -> None:
         for part in self.parts:
