@@ -49,9 +49,11 @@ def _sorted_unique(values: np.ndarray) -> np.ndarray:
 
 NOISE_SD = 0.5
 """Standard deviation of the Gaussian noise added to every planted rating before it is rounded."""
-TREND_SD = 0.6
+TREND_SD = 0.3
 """Spread of each user's drift over their own history: a user's ratings rise or fall by about this
-much from their first rating to their last, which only a model reading the order can follow."""
+much from their first rating to their last, which only a model reading the order can follow.
+Small enough that a model blind to order can come within about 1.5% of the floor (the drift's
+variance, TREND_SD² / 12, is what such a model cannot explain)."""
 
 
 def _normal_cdf(x: np.ndarray) -> np.ndarray:
