@@ -223,8 +223,9 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
         "training_peak_rss_mb": training_peak_mb,
         "floor_rmse_stars": manifest.get("floor_rmse_stars"),
     }
-    results["scoring"] = scoring_figures(bundle, args, models, tables)
-    results["comparisons"] = comparisons(bundle, args, models, tables, results["scoring"])
+    if not args.training_only:
+        results["scoring"] = scoring_figures(bundle, args, models, tables)
+        results["comparisons"] = comparisons(bundle, args, models, tables, results["scoring"])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
     print_table(results, models)
@@ -246,11 +247,17 @@ def run_spark_bench(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def print_table(r: dict[str, Any], models: tuple[str, ...]) -> None:
-    s, c = r["scoring"], r["comparisons"]
     print(f"\nshape: {r['shape']['users']:,} users x {r['shape']['items']:,} items = {r['shape']['pairs']:,} pairs "
           f"({r['shape']['data']}), {r['machine']['cpus']} CPUs")
     device = r["machine"].get("gpu") or "CPU"
     print(f"train + export (wall): {r['train_and_export_wall_s']:.1f} s (training on {device})")
+    if "scoring" in r:
+        print_scoring(r, models)
+    print_training(r, models)
+
+
+def print_scoring(r: dict[str, Any], models: tuple[str, ...]) -> None:
+    s, c = r["scoring"], r["comparisons"]
     runs = s.get("stage_s_runs", [s["stage_s"]])
     print(f"scoring process (median of {len(runs)} runs, stages {', '.join(f'{t:.3f}' for t in runs)} s): "
           f"{s['process_wall_s']:.2f} s wall, scoring stage {s['stage_s']:.3f} s "
@@ -269,6 +276,9 @@ def print_table(r: dict[str, Any], models: tuple[str, ...]) -> None:
     if c.get("gemm_floor_mf_s") is not None:
         print(f"GEMM floor for MF (U @ V^T for the products the run needs): {c['gemm_floor_mf_s'] * 1e3:.1f} ms")
     print(f"whole scoring stage vs torch eager pairwise: {c['scoring_stage_speedup_vs_eager']:.0f}x faster")
+
+
+def print_training(r: dict[str, Any], models: tuple[str, ...]) -> None:
     floor = r.get("floor_rmse_stars")
     how = "one model at a time" if r["jobs"] == 1 else f"{r['jobs']} models at a time"
     print(f"\ntraining ({how}); floor RMSE of the planted truth: {'-' if floor is None else f'{floor:.4f}'}; "
@@ -295,6 +305,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, help="training mini-batch size (large shapes)")
     parser.add_argument("--jobs", type=int, default=1,
                         help="models trained at once (default: %(default)s, one at a time on every core)")
+    parser.add_argument("--training-only", action="store_true",
+                        help="train, export and report training figures; no scoring runs (the largest shapes)")
     parser.add_argument("--force-train", action="store_true", help="retrain even if the bundle is up to date")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                         help="where torch trains (default: %(default)s); scoring always runs onnxruntime on the CPU")

@@ -104,12 +104,15 @@ def latest_context_windows(interactions: Interactions, length: int, pad: int) ->
     latest_items, latest_ratings = _latest(users, items, unit, rank_from_end, n_users, length, pad)
     left_out = np.where(rank_from_end <= length, rank_from_end, 0)                # 0: the shared history
     own_column = np.where(left_out > 0, length - left_out, 0)                    # the column to leave out
-    kept = np.arange(length - 1)[None, :]
-    columns = kept + (kept >= own_column[:, None])                               # [N, length - 1]
-    return Windows(users=users,
-                   items=np.concatenate([latest_items[users[:, None], columns], items[:, None]], axis=1),
-                   ratings=np.concatenate([latest_ratings[users[:, None], columns], unit[:, None]],
-                                          axis=1).astype(np.float32),
+    window_items = np.empty((len(users), length), dtype=np.int64)
+    window_ratings = np.empty((len(users), length), dtype=np.float32)
+    for k in range(length - 1):     # column by column: no [N, length] temporaries besides the result
+        column = k + (k >= own_column)
+        window_items[:, k] = latest_items[users, column]
+        window_ratings[:, k] = latest_ratings[users, column]
+    window_items[:, -1] = items
+    window_ratings[:, -1] = unit
+    return Windows(users=users, items=window_items, ratings=window_ratings,
                    histories=users.astype(np.int64) * (length + 1) + left_out)
 
 

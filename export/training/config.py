@@ -54,8 +54,9 @@ class TrainingConfig:
     continue_epochs: int = 2
     """Epochs over training + validation ratings after early stopping when ``refit`` is "continue"."""
     time_budget_s: float | None = None
-    """Stop once training has taken this long (checked every batch; the epoch in progress is
-    cut short and validated), for catalogues too large for full epochs. None: no limit."""
+    """Stop once training (early-stopped fit and refit together) has taken this long, checked
+    every batch; an epoch of the fit cut short is still validated, and a fit cut short has no
+    refit. A cap on top of early stopping for catalogues too large to wait for; None: no limit."""
 
     def __post_init__(self) -> None:
         if self.refit not in REFITS:

@@ -35,7 +35,7 @@ class FitResult:
     epochs: list[dict[str, float]] = field(default_factory=list)
     seconds: float = 0.0
     out_of_time: bool = False
-    """Whether the time budget cut the fit short."""
+    """Whether the time budget cut the fit or its refit short."""
     batch_size: int = 0
     """Ratings per mini-batch (``TrainingConfig.batch_size``, or the automatic one)."""
     learning_rate: float = 0.0
@@ -165,13 +165,16 @@ def fit(model: nn.Module, objective: Objective,
 
 
 def refit(model: nn.Module, objective: Objective, train: tuple[Inputs, torch.Tensor], epochs: int,
-          config: TrainingConfig, generator: torch.Generator, name: str) -> list[dict[str, float]]:
+          config: TrainingConfig, generator: torch.Generator, name: str,
+          budget_s: float | None = None) -> tuple[list[dict[str, float]], bool]:
     """Train ``model`` (a fresh copy, or the early-stopped model to continue it) for exactly
-    ``epochs`` passes over ``train`` with a new optimizer (no validation, final weights kept) and
-    return the per-epoch training curve."""
+    ``epochs`` passes over ``train`` with a new optimizer (no validation, final weights kept), for
+    at most ``budget_s`` seconds; return the per-epoch training curve and whether the budget cut it
+    short."""
     optimizer = _optimizer(model, config, train[1].shape[0])
-    deadline = _deadline(config, time.perf_counter())
+    deadline = None if budget_s is None else time.perf_counter() + budget_s
     curve = []
+    out_of_time = False
     for epoch in range(1, epochs + 1):
         epoch_started = time.perf_counter()
         total, seen, out_of_time = _train_epoch(model, objective, train, optimizer, config, generator,
@@ -181,8 +184,9 @@ def refit(model: nn.Module, objective: Objective, train: tuple[Inputs, torch.Ten
                       "ratings": seen, "train_seconds": time.perf_counter() - epoch_started})
         log.info("%s refit epoch %2d of %d: train RMSE %.4f (0-1 scale)", name, epoch, epochs, (total / seen) ** 0.5)
         if out_of_time:
-            log.info("%s: refit stopped by the time budget of %.0f s", name, config.time_budget_s)
+            log.info("%s: refit stopped by the time budget of %.0f s (fit and refit together)", name,
+                     config.time_budget_s)
             break
     optimizer.release()
     model.eval()
-    return curve
+    return curve, out_of_time

@@ -80,8 +80,9 @@ def _refit(setup: _Setup, module: torch.nn.Module, generator: torch.Generator, r
         epochs = result.best_epoch
     else:   # "continue": the early-stopped module and its generator go on
         epochs = training.continue_epochs
-    result.refit_epochs = refit(module, objective, setup.training_data(both), epochs, training, generator,
-                                setup.family.name)
+    budget = None if training.time_budget_s is None else max(training.time_budget_s - result.seconds, 0.0)
+    result.refit_epochs, result.out_of_time = refit(module, objective, setup.training_data(both), epochs, training,
+                                                    generator, setup.family.name, budget)
     result.seconds += time.perf_counter() - started
     return module, both
 
