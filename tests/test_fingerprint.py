@@ -44,7 +44,7 @@ def test_edits_outside_what_defines_a_bundle_keep_it(tree, path):
     ("export/models/mf.py", None, None),
     ("export/training/loop.py", None, None),
     ("export/models/dense.py", "hidden: int = 128", "hidden: int = 96"),                # a default
-    ("export/training/config.py", "batch_size: int = 1024", "batch_size: int = 512"),   # a default
+    ("export/training/config.py", "reference_batch: int = 1024", "reference_batch: int = 512"),   # a default
     ("export/onnx/export.py", None, None),
     ("contract/bundle_format.py", None, None),
 ])

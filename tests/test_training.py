@@ -19,12 +19,14 @@ from export.data.synthetic import generate_ratings
 from export.models import registry
 from export.models.base import init_parameters
 from export.training.config import TrainingConfig
-from export.training.loop import Objective, fit, rmse_unit
+from export.training.loop import Objective, batch_loss, fit, rmse_unit
 from export.training.optimizer import SPARSE_EMBEDDING_PARAMETERS, Optimizer
+from export.training.penalty import penalty_terms, row_decays
 from export.training.row_adam import RowAdam
 from export.training.trainer import train_model
 from export.training.workers import train_models
 from scoring.bundle import read_manifest
+from scoring.feeds import UserContext
 
 pytestmark = pytest.mark.slow
 
@@ -125,9 +127,9 @@ def test_sparse_embedding_gradients_update_only_touched_rows_and_train_as_well_a
     gradients_sparse: list[bool] = []
     step = Optimizer.step
 
-    def recording_step(self):
+    def recording_step(self, decays=()):
         gradients_sparse.extend(t.weight.grad.is_sparse for t in self.tables if t.weight.grad is not None)
-        step(self)
+        step(self, decays)
 
     monkeypatch.setattr(Optimizer, "step", recording_step)
     rmse = {}
@@ -174,3 +176,38 @@ def test_row_adam_steps_exactly_as_torch_sparse_adam():
             optimizer.step()
     assert torch.allclose(ours.weight, theirs.weight, atol=1e-6)
     assert torch.equal(ours.weight[5:], theirs.weight[5:])
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+@pytest.mark.parametrize("name", ["mf", "lstm"])
+def test_the_penalty_gradient_is_the_autograd_gradient_of_the_l2_penalty(name, sparse):
+    """One step with the penalty added by the optimizer equals one step with the penalty in the loss."""
+    family = registry.get(name)
+    config = family.with_training(RunConfig().model_config(name), embedding_decay=0.05, bias_decay=0.01,
+                                  rank_weight=0.0, sparse_embeddings=sparse)
+    generator = torch.Generator().manual_seed(0)
+    models = []
+    for _ in range(2):
+        model = family.build(config, 20, 15, 0.5)
+        init_parameters(model, torch.Generator().manual_seed(1))
+        models.append(model)
+    n = 32
+    users, items = torch.randint(0, 20, (n,), generator=generator), torch.randint(0, 15, (n,), generator=generator)
+    context = UserContext(torch.randint(0, 16, (20, 9), generator=generator).numpy(),
+                          torch.rand(20, 9, generator=generator).numpy())
+    batch = family.pair_inputs(users.numpy(), items.numpy(), context if family.context_length(config) else None)
+    targets = torch.rand(n, generator=generator)
+    objective = Objective(family, 15)
+    for model, in_loss in zip(models, (True, False)):
+        optimizer = Optimizer(model, config.training, n, 1e-2)
+        terms = penalty_terms(model, family, config.training)
+        loss, _ = batch_loss(model, objective, batch, targets, config.training, generator)
+        if in_loss:
+            p_users, p_items = family.penalty_ids(batch)
+            loss = loss + sum(t.decay * (t.table(p_items if t.by_items else p_users) ** 2).sum(-1).mean() for t in terms)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step([] if in_loss else row_decays(terms, family, batch))
+        optimizer.release()
+    for (key, ours), theirs in zip(models[1].state_dict().items(), models[0].state_dict().values()):
+        assert torch.allclose(ours, theirs, atol=1e-6), key

@@ -26,9 +26,6 @@ from ..training.config import TrainingConfig
 Inputs = tuple[torch.Tensor, ...]
 """A batch of model inputs, in the order the family's module takes them."""
 
-Penalty = tuple[torch.Tensor, torch.Tensor]
-"""Mean squared norm of the embedding rows a batch touches, and of its user and item biases."""
-
 
 class Family(ABC):
     """One model family. Subclasses set the class attributes and implement ``build`` and
@@ -112,19 +109,9 @@ class Family(ABC):
         return batch[0], items, *batch[2:]
 
     def penalty_ids(self, batch: Inputs) -> tuple[torch.Tensor, torch.Tensor]:
-        """User and item indices of a batch's rows."""
+        """User and item indices of a batch's rows: the rows of ``user_tables``, ``item_tables`` and
+        ``bias_tables`` the L2 penalty covers (``export.training.penalty``)."""
         return batch[0], batch[1]
-
-    def penalty(self, model: nn.Module, batch: Inputs) -> Penalty:
-        """Mean squared norms of the ``user_tables`` and ``item_tables`` rows the batch touches, and
-        of its ``bias_tables`` entries."""
-        users, items = self.penalty_ids(batch)
-        rows = sum((getattr(model, t)(users) ** 2).sum(-1) for t in self.user_tables) \
-            + sum((getattr(model, t)(items) ** 2).sum(-1) for t in self.item_tables)
-        user_bias, item_bias = (getattr(model, t) for t in self.bias_tables)
-        biases = (user_bias(users)[:, 0] ** 2 + item_bias(items)[:, 0] ** 2).mean()
-        embeddings = rows.mean() if isinstance(rows, torch.Tensor) else torch.zeros((), device=users.device)
-        return embeddings, biases
 
     # -- graphs --------------------------------------------------------------------------------
     def pairwise_core(self, model: nn.Module) -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:

@@ -15,6 +15,7 @@ from tqdm import tqdm
 from ..models.base import Family, Inputs
 from .config import TrainingConfig, batch_size_for, learning_rate_for
 from .optimizer import Optimizer
+from .penalty import PenaltyTerm, penalty_terms, row_decays
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +63,8 @@ def rmse_unit(predicted: torch.Tensor, target: torch.Tensor) -> float:
 
 @dataclass(frozen=True)
 class Objective:
-    """What the loss is made of: the family's outputs, ranking head and penalty, and the
-    catalogue that unrated items are sampled from."""
+    """What the loss is made of: the family's outputs and ranking head, and the catalogue that
+    unrated items are sampled from. The L2 penalty is added by the optimizer (``penalty``)."""
 
     family: Family
     n_items: int
@@ -71,12 +72,12 @@ class Objective:
 
 def batch_loss(model: nn.Module, objective: Objective, batch: Inputs, targets: torch.Tensor,
                config: TrainingConfig, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Total loss and the rating MSE of one mini-batch."""
+    """Total loss (rating MSE and ranking loss; the L2 penalty's gradient is the optimizer's) and
+    the rating MSE of one mini-batch."""
     family = objective.family
     unit, rated_logits = family.outputs(model, batch)
     mse = torch.mean((unit - targets) ** 2)
-    embedding_l2, bias_l2 = family.penalty(model, batch)
-    loss = mse + config.embedding_decay * embedding_l2 + config.bias_decay * bias_l2
+    loss = mse
     if config.rank_weight:
         sampled = torch.randint(0, objective.n_items, targets.shape, generator=generator)
         negatives = family.with_items(batch, sampled.to(targets.device))
@@ -87,8 +88,8 @@ def batch_loss(model: nn.Module, objective: Objective, batch: Inputs, targets: t
 
 
 def _train_epoch(model: nn.Module, objective: Objective, train: tuple[Inputs, torch.Tensor],
-                 optimizer: Optimizer, config: TrainingConfig, generator: torch.Generator,
-                 desc: str, deadline: float | None) -> tuple[float, int, bool]:
+                 optimizer: Optimizer, penalty: list[PenaltyTerm], config: TrainingConfig,
+                 generator: torch.Generator, desc: str, deadline: float | None) -> tuple[float, int, bool]:
     """One shuffled pass in mini-batches of ``optimizer.batch_size``: summed rating MSE, ratings
     seen, whether time ran out."""
     inputs, targets = train
@@ -101,10 +102,11 @@ def _train_epoch(model: nn.Module, objective: Objective, train: tuple[Inputs, to
         if deadline is not None and time.perf_counter() > deadline:
             return total, seen, True
         index = order[start:start + batch_size].to(targets.device)
-        loss, mse = batch_loss(model, objective, tuple(x[index] for x in inputs), targets[index], config, generator)
+        batch = tuple(x[index] for x in inputs)
+        loss, mse = batch_loss(model, objective, batch, targets[index], config, generator)
         optimizer.zero_grad()
         loss.backward()
-        optimizer.step()
+        optimizer.step(row_decays(penalty, objective.family, batch))
         total += float(mse.detach()) * len(index)
         seen += len(index)
     return total, seen, False
@@ -128,6 +130,7 @@ def fit(model: nn.Module, objective: Objective,
     ``config.patience`` epochs without a better validation RMSE, and keep the weights of the
     epoch with the best one."""
     optimizer = _optimizer(model, config, train[1].shape[0])
+    penalty = penalty_terms(model, objective.family, config)
     result = FitResult(batch_size=optimizer.batch_size, learning_rate=optimizer.learning_rate)
     best_state = copy.deepcopy(model.state_dict())
     started = time.perf_counter()
@@ -135,7 +138,7 @@ def fit(model: nn.Module, objective: Objective,
     n = train[1].shape[0]
     for epoch in range(1, config.max_epochs + 1):
         epoch_started = time.perf_counter()
-        total, seen, out_of_time = _train_epoch(model, objective, train, optimizer, config, generator,
+        total, seen, out_of_time = _train_epoch(model, objective, train, optimizer, penalty, config, generator,
                                                 f"{name} epoch {epoch}", deadline)
         train_seconds = time.perf_counter() - epoch_started
         val_rmse = rmse_unit(predict_in_batches(model, objective.family.predict, validation[0]), validation[1])
@@ -172,12 +175,13 @@ def refit(model: nn.Module, objective: Objective, train: tuple[Inputs, torch.Ten
     at most ``budget_s`` seconds; return the per-epoch training curve and whether the budget cut it
     short."""
     optimizer = _optimizer(model, config, train[1].shape[0])
+    penalty = penalty_terms(model, objective.family, config)
     deadline = None if budget_s is None else time.perf_counter() + budget_s
     curve = []
     out_of_time = False
     for epoch in range(1, epochs + 1):
         epoch_started = time.perf_counter()
-        total, seen, out_of_time = _train_epoch(model, objective, train, optimizer, config, generator,
+        total, seen, out_of_time = _train_epoch(model, objective, train, optimizer, penalty, config, generator,
                                                 f"{name} refit epoch {epoch}", deadline)
         seen = max(seen, 1)
         curve.append({"epoch": epoch, "train_mse": total / seen, "train_rmse": (total / seen) ** 0.5,

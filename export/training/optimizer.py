@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from .config import TrainingConfig
+from .penalty import RowDecay
 from .row_adam import RowAdam
 
 SPARSE_EMBEDDING_PARAMETERS = 5_000_000
@@ -48,8 +49,20 @@ class Optimizer:
         for part in self.parts:
             part.zero_grad()
 
-    def step(self) -> None:
-        for part in self.parts:
+    def step(self, decays: list[RowDecay] = ()) -> None:
+        """One update, with each of ``decays`` (the penalty's gradient) added to its table's gradient."""
+        if self.sparse:
+            self.parts[0].step(decays)
+            rest = self.parts[1:]
+        else:
+            with torch.no_grad():
+                for decay in decays:
+                    weight = decay.table.weight
+                    counts = torch.bincount(decay.ids, minlength=weight.shape[0]).to(weight.dtype)
+                    penalty = counts[:, None] * decay.scale * weight
+                    weight.grad = penalty if weight.grad is None else weight.grad.add_(penalty)
+            rest = self.parts
+        for part in rest:
             part.step()
 
     def release(self) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .penalty import RowDecay
+
 
 class RowAdam:
     """Adam on the rows of embedding tables that a step's sparse gradients touch; rows a batch
@@ -30,15 +32,18 @@ class RowAdam:
             table.weight.grad = None
 
     @torch.no_grad()
-    def step(self) -> None:
+    def step(self, decays: list[RowDecay] = ()) -> None:
+        """One update; each of ``decays`` adds ``scale * count_r * weight[r]`` to the gradient of
+        the rows its ids name (and marks them touched)."""
+        by_table = {id(d.table): d for d in decays}
         self.steps += 1
         beta1, beta2 = self.betas
         step_size = self.lr * (1 - beta2 ** self.steps) ** 0.5 / (1 - beta1 ** self.steps)
         for table, (mean, square) in zip(self.tables, self.moments):
-            grad = table.weight.grad
-            if grad is None:
+            grad, decay = table.weight.grad, by_table.get(id(table))
+            if grad is None and decay is None:
                 continue
-            rows, summed = _touched_rows(grad, table.weight.shape[0])
+            rows, summed = _touched_rows(grad, table.weight, decay)
             mean_rows = mean.index_select(0, rows).lerp_(summed, 1 - beta1)
             square_rows = square.index_select(0, rows).mul_(beta2).addcmul_(summed, summed, value=1 - beta2)
             mean.index_copy_(0, rows, mean_rows)
@@ -46,13 +51,26 @@ class RowAdam:
             table.weight.index_add_(0, rows, mean_rows / square_rows.sqrt_().add_(self.eps), alpha=-step_size)
 
 
-def _touched_rows(grad: torch.Tensor, n_rows: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The distinct rows of a sparse (uncoalesced) gradient, ascending, and each row's summed gradient."""
-    indices, values = grad._indices()[0], grad._values()
+def _touched_rows(grad: torch.Tensor | None, weight: torch.Tensor,
+                  decay: RowDecay | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The distinct rows of a sparse (uncoalesced) gradient and of ``decay``'s ids, ascending, and
+    each row's summed gradient (the decay's added)."""
+    n_rows = weight.shape[0]
+    if grad is None:
+        indices, values = weight.new_empty(0, dtype=torch.int64), weight.new_empty((0, weight.shape[1]))
+    else:
+        indices, values = grad._indices()[0], grad._values()
     marked = torch.zeros(n_rows, dtype=torch.bool, device=indices.device)
     marked[indices] = True
+    if decay is not None:
+        marked[decay.ids] = True
     rows = marked.nonzero()[:, 0]
     position = torch.empty(n_rows, dtype=torch.int64, device=indices.device)
     position[rows] = torch.arange(rows.shape[0], device=indices.device)
     summed = torch.zeros((rows.shape[0], values.shape[1]), dtype=values.dtype, device=values.device)
-    return rows, summed.index_add_(0, position[indices], values)
+    summed.index_add_(0, position[indices], values)
+    if decay is not None:
+        counts = torch.zeros(rows.shape[0], dtype=values.dtype, device=values.device)
+        counts.index_add_(0, position[decay.ids], torch.ones_like(decay.ids, dtype=values.dtype))
+        summed.addcmul_(weight.index_select(0, rows), counts[:, None] * decay.scale)
+    return rows, summed
