@@ -9,7 +9,7 @@ from contract.paths import DEFAULT_DATA_DIR
 from export.config import RunConfig, child_seed
 from export.data.fetch import DATASET_DIR
 from export.data.loading import DataSource, load_dataset
-from export.training.config import TrainingConfig, batch_size_for, learning_rate_for
+from export.training.config import TrainingConfig, batch_size_for, learning_rate_for, user_chunk_for
 from export.training.trainer import train_model
 
 MOVIELENS = DEFAULT_DATA_DIR / DATASET_DIR
@@ -24,10 +24,17 @@ def test_the_rule_scales_the_learning_rate_by_the_square_root_of_the_batch():
 def test_the_automatic_batch_keeps_small_sets_at_the_reference_and_grows_with_the_set():
     config = TrainingConfig()
     assert batch_size_for(config, 80_000) == 1024            # MovieLens 100K's training split
-    assert batch_size_for(config, 800_000) == 1024            # MovieLens 1M's: 400 steps per epoch at least
-    assert batch_size_for(config, 900_000) == 2048
+    assert batch_size_for(config, 131_072) == 2048            # 64 steps of 2,048
+    assert batch_size_for(config, 800_000) == 8192            # MovieLens 1M's
     assert batch_size_for(config, 16_000_000) == 32_768       # the ceiling
     assert batch_size_for(TrainingConfig(batch_size=300), 16_000_000) == 300
+
+
+def test_runs_of_one_user_s_ratings_come_with_large_batches_where_asked():
+    automatic = TrainingConfig(user_chunk=None)
+    assert user_chunk_for(automatic, 1024) == 1
+    assert user_chunk_for(automatic, 32_768) == 8
+    assert user_chunk_for(TrainingConfig(), 32_768) == 1      # the default: a uniform shuffle
 
 
 @pytest.mark.slow

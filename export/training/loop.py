@@ -13,7 +13,8 @@ from torch import nn
 from tqdm import tqdm
 
 from ..models.base import Family, Inputs
-from .config import TrainingConfig, batch_size_for, learning_rate_for
+from .batches import epoch_order
+from .config import TrainingConfig, batch_size_for, learning_rate_for, user_chunk_for
 from .optimizer import Optimizer
 from .penalty import PenaltyTerm, penalty_terms, row_decays
 
@@ -94,7 +95,8 @@ def _train_epoch(model: nn.Module, objective: Objective, train: tuple[Inputs, to
     seen, whether time ran out."""
     inputs, targets = train
     model.train()
-    order = torch.randperm(targets.shape[0], generator=generator)
+    chunk = user_chunk_for(config, optimizer.batch_size)
+    order = epoch_order(objective.family.penalty_ids(inputs)[0].cpu(), chunk, generator)
     total, seen = 0.0, 0
     batch_size = optimizer.batch_size
     for start in tqdm(range(0, len(order), batch_size), desc=desc, leave=False, unit="batch",
