@@ -118,6 +118,22 @@ def test_refit_is_skipped_when_the_time_budget_cut_the_fit_short(dataset):
     assert trained.fit.out_of_time and trained.fit.refit_epochs == []
 
 
+def test_a_fresh_refit_cut_short_by_the_budget_is_dropped_for_the_early_stopped_model(dataset, monkeypatch):
+    from export.training import trainer
+
+    def cut_short(module, *args, **kwargs):
+        with torch.no_grad():
+            for parameter in module.parameters():
+                parameter.zero_()            # a fresh model part-way: nothing like the fitted one
+        return [{"epoch": 1}], True
+
+    monkeypatch.setattr(trainer, "refit", cut_short)
+    config = with_training(RunConfig(), "mf", max_epochs=2, batch_size=256, refit="fresh", time_budget_s=1e6)
+    trained = train_model("mf", dataset, config, seed=11)
+    assert trained.fit.out_of_time and trained.fit.refit_epochs
+    assert float(trained.module.user_embedding.weight.detach().abs().sum()) > 0   # the early-stopped weights
+
+
 @pytest.mark.parametrize("name", ["mf", "dense", "lstm"])
 def test_sparse_embedding_gradients_update_only_touched_rows_and_train_as_well_as_dense(dataset, name, monkeypatch):
     family = registry.get(name)

@@ -68,13 +68,15 @@ class _Setup:
 def _refit(setup: _Setup, module: torch.nn.Module, generator: torch.Generator, result: FitResult,
            objective: Objective) -> tuple[torch.nn.Module, Interactions]:
     """Let the validation ratings join the model (``TrainingConfig.refit``); returns the module
-    to keep and the ratings it was last trained on."""
+    to keep and the ratings it was last trained on. A fresh refit that the time budget cuts short
+    is dropped for the early-stopped module: a fresh model part-way through its epochs is worse."""
     training = setup.config.training
     dataset = setup.dataset
     if training.refit == "none" or not len(dataset.validation) or result.out_of_time:
         return module, dataset.train
     started = time.perf_counter()
     both = dataset.train.concat(dataset.validation)
+    early_stopped = module
     if training.refit == "fresh":
         module, generator = setup.fresh(both)
         epochs = result.best_epoch
@@ -84,6 +86,10 @@ def _refit(setup: _Setup, module: torch.nn.Module, generator: torch.Generator, r
     result.refit_epochs, result.out_of_time = refit(module, objective, setup.training_data(both), epochs, training,
                                                     generator, setup.family.name, budget)
     result.seconds += time.perf_counter() - started
+    if result.out_of_time and training.refit == "fresh":
+        log.info("%s: the fresh refit did not finish within the time budget; keeping the early-stopped model",
+                 setup.family.name)
+        return early_stopped, dataset.train
     return module, both
 
 
