@@ -176,16 +176,21 @@ def test_sparse_gradients_are_chosen_by_table_size():
     assert not Optimizer(large, dataclasses.replace(mf.training, sparse_embeddings=False), 1024, 1e-3).sparse
 
 
-def test_row_adam_steps_exactly_as_torch_sparse_adam():
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(),
+                                                                  reason="no CUDA device (run on a GPU machine)"))]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_row_adam_steps_exactly_as_torch_sparse_adam(device):
     """Repeated rows summed, untouched rows and their moments left alone, bias correction by step."""
     generator = torch.Generator().manual_seed(0)
-    ours, theirs = (nn.Embedding(7, 3, sparse=True) for _ in range(2))
+    ours, theirs = (nn.Embedding(7, 3, sparse=True).to(device) for _ in range(2))
     theirs.weight.data.copy_(ours.weight.data)
     row_adam = RowAdam([ours], lr=0.05)
     sparse_adam = torch.optim.SparseAdam([theirs.weight], lr=0.05)
     for _ in range(4):
-        rows = torch.randint(0, 5, (6,), generator=generator)        # rows 5 and 6 never touched
-        weights = torch.randn(6, 3, generator=generator)
+        rows = torch.randint(0, 5, (6,), generator=generator).to(device)   # rows 5 and 6 never touched
+        weights = torch.randn(6, 3, generator=generator).to(device)
         for table, optimizer in ((ours, row_adam), (theirs, sparse_adam)):
             optimizer.zero_grad()
             (table(rows) * weights).sum().backward()
@@ -194,9 +199,10 @@ def test_row_adam_steps_exactly_as_torch_sparse_adam():
     assert torch.equal(ours.weight[5:], theirs.weight[5:])
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("sparse", [False, True])
 @pytest.mark.parametrize("name", ["mf", "lstm"])
-def test_the_penalty_gradient_is_the_autograd_gradient_of_the_l2_penalty(name, sparse):
+def test_the_penalty_gradient_is_the_autograd_gradient_of_the_l2_penalty(name, sparse, device):
     """One step with the penalty added by the optimizer equals one step with the penalty in the loss."""
     family = registry.get(name)
     config = family.with_training(RunConfig().model_config(name), embedding_decay=0.05, bias_decay=0.01,
@@ -206,18 +212,19 @@ def test_the_penalty_gradient_is_the_autograd_gradient_of_the_l2_penalty(name, s
     for _ in range(2):
         model = family.build(config, 20, 15, 0.5)
         init_parameters(model, torch.Generator().manual_seed(1))
-        models.append(model)
+        models.append(model.to(device))
     n = 32
     users, items = torch.randint(0, 20, (n,), generator=generator), torch.randint(0, 15, (n,), generator=generator)
     context = UserContext(torch.randint(0, 16, (20, 9), generator=generator).numpy(),
                           torch.rand(20, 9, generator=generator).numpy())
     batch = family.pair_inputs(users.numpy(), items.numpy(), context if family.context_length(config) else None)
-    targets = torch.rand(n, generator=generator)
+    batch = tuple(x.to(device) for x in batch)
+    targets = torch.rand(n, generator=generator).to(device)
     objective = Objective(family, 15)
     for model, in_loss in zip(models, (True, False)):
         optimizer = Optimizer(model, config.training, n, 1e-2)
         terms = penalty_terms(model, family, config.training)
-        loss, _ = batch_loss(model, objective, batch, targets, config.training, generator)
+        loss, _ = batch_loss(model, objective, batch, targets, config.training, torch.Generator().manual_seed(2))
         if in_loss:
             p_users, p_items = family.penalty_ids(batch)
             loss = loss + sum(t.decay * (t.table(p_items if t.by_items else p_users) ** 2).sum(-1).mean() for t in terms)
