@@ -10,20 +10,24 @@ def epoch_order(users: torch.Tensor, chunk: int, generator: torch.Generator) -> 
 
     ``chunk`` 1 is a uniform shuffle. Longer runs put several ratings of one user in the same
     mini-batch, which a model that runs once per distinct user history (the LSTM) processes
-    at the cost of one.
+    at the cost of one. Temporaries are freed as soon as they are used: at 16M ratings each is
+    64-128 MB.
     """
     n = users.shape[0]
     if chunk <= 1 or n == 0:
         return torch.randperm(n, generator=generator)
-    within = torch.rand(n, generator=generator, dtype=torch.float64)
-    by_user = torch.argsort(users.to(torch.float64) + within)                 # each user's rows, shuffled
+    key = users.to(torch.float64)
+    key += torch.rand(n, generator=generator, dtype=torch.float64)             # each user's rows, shuffled
+    by_user = torch.argsort(key)
+    del key
     sorted_users = users[by_user]
     starts = torch.ones(n, dtype=torch.bool)
     starts[1:] = sorted_users[1:] != sorted_users[:-1]
+    del sorted_users
     first = torch.nonzero(starts)[:, 0]
-    run_of_user = torch.cumsum(starts.to(torch.int64), 0) - 1
-    position = torch.arange(n) - first[run_of_user]                          # place within the user's rows
-    new_run = starts | (position % chunk == 0)
-    run = torch.cumsum(new_run.to(torch.int64), 0) - 1
+    position = torch.arange(n) - first[torch.cumsum(starts, 0, dtype=torch.int64) - 1]   # place within the user
+    del first
+    run = torch.cumsum(starts | (position % chunk == 0), 0, dtype=torch.int64) - 1
+    del position, starts
     priority = torch.rand(int(run[-1]) + 1, generator=generator, dtype=torch.float64)
     return by_user[torch.argsort(priority[run], stable=True)]    # runs stay whole: a stable sort
