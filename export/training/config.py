@@ -34,7 +34,7 @@ class TrainingConfig:
     as many uniformly sampled items (label 0), added to the rating MSE. Where the head reads the
     rating representation detached it changes the ranking only, not the ratings."""
     batch_size: int | None = None
-    """Ratings per mini-batch; None: ``batch_size_for`` the training set (1,024 up to about 800K
+    """Ratings per mini-batch; None: ``batch_size_for`` the training set (1,024 up to about 128K
     training ratings, larger for larger sets)."""
     reference_batch: int = 1024
     """The batch size ``learning_rate`` is tuned for: a batch of B ratings steps with
