@@ -34,38 +34,39 @@ class Optimizer:
         weights = [p for p in layers if p.dim() > 1]
         others = [p for p in layers if p.dim() <= 1]
         groups = [{"params": weights, "weight_decay": config.weight_decay}, {"params": others, "weight_decay": 0.0}]
-        if self.sparse:
-            self.parts = [RowAdam(tables, lr=learning_rate)]
-        else:
+        self.rows = RowAdam(tables, lr=learning_rate) if self.sparse else None
+        if not self.sparse:
             groups.append({"params": [m.weight for m in tables], "weight_decay": 0.0})
-            self.parts: list = []
         groups = [g for g in groups if g["params"]]
-        if groups:
-            self.parts.append(torch.optim.Adam(groups, lr=learning_rate, fused=True))
+        self.dense = torch.optim.Adam(groups, lr=learning_rate, fused=True) if groups else None
         self.tables = tables
 
     def zero_grad(self) -> None:
         """Drop every gradient (``set_to_none``, torch's default)."""
-        for part in self.parts:
-            part.zero_grad()
+        for part in (self.rows, self.dense):
+            if part is not None:
+                part.zero_grad()
 
     def step(self, decays: list[RowDecay] = ()) -> None:
         """One update, with each of ``decays`` (the penalty's gradient) added to its table's gradient."""
-        if self.sparse:
-            self.parts[0].step(decays)
-            rest = self.parts[1:]
+        if self.rows is not None:
+            self.rows.step(decays)
         else:
-            with torch.no_grad():
-                for decay in decays:
-                    weight = decay.table.weight
-                    counts = torch.bincount(decay.ids, minlength=weight.shape[0]).to(weight.dtype)
-                    penalty = counts[:, None] * decay.scale * weight
-                    weight.grad = penalty if weight.grad is None else weight.grad.add_(penalty)
-            rest = self.parts
-        for part in rest:
-            part.step()
+            _add_to_dense_gradients(decays)
+        if self.dense is not None:
+            self.dense.step()
 
     def release(self) -> None:
         """Give the embedding tables back their ordinary (dense-gradient) behaviour."""
         for table in self.tables:
             table.sparse = False
+
+
+@torch.no_grad()
+def _add_to_dense_gradients(decays: list[RowDecay]) -> None:
+    """Add each decay's ``scale * count_r * weight[r]`` to its table's whole-table gradient."""
+    for decay in decays:
+        weight = decay.table.weight
+        counts = torch.bincount(decay.ids, minlength=weight.shape[0]).to(weight.dtype)
+        penalty = counts[:, None] * decay.scale * weight
+        weight.grad = penalty if weight.grad is None else weight.grad.add_(penalty)
