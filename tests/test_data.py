@@ -11,7 +11,7 @@ from export.config import RunConfig
 from export.data.dataset import Interactions, Vocabulary
 from export.data.loading import build_dataset
 from contract.bundle_format import pair_windows
-from export.data.sequences import latest_context_windows, latest_history, preceding_windows
+from export.data.sequences import latest_contexts, latest_history, preceding_contexts
 from export.data.split import split_frame
 from export.data.synthetic import generate_ratings
 from contract.errors import DataError
@@ -57,10 +57,14 @@ def interactions(users, items, stars, times):
     return Interactions(np.array(users), np.array(items), np.array(stars, np.float32), np.array(times))
 
 
+def every_window(contexts, length, pad):
+    return contexts.windows(np.arange(len(contexts)), length, pad)
+
+
 def test_preceding_windows_hold_the_preceding_items_in_time_order():
     # user 0 rates items 5, 3, 4 at times 10, 5, 5 -> timeline 3, 4 (tie by item), 5
     data = interactions([0, 0, 0, 1], [5, 3, 4, 1], [1, 5, 3, 2], [10, 5, 5, 1])
-    w = preceding_windows(data, length=3, pad=9)
+    w = every_window(preceding_contexts(data, 3), length=3, pad=9)
     assert w.items.tolist() == [[9, 9, 3], [9, 3, 4], [3, 4, 5], [9, 9, 1]]
     assert w.ratings[:, -1].tolist() == [1.0, 0.5, 0.0, 0.25]
     assert w.ratings[2, :2].tolist() == [1.0, 0.5]
@@ -69,7 +73,7 @@ def test_preceding_windows_hold_the_preceding_items_in_time_order():
 def test_latest_context_windows_give_each_rating_its_users_latest_other_ratings():
     # user 0's timeline: 2, 3, 4 (tie by item), 5, 6; user 1 rates item 1 only
     data = interactions([0, 0, 0, 0, 0, 1], [5, 3, 4, 2, 6, 1], [1, 5, 3, 4, 2, 2], [10, 5, 5, 1, 11, 1])
-    w = latest_context_windows(data, length=3, pad=9)
+    w = every_window(latest_contexts(data, 3), length=3, pad=9)
     # latest three of user 0: 4, 5, 6; older ratings get the latest two, the latest three the other two
     assert w.items.tolist() == [[5, 6, 2], [5, 6, 3], [5, 6, 4], [4, 6, 5], [4, 5, 6], [9, 9, 1]]
     assert w.ratings[:, -1].tolist() == [0.75, 1.0, 0.5, 0.0, 0.25, 0.25]
@@ -85,7 +89,7 @@ def test_latest_context_windows_give_each_rating_its_users_latest_other_ratings(
 def test_latest_context_windows_match_the_scoring_context(rows, length):
     users, items, stars, times = (list(c) for c in zip(*rows))
     data = interactions(users, items, stars, times)
-    w = latest_context_windows(data, length=length, pad=99)
+    w = every_window(latest_contexts(data, length), length=length, pad=99)
     history_items, history_ratings = latest_history(data, n_users=4, length=length - 1, pad=99)
     longer_items, longer_ratings = latest_history(data, n_users=4, length=length, pad=99)
     scored_items, scored_ratings = pair_windows(history_items, history_ratings, w.users, w.items[:, -1])
@@ -103,6 +107,21 @@ def test_latest_context_windows_match_the_scoring_context(rows, length):
         rows = w.histories == label
         assert len({(u, *i, *r) for u, i, r in zip(w.users[rows], w.items[rows, :-1].tolist(),
                                                      w.ratings[rows, :-1].tolist())}) == 1
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 6), st.integers(1, 5), st.integers(0, 5)),
+                min_size=1, max_size=30, unique_by=lambda r: (r[0], r[1])), st.integers(2, 5),
+       st.sampled_from([latest_contexts, preceding_contexts]), st.data())
+def test_a_batch_gathers_the_windows_and_labels_its_rows_have_in_the_whole(rows, length, contexts_of, data):
+    # Training draws each batch's windows from the contexts: the same as cutting them from all windows.
+    users, items, stars, times = (list(c) for c in zip(*rows))
+    contexts = contexts_of(interactions(users, items, stars, times), length)
+    whole = every_window(contexts, length, pad=99)
+    batch = np.array(data.draw(st.lists(st.integers(0, len(contexts) - 1), min_size=1, max_size=12)))
+    drawn = contexts.windows(batch, length, pad=99)
+    for name in ("users", "items", "ratings", "histories"):
+        assert getattr(drawn, name).tolist() == getattr(whole, name)[batch].tolist()
 
 
 def test_latest_history_is_left_padded_and_most_recent():

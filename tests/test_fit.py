@@ -24,8 +24,8 @@ def tiny_problem():
     config = RunConfig().model_config("mf")
     model = family.build(config, 6, 5, float(ratings.unit.mean()))
     init_parameters(model, torch.Generator().manual_seed(0))
-    data = family.training_inputs(ratings, config, 5)
-    return family, config, model, data
+    rows, targets = family.training_inputs(ratings, config, 5)
+    return family, config, model, ((rows, targets), (rows.inputs, targets))
 
 
 def test_fit_stops_after_patience_epochs_without_improvement_and_keeps_the_best_weights(monkeypatch):
@@ -42,7 +42,7 @@ def test_fit_stops_after_patience_epochs_without_improvement_and_keeps_the_best_
 
     monkeypatch.setattr(loop, "_train_epoch", recording_epoch)
     training = dataclasses.replace(config.training, patience=3, max_epochs=10, batch_size=32)
-    result = fit(model, Objective(family, 5), data, data, training, torch.Generator().manual_seed(1), "mf")
+    result = fit(model, Objective(family, 5), *data, training, torch.Generator().manual_seed(1), "mf")
     assert [e["epoch"] for e in result.epochs] == [1, 2, 3, 4, 5]   # 3 epochs without a better one after 2
     assert result.best_epoch == 2 and result.best_val_rmse == 0.40
     assert len(snapshots) == 5
@@ -57,5 +57,5 @@ def test_fit_runs_max_epochs_while_it_keeps_improving(monkeypatch):
     scripted = iter([0.5 - 0.01 * k for k in range(10)])
     monkeypatch.setattr(loop, "rmse_unit", lambda predicted, target: next(scripted))
     training = dataclasses.replace(config.training, patience=1, max_epochs=4, batch_size=64)
-    result = fit(model, Objective(family, 5), data, data, training, torch.Generator().manual_seed(1), "mf")
+    result = fit(model, Objective(family, 5), *data, training, torch.Generator().manual_seed(1), "mf")
     assert len(result.epochs) == 4 and result.best_epoch == 4 and not result.out_of_time

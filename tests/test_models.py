@@ -214,7 +214,8 @@ def test_lstm_last_step_runs_each_shared_history_once_and_trains_like_the_forwar
     pairs = rng.permutation(N_USERS * N_ITEMS)[:60]
     ratings = Interactions(pairs // N_ITEMS, pairs % N_ITEMS, rng.integers(1, 6, 60).astype(np.float32),
                            rng.integers(0, 20, 60))
-    inputs, _ = family.training_inputs(ratings, config_of(family), N_ITEMS)
+    rows, _ = family.training_inputs(ratings, config_of(family), N_ITEMS)
+    inputs = rows.batch(torch.arange(len(rows)))
     assert len(inputs) == 4 and len(torch.unique(inputs[3])) < len(inputs[3])
     models = build(family).train(), build(family).train()
     histories_run = []

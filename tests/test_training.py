@@ -140,6 +140,7 @@ def test_sparse_embedding_gradients_update_only_touched_rows_and_train_as_well_a
     model_config = RunConfig().model_config(name)
     vocab = dataset.vocab
     train = family.training_inputs(dataset.train, model_config, vocab.n_items)
+    everything = (train[0].batch(torch.arange(len(train[0]))), train[1])
     gradients_sparse: list[bool] = []
     step = Optimizer.step
 
@@ -154,8 +155,8 @@ def test_sparse_embedding_gradients_update_only_touched_rows_and_train_as_well_a
         init_parameters(model, torch.Generator().manual_seed(0))
         training = dataclasses.replace(model_config.training, sparse_embeddings=sparse, max_epochs=4, patience=4,
                                        batch_size=128)
-        fit(model, Objective(family, vocab.n_items), train, train, training, torch.Generator().manual_seed(1), name)
-        rmse[sparse] = rmse_unit(family.predict(model, train[0]), train[1])
+        fit(model, Objective(family, vocab.n_items), train, everything, training, torch.Generator().manual_seed(1), name)
+        rmse[sparse] = rmse_unit(family.predict(model, everything[0]), train[1])
         if sparse:
             assert gradients_sparse and all(gradients_sparse)   # every embedding step was row-sparse
             gradients_sparse.clear()

@@ -4,8 +4,9 @@ A user's timeline is their ratings sorted by timestamp, ties broken by item inde
 length L ends at the item to predict and holds L - 1 items of the same user as its context, in
 time order, left-padded with the reserved padding index; ratings go alongside (0 where padded).
 The scoring job's context for every pair is the user's latest L - 1 ratings; training windows
-take either that context (``latest_context_windows``) or the ratings just before each one in
-time (``preceding_windows``).
+take either that context (``latest_contexts``) or the ratings just before each one in time
+(``preceding_contexts``). Training keeps ``Contexts`` (where each rating's context lies in the
+timeline) and gathers a batch's windows when it draws the batch.
 """
 from __future__ import annotations
 
@@ -46,25 +47,6 @@ def _rank_from_end(sorted_users: np.ndarray) -> np.ndarray:
     return ends[np.searchsorted(ends, rows, side="right")] - rows
 
 
-def preceding_windows(interactions: Interactions, length: int, pad: int) -> Windows:
-    """One window per rating, made of the same user's preceding ratings in ``interactions``."""
-    order = timeline_order(interactions)
-    users = interactions.users[order]
-    items = interactions.items[order]
-    unit = interactions.unit[order]
-    n = len(order)
-    starts = np.r_[0, np.flatnonzero(np.diff(users)) + 1]
-    first_of_user = np.repeat(starts, np.diff(np.r_[starts, n]))
-    offsets = np.arange(-(length - 1), 1)
-    source = np.arange(n)[:, None] + offsets[None, :]
-    valid = source >= first_of_user[:, None]
-    source = np.where(valid, source, 0)
-    return Windows(users=users,
-                   items=np.where(valid, items[source], pad),
-                   ratings=np.where(valid, unit[source], 0.0).astype(np.float32),
-                   histories=np.arange(n, dtype=np.int64))
-
-
 def latest_history(interactions: Interactions, n_users: int, length: int, pad: int) -> tuple[np.ndarray, np.ndarray]:
     """Each user's most recent ``length`` items and ratings, oldest first, left-padded.
 
@@ -88,35 +70,82 @@ def _latest(users: np.ndarray, items: np.ndarray, unit: np.ndarray, rank_from_en
     return latest_items, latest_ratings
 
 
-def latest_context_windows(interactions: Interactions, length: int, pad: int) -> Windows:
-    """One window per rating in the context the scoring job gives a pair: the same user's latest
-    ``length - 1`` other ratings (oldest first, left-padded), then the rating itself.
+@dataclass(frozen=True)
+class Contexts:
+    """Ratings in timeline order, each with where its window's context lies in that timeline: the
+    ``length - 1`` positions before ``end``, leaving out ``skip`` (-1: none), padded before
+    ``first``, its user's first position. ``windows`` gathers the windows of the rows a batch
+    needs, so that training holds five numbers per rating instead of ``length`` items and ratings."""
+
+    users: np.ndarray
+    """User index, int64 [N], the timeline's order (by user, then time, then item)."""
+    items: np.ndarray
+    """Item index, int64 [N]."""
+    unit: np.ndarray
+    """Rating on [0, 1], float32 [N]."""
+    first: np.ndarray
+    """Position of the user's first rating, int64 [N]."""
+    end: np.ndarray
+    """The context is the positions before this one, int64 [N]."""
+    skip: np.ndarray
+    """A position inside the context to leave out (the rating's own), or -1, int64 [N]."""
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+    def windows(self, rows: np.ndarray, length: int, pad: int) -> Windows:
+        """The windows of ``rows``: each row's context (oldest first, left-padded with ``pad``),
+        then the row's own item and rating. A history label is the skipped position where there
+        is one (a history no other row has) and ``N + end`` otherwise (the user's shared history)."""
+        end, skip = self.end[rows], self.skip[rows]
+        skipping = skip >= 0
+        positions = (end - (length - 1) - skipping)[:, None] + np.arange(length - 1)
+        positions += skipping[:, None] & (positions >= skip[:, None])
+        valid = positions >= self.first[rows][:, None]
+        positions = np.where(valid, positions, 0)
+        items = np.empty((len(rows), length), dtype=np.int64)
+        ratings = np.empty((len(rows), length), dtype=np.float32)
+        items[:, :-1] = np.where(valid, self.items[positions], pad)
+        ratings[:, :-1] = np.where(valid, self.unit[positions], 0.0)
+        items[:, -1], ratings[:, -1] = self.items[rows], self.unit[rows]
+        return Windows(users=self.users[rows], items=items, ratings=ratings,
+                       histories=np.where(skipping, skip, len(self) + end))
+
+
+def _timeline(interactions: Interactions) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Users, items and ratings in timeline order, each row's user's first position, and its
+    ``_rank_from_end``."""
+    order = timeline_order(interactions)
+    users = interactions.users[order]
+    rank_from_end = _rank_from_end(users)
+    starts = np.r_[0, np.flatnonzero(np.diff(users)) + 1] if len(users) else np.zeros(0, np.int64)
+    first = np.repeat(starts, np.diff(np.r_[starts, len(users)]))
+    return users, interactions.items[order], interactions.unit[order], first, rank_from_end
+
+
+def preceding_contexts(interactions: Interactions, length: int) -> Contexts:
+    """Each rating's context is the same user's ratings just before it in time."""
+    users, items, unit, first, _ = _timeline(interactions)
+    rows = np.arange(len(users))
+    return Contexts(users, items, unit, first, end=rows, skip=np.full(len(users), -1, dtype=np.int64))
+
+
+def latest_contexts(interactions: Interactions, length: int) -> Contexts:
+    """Each rating's context is the one the scoring job gives its pair: the same user's latest
+    ``length - 1`` other ratings.
 
     A rating among its user's latest ``length`` is left out of its own context; any other rating
     gets the user's latest ``length - 1``. So training sees what scoring will feed the model, and
     no window shows the model the rating it is asked for. All of a user's older ratings share one
-    history label; each of the latest ``length`` has its own.
+    history; each of the latest ``length`` has its own.
     """
-    order = timeline_order(interactions)
-    users, items, unit = interactions.users[order], interactions.items[order], interactions.unit[order]
-    n_users = int(users.max()) + 1 if len(users) else 0
-    rank_from_end = _rank_from_end(users)
-    latest_items, latest_ratings = _latest(users, items, unit, rank_from_end, n_users, length, pad)
-    left_out = np.where(rank_from_end <= length, rank_from_end, 0)                # 0: the shared history
-    own_column = np.where(left_out > 0, length - left_out, 0)                    # the column to leave out
-    window_items = np.empty((len(users), length), dtype=np.int64)
-    window_ratings = np.empty((len(users), length), dtype=np.float32)
-    for k in range(length - 1):     # column by column: no [N, length] temporaries besides the result
-        column = k + (k >= own_column)
-        window_items[:, k] = latest_items[users, column]
-        window_ratings[:, k] = latest_ratings[users, column]
-    window_items[:, -1] = items
-    window_ratings[:, -1] = unit
-    return Windows(users=users, items=window_items, ratings=window_ratings,
-                   histories=users.astype(np.int64) * (length + 1) + left_out)
+    users, items, unit, first, rank_from_end = _timeline(interactions)
+    rows = np.arange(len(users))
+    return Contexts(users, items, unit, first, end=rows + rank_from_end,
+                    skip=np.where(rank_from_end <= length, rows, -1))
 
 
-TRAINING_CONTEXTS = {"latest": latest_context_windows, "preceding": preceding_windows}
+TRAINING_CONTEXTS = {"latest": latest_contexts, "preceding": preceding_contexts}
 """How training windows choose each rating's context (``LSTMConfig.training_context``)."""
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 import torch
@@ -25,6 +25,42 @@ from ..training.config import TrainingConfig
 
 Inputs = tuple[torch.Tensor, ...]
 """A batch of model inputs, in the order the family's module takes them."""
+
+
+class TrainingRows(Protocol):
+    """A family's training ratings as training draws them: its own layout, batches of module inputs."""
+
+    users: torch.Tensor
+    """User index of each row, int64 [N] on the CPU (the epoch's order groups rows by user)."""
+
+    def __len__(self) -> int: ...
+
+    def to(self, device: torch.device) -> "TrainingRows":
+        """The same rows, their batches on ``device``."""
+
+    def batch(self, index: torch.Tensor) -> Inputs:
+        """The module inputs of the rows ``index`` names, on the rows' device."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RowInputs:
+    """Training rows held as the module's inputs themselves: a batch is the rows ``index`` names."""
+
+    inputs: Inputs
+
+    def __len__(self) -> int:
+        return self.inputs[0].shape[0]
+
+    @property
+    def users(self) -> torch.Tensor:
+        return self.inputs[0].cpu()
+
+    def to(self, device: torch.device) -> "RowInputs":
+        return RowInputs(tuple(x.to(device) for x in self.inputs))
+
+    def batch(self, index: torch.Tensor) -> Inputs:
+        index = index.to(self.inputs[0].device)
+        return tuple(x[index] for x in self.inputs)
 
 
 class Family(ABC):
@@ -92,9 +128,9 @@ class Family(ABC):
         return self.outputs(model, batch)[0]
 
     # -- data ----------------------------------------------------------------------------------
-    def training_inputs(self, train: Interactions, config: Any, n_items: int) -> tuple[Inputs, torch.Tensor]:
-        """Inputs and [0, 1] targets for every training rating."""
-        return self.pair_inputs(train.users, train.items, None), torch.as_tensor(train.unit)
+    def training_inputs(self, train: Interactions, config: Any, n_items: int) -> tuple[TrainingRows, torch.Tensor]:
+        """The training ratings as rows to draw batches from, and their [0, 1] targets in row order."""
+        return RowInputs(self.pair_inputs(train.users, train.items, None)), torch.as_tensor(train.unit)
 
     def pair_inputs(self, users: np.ndarray, items: np.ndarray, context: UserContext | None) -> Inputs:
         """Inputs for (user, item) index pairs, in the pairwise graph's order: the same feeds the

@@ -2,16 +2,15 @@
 with a global mean, biases and a user-item affinity term."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
 
-import numpy as np
 import torch
 from torch import nn
 
 from contract.errors import ConfigError
 
 from ..data.dataset import Interactions
-from ..data.sequences import TRAINING_CONTEXTS
+from ..data.sequences import TRAINING_CONTEXTS, Contexts
 from ..training.config import TrainingConfig
 from .base import Family, Inputs
 from .registry import register
@@ -20,7 +19,7 @@ GATES = ("i", "f", "g", "o")
 """torch's LSTM gate order within its weight rows: input, forget, cell, output."""
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class LSTMConfig:
     """LSTM over each user's latest items."""
 
@@ -224,6 +223,32 @@ class LastStep(nn.Module):
         return self.model.last_step(users, items, ratings)
 
 
+@dataclasses.dataclass(frozen=True)
+class WindowRows:
+    """The LSTM's training rows: each rating's context (``Contexts``), its window gathered when a
+    batch draws it. A batch is ``(users, window items, window ratings, history labels)``: the
+    labels let the model run the LSTM over each distinct history in the batch once."""
+
+    contexts: Contexts
+    length: int
+    pad: int
+    device: torch.device = torch.device("cpu")
+
+    def __len__(self) -> int:
+        return len(self.contexts)
+
+    @property
+    def users(self) -> torch.Tensor:
+        return torch.as_tensor(self.contexts.users)
+
+    def to(self, device: torch.device) -> "WindowRows":
+        return dataclasses.replace(self, device=torch.device(device))
+
+    def batch(self, index: torch.Tensor) -> Inputs:
+        w = self.contexts.windows(index.cpu().numpy(), self.length, self.pad)
+        return tuple(torch.as_tensor(x).to(self.device) for x in (w.users, w.items, w.ratings, w.histories))
+
+
 class LSTMFamily(Family):
     """The LSTM, the third model of the introductory article."""
 
@@ -244,13 +269,10 @@ class LSTMFamily(Family):
         return SequenceLSTM(n_users, n_items, config.dim, config.hidden, config.user_dim, config.user_input,
                             config.rank_dim, global_mean)
 
-    def training_inputs(self, train: Interactions, config: LSTMConfig, n_items: int) -> tuple[Inputs, torch.Tensor]:
-        """One window per training rating, in the configured context, ending with each window's
-        history label so that a batch runs the LSTM over each distinct history once."""
-        w = TRAINING_CONTEXTS[config.training_context](train, config.window, pad=n_items)
-        inputs = (torch.as_tensor(w.users, dtype=torch.int64), torch.as_tensor(w.items, dtype=torch.int64),
-                  torch.as_tensor(w.ratings, dtype=torch.float32), torch.as_tensor(w.histories, dtype=torch.int64))
-        return inputs, torch.as_tensor(np.ascontiguousarray(w.ratings[:, -1]))
+    def training_inputs(self, train: Interactions, config: LSTMConfig, n_items: int) -> tuple[WindowRows, torch.Tensor]:
+        """One window per training rating, in the configured context, gathered batch by batch."""
+        contexts = TRAINING_CONTEXTS[config.training_context](train, config.window)
+        return WindowRows(contexts, config.window, n_items), torch.as_tensor(contexts.unit)
 
     def outputs(self, model: nn.Module, batch: Inputs) -> tuple[torch.Tensor, torch.Tensor]:
         """Training windows carry history labels; pair inputs score every pair from its user's

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from ..models.base import Family, Inputs
+from ..models.base import Family, Inputs, TrainingRows
 from .batches import epoch_order
 from .config import TrainingConfig, batch_size_for, learning_rate_for, user_chunk_for
 from .optimizer import Optimizer
@@ -88,15 +88,15 @@ def batch_loss(model: nn.Module, objective: Objective, batch: Inputs, targets: t
     return loss, mse
 
 
-def _train_epoch(model: nn.Module, objective: Objective, train: tuple[Inputs, torch.Tensor],
+def _train_epoch(model: nn.Module, objective: Objective, train: tuple[TrainingRows, torch.Tensor],
                  optimizer: Optimizer, penalty: list[PenaltyTerm], config: TrainingConfig,
                  generator: torch.Generator, desc: str, deadline: float | None) -> tuple[float, int, bool]:
     """One shuffled pass in mini-batches of ``optimizer.batch_size``: summed rating MSE, ratings
     seen, whether time ran out."""
-    inputs, targets = train
+    rows, targets = train
     model.train()
     chunk = user_chunk_for(config, optimizer.batch_size)
-    order = epoch_order(objective.family.penalty_ids(inputs)[0].cpu(), chunk, generator)
+    order = epoch_order(rows.users, chunk, generator)
     total, seen = 0.0, 0
     batch_size = optimizer.batch_size
     for start in tqdm(range(0, len(order), batch_size), desc=desc, leave=False, unit="batch",
@@ -104,7 +104,7 @@ def _train_epoch(model: nn.Module, objective: Objective, train: tuple[Inputs, to
         if deadline is not None and time.perf_counter() > deadline:
             return total, seen, True
         index = order[start:start + batch_size].to(targets.device)
-        batch = tuple(x[index] for x in inputs)
+        batch = rows.batch(index)
         loss, mse = batch_loss(model, objective, batch, targets[index], config, generator)
         optimizer.zero_grad()
         loss.backward()
@@ -125,7 +125,7 @@ def _deadline(config: TrainingConfig, started: float) -> float | None:
 
 
 def fit(model: nn.Module, objective: Objective,
-        train: tuple[Inputs, torch.Tensor], validation: tuple[Inputs, torch.Tensor],
+        train: tuple[TrainingRows, torch.Tensor], validation: tuple[Inputs, torch.Tensor],
         config: TrainingConfig, generator: torch.Generator, name: str) -> FitResult:
     """Fit ``model`` by MSE on [0, 1] targets plus the ranking loss and the family's L2 terms
     (weighted by ``config.embedding_decay`` and ``config.bias_decay``); stop after
@@ -169,7 +169,7 @@ def fit(model: nn.Module, objective: Objective,
     return result
 
 
-def refit(model: nn.Module, objective: Objective, train: tuple[Inputs, torch.Tensor], epochs: int,
+def refit(model: nn.Module, objective: Objective, train: tuple[TrainingRows, torch.Tensor], epochs: int,
           config: TrainingConfig, generator: torch.Generator, name: str,
           budget_s: float | None = None) -> tuple[list[dict[str, float]], bool]:
     """Train ``model`` (a fresh copy, or the early-stopped model to continue it) for exactly

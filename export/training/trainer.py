@@ -13,7 +13,7 @@ from ..config import RunConfig
 from ..data.dataset import Dataset, Interactions
 from ..data.sequences import user_context
 from ..models import registry
-from ..models.base import Family, Inputs, init_parameters
+from ..models.base import Family, Inputs, TrainingRows, init_parameters
 from .loop import FitResult, Objective, fit, predict_in_batches, refit
 from .metrics import prediction_histogram, rating_errors
 
@@ -55,8 +55,9 @@ class _Setup:
         init_parameters(module, generator)
         return module.to(self.device), generator
 
-    def training_data(self, ratings: Interactions) -> tuple[Inputs, torch.Tensor]:
-        return _on(self.device, self.family.training_inputs(ratings, self.config, self.dataset.vocab.n_items))
+    def training_data(self, ratings: Interactions) -> tuple[TrainingRows, torch.Tensor]:
+        rows, targets = self.family.training_inputs(ratings, self.config, self.dataset.vocab.n_items)
+        return rows.to(self.device), targets.to(self.device)
 
     def pair_data(self, ratings: Interactions, context_from: Interactions) -> tuple[Inputs, torch.Tensor]:
         """Inputs of ``ratings``' pairs scored from ``context_from``'s latest ratings, and targets."""
