@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import platform
 
 import numpy as np
+import pytest
 import torch
 
 from export.config import RunConfig
 from export.data.dataset import Interactions
 from export.models import registry
 from export.models.base import init_parameters
-from export.training import loop
+from export.training import heap, loop
 from export.training.loop import Objective, fit
 
 
@@ -59,3 +61,17 @@ def test_fit_runs_max_epochs_while_it_keeps_improving(monkeypatch):
     training = dataclasses.replace(config.training, patience=1, max_epochs=4, batch_size=64)
     result = fit(model, Objective(family, 5), *data, training, torch.Generator().manual_seed(1), "mf")
     assert len(result.epochs) == 4 and result.best_epoch == 4 and not result.out_of_time
+
+
+@pytest.mark.skipif(platform.system() != "Linux", reason="malloc_trim is glibc's")
+def test_the_c_library_can_release_free_memory_here():
+    assert heap.release_free_memory()
+
+
+def test_training_releases_free_memory_every_few_steps_and_after_each_validation(monkeypatch):
+    family, config, model, data = tiny_problem()          # 200 ratings
+    calls = []
+    monkeypatch.setattr(loop, "release_free_memory", lambda: calls.append(1))
+    training = dataclasses.replace(config.training, max_epochs=2, patience=5, batch_size=4)  # 50 steps an epoch
+    fit(model, Objective(family, 5), *data, training, torch.Generator().manual_seed(1), "mf")
+    assert len(calls) == 2 * (50 // heap.TRIM_EVERY_STEPS + 1)

@@ -15,6 +15,7 @@ from tqdm import tqdm
 from ..models.base import Family, Inputs, TrainingRows
 from .batches import epoch_order
 from .config import TrainingConfig, batch_size_for, learning_rate_for, user_chunk_for
+from .heap import TRIM_EVERY_STEPS, release_free_memory
 from .optimizer import Optimizer
 from .penalty import PenaltyTerm, penalty_terms, row_decays
 
@@ -99,8 +100,10 @@ def _train_epoch(model: nn.Module, objective: Objective, train: tuple[TrainingRo
     order = epoch_order(rows.users, chunk, generator)
     total, seen = 0.0, 0
     batch_size = optimizer.batch_size
-    for start in tqdm(range(0, len(order), batch_size), desc=desc, leave=False, unit="batch",
-                      disable=not (PROGRESS_BARS and sys.stderr.isatty())):
+    for step, start in enumerate(tqdm(range(0, len(order), batch_size), desc=desc, leave=False, unit="batch",
+                                      disable=not (PROGRESS_BARS and sys.stderr.isatty()))):
+        if step % TRIM_EVERY_STEPS == TRIM_EVERY_STEPS - 1:
+            release_free_memory()
         if deadline is not None and time.perf_counter() > deadline:
             return total, seen, True
         index = order[start:start + batch_size].to(targets.device)
@@ -144,6 +147,7 @@ def fit(model: nn.Module, objective: Objective,
                                                 f"{name} epoch {epoch}", deadline)
         train_seconds = time.perf_counter() - epoch_started
         val_rmse = rmse_unit(predict_in_batches(model, objective.family.predict, validation[0]), validation[1])
+        release_free_memory()
         seen = max(seen, 1)
         result.epochs.append({"epoch": epoch, "train_mse": total / seen, "train_rmse": (total / seen) ** 0.5,
                               "validation_rmse": val_rmse, "ratings": seen, "train_seconds": train_seconds})
