@@ -18,12 +18,10 @@ TRIM_EVERY_STEPS = 16
 
 
 def _malloc_trim() -> Callable[[int], int] | None:
-    name = ctypes.util.find_library("c")
     try:
-        library = ctypes.CDLL(name) if name else None
+        return getattr(ctypes.CDLL(ctypes.util.find_library("c")), "malloc_trim", None)
     except OSError:
         return None
-    return getattr(library, "malloc_trim", None) if library is not None else None
 
 
 _TRIM = _malloc_trim()
