@@ -16,6 +16,7 @@ from export.models import registry
 from export.models.base import init_parameters
 from export.training import heap, loop
 from export.training.loop import Objective, fit
+from export.training.optimizer import Optimizer
 
 
 def tiny_problem():
@@ -75,3 +76,32 @@ def test_training_releases_free_memory_every_few_steps_and_after_each_validation
     training = dataclasses.replace(config.training, max_epochs=2, patience=5, batch_size=4)  # 50 steps an epoch
     fit(model, Objective(family, 5), *data, training, torch.Generator().manual_seed(1), "mf")
     assert len(calls) == 2 * (50 // heap.TRIM_EVERY_STEPS + 1)
+
+
+def test_each_epoch_without_a_better_validation_rmse_shrinks_the_step(monkeypatch):
+    family, config, model, data = tiny_problem()
+    scripted = iter([0.50, 0.55, 0.45, 0.46, 0.47, 0.48])   # epochs 2, 4 and 5 do not improve
+    monkeypatch.setattr(loop, "rmse_unit", lambda predicted, target: next(scripted))
+    training = dataclasses.replace(config.training, patience=3, max_epochs=10, batch_size=64, plateau_step_factor=0.5)
+    result = fit(model, Objective(family, 5), *data, training, torch.Generator().manual_seed(1), "mf")
+    rate = result.learning_rate
+    assert [e["learning_rate"] for e in result.epochs] == [rate, rate, rate / 2, rate / 2, rate / 4, rate / 8]
+    assert result.best_epoch == 3
+
+
+def test_the_optimizer_steps_with_the_rate_it_is_given_dense_and_row_wise():
+    for sparse in (False, True):
+        moved = []
+        for rate in (1e-3, 4e-3):
+            family, config, model, ((rows, targets), _) = tiny_problem()
+            training = dataclasses.replace(config.training, sparse_embeddings=sparse, rank_weight=0.0)
+            optimizer = Optimizer(model, training, 200, 1.0)
+            optimizer.set_learning_rate(rate)
+            before = {n: p.detach().clone() for n, p in model.named_parameters()}
+            loss, _ = loop.batch_loss(model, Objective(family, 5), rows.batch(torch.arange(200)), targets, training,
+                                      torch.Generator().manual_seed(0))
+            loss.backward()
+            optimizer.step()
+            moved.append({n: (p.detach() - before[n]).abs().max() for n, p in model.named_parameters()})
+        for name in ("user_embedding.weight", "item_bias.weight"):   # Adam's first step is the rate times +-1
+            torch.testing.assert_close(moved[1][name], 4 * moved[0][name])

@@ -58,6 +58,10 @@ def test_refits_train_on_training_and_validation_for_the_epochs_they_promise(dat
         assert untimed(kept[refit].fit.epochs) == untimed(kept["none"].fit.epochs)
     assert len(kept["fresh"].fit.refit_epochs) == kept["none"].fit.best_epoch
     assert len(kept["continue"].fit.refit_epochs) == 3
+    fit_rates = [e["learning_rate"] for e in kept["none"].fit.epochs]   # a fresh refit replays the fit's steps
+    assert [e["learning_rate"] for e in kept["fresh"].fit.refit_epochs] == fit_rates[:kept["none"].fit.best_epoch]
+    best_rate = fit_rates[kept["none"].fit.best_epoch - 1]              # a continued one goes on at the best epoch's
+    assert [e["learning_rate"] for e in kept["continue"].fit.refit_epochs] == [best_rate] * 3
     # the kept model is the refit one, and continuing is not starting afresh
     metrics = [kept[refit].test_metrics["rmse_unit"] for refit in ("none", "fresh", "continue")]
     assert len(set(metrics)) == 3
@@ -68,6 +72,9 @@ def test_configs_check_themselves_when_built():
         TrainingConfig(refit="warm")
     with pytest.raises(ConfigError, match="training batch_size: expected a positive number, got 0"):
         TrainingConfig(batch_size=0)
+    for factor in (0.0, 1.5):
+        with pytest.raises(ConfigError, match=r"training plateau_step_factor: expected a number in \(0, 1\]"):
+            TrainingConfig(plateau_step_factor=factor)
     with pytest.raises(ConfigError, match="lstm window: expected an integer >= 2"):
         RunConfig().replace_model("lstm", window=1)
     with pytest.raises(ConfigError, match="split: expected three non-negative fractions that sum to 1"):

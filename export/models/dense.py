@@ -22,7 +22,7 @@ class DenseConfig:
     rank_dim: int = 32
     """Size of the ranking head's own user and item embeddings."""
     training: TrainingConfig = TrainingConfig(learning_rate=2e-3, embedding_decay=0.03, weight_decay=1e-4, patience=5,
-                                              rank_weight=2.0, refit="continue")
+                                              rank_weight=2.0, refit="continue", plateau_step_factor=1.0)
 
 
 class DenseNet(nn.Module):

@@ -45,6 +45,11 @@ class TrainingConfig:
     (``batches.epoch_order``); 1 shuffles the ratings uniformly. Runs let a model that reads each
     distinct user history once per batch (the LSTM) share that work between a user's ratings.
     None: ``user_chunk_for`` the batch size."""
+    plateau_step_factor: float = 0.5
+    """Each epoch that does not improve the validation RMSE multiplies the step size by this
+    (1: a constant step). Early stopping then ends a run only after the step has shrunk, so the
+    step that suits a catalogue is found on its own validation split; a fresh refit replays the
+    same steps, a continued one goes on at the last."""
     max_epochs: int = 40
     """Upper bound on passes over the training ratings."""
     patience: int = 3
@@ -75,6 +80,8 @@ class TrainingConfig:
         for name, value in positive.items():
             if value is not None and not value > 0:
                 raise ConfigError(f"training {name}: expected a positive number, got {value!r}")
+        if not 0 < self.plateau_step_factor <= 1:
+            raise ConfigError(f"training plateau_step_factor: expected a number in (0, 1], got {self.plateau_step_factor!r}")
         for name in ("embedding_decay", "bias_decay", "weight_decay", "rank_weight", "continue_epochs", "time_budget_s"):
             if getattr(self, name) is not None and getattr(self, name) < 0:
                 raise ConfigError(f"training {name}: expected a number >= 0, got {getattr(self, name)!r}")

@@ -150,7 +150,8 @@ def fit(model: nn.Module, objective: Objective,
         release_free_memory()
         seen = max(seen, 1)
         result.epochs.append({"epoch": epoch, "train_mse": total / seen, "train_rmse": (total / seen) ** 0.5,
-                              "validation_rmse": val_rmse, "ratings": seen, "train_seconds": train_seconds})
+                              "validation_rmse": val_rmse, "ratings": seen, "train_seconds": train_seconds,
+                              "learning_rate": optimizer.learning_rate})
         improved = val_rmse < result.best_val_rmse
         log.info("%s epoch %2d: train RMSE %.4f, validation RMSE %.4f (0-1 scale)%s",
                  name, epoch, (total / seen) ** 0.5, val_rmse, " *" if improved else "")
@@ -159,6 +160,8 @@ def fit(model: nn.Module, objective: Objective,
             best_state = copy.deepcopy(model.state_dict())
         elif epoch - result.best_epoch >= config.patience:
             break
+        else:
+            optimizer.set_learning_rate(optimizer.learning_rate * config.plateau_step_factor)
         if out_of_time:
             result.out_of_time = True
             log.info("%s: time budget of %.0f s reached during epoch %d (%d of %d ratings seen)",
@@ -173,25 +176,27 @@ def fit(model: nn.Module, objective: Objective,
     return result
 
 
-def refit(model: nn.Module, objective: Objective, train: tuple[TrainingRows, torch.Tensor], epochs: int,
+def refit(model: nn.Module, objective: Objective, train: tuple[TrainingRows, torch.Tensor], rates: list[float],
           config: TrainingConfig, generator: torch.Generator, name: str,
           budget_s: float | None = None) -> tuple[list[dict[str, float]], bool]:
-    """Train ``model`` (a fresh copy, or the early-stopped model to continue it) for exactly
-    ``epochs`` passes over ``train`` with a new optimizer (no validation, final weights kept), for
-    at most ``budget_s`` seconds; return the per-epoch training curve and whether the budget cut it
-    short."""
+    """Train ``model`` (a fresh copy, or the early-stopped model to continue it) for one pass over
+    ``train`` per step size in ``rates`` with a new optimizer (no validation, final weights kept),
+    for at most ``budget_s`` seconds; return the per-epoch training curve and whether the budget
+    cut it short."""
     optimizer = _optimizer(model, config, train[1].shape[0])
+    epochs = len(rates)
     penalty = penalty_terms(model, objective.family, config)
     deadline = None if budget_s is None else time.perf_counter() + budget_s
     curve = []
     out_of_time = False
-    for epoch in range(1, epochs + 1):
+    for epoch, rate in enumerate(rates, start=1):
+        optimizer.set_learning_rate(rate)
         epoch_started = time.perf_counter()
         total, seen, out_of_time = _train_epoch(model, objective, train, optimizer, penalty, config, generator,
                                                 f"{name} refit epoch {epoch}", deadline)
         seen = max(seen, 1)
         curve.append({"epoch": epoch, "train_mse": total / seen, "train_rmse": (total / seen) ** 0.5,
-                      "ratings": seen, "train_seconds": time.perf_counter() - epoch_started})
+                      "ratings": seen, "train_seconds": time.perf_counter() - epoch_started, "learning_rate": rate})
         log.info("%s refit epoch %2d of %d: train RMSE %.4f (0-1 scale)", name, epoch, epochs, (total / seen) ** 0.5)
         if out_of_time:
             log.info("%s: refit stopped by the time budget of %.0f s (fit and refit together)", name,

@@ -41,6 +41,15 @@ class Optimizer:
         self.dense = torch.optim.Adam(groups, lr=learning_rate, fused=True) if groups else None
         self.tables = tables
 
+    def set_learning_rate(self, learning_rate: float) -> None:
+        """Step with ``learning_rate`` from the next step on (moments kept)."""
+        self.learning_rate = learning_rate
+        if self.rows is not None:
+            self.rows.lr = learning_rate
+        if self.dense is not None:
+            for group in self.dense.param_groups:
+                group["lr"] = learning_rate
+
     def zero_grad(self) -> None:
         """Drop every gradient (``set_to_none``, torch's default)."""
         for part in (self.rows, self.dense):
