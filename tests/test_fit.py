@@ -105,3 +105,13 @@ def test_the_optimizer_steps_with_the_rate_it_is_given_dense_and_row_wise():
             moved.append({n: (p.detach() - before[n]).abs().max() for n, p in model.named_parameters()})
         for name in ("user_embedding.weight", "item_bias.weight"):   # Adam's first step is the rate times +-1
             torch.testing.assert_close(moved[1][name], 4 * moved[0][name])
+
+
+def test_an_epoch_counts_as_better_only_by_the_minimum_improvement(monkeypatch):
+    family, config, model, data = tiny_problem()
+    scripted = iter([0.50, 0.49999, 0.4999, 0.49, 0.48996, 0.48997, 0.48998, 0.1])   # 1e-4 of 0.5 is 5e-5
+    monkeypatch.setattr(loop, "rmse_unit", lambda predicted, target: next(scripted))
+    training = dataclasses.replace(config.training, patience=3, max_epochs=10, batch_size=64, min_improvement=1e-4)
+    result = fit(model, Objective(family, 5), *data, training, torch.Generator().manual_seed(1), "mf")
+    assert result.best_epoch == 4 and result.best_val_rmse == 0.49   # epoch 2 and epochs 5-7 gained too little
+    assert len(result.epochs) == 7

@@ -72,6 +72,8 @@ def test_configs_check_themselves_when_built():
         TrainingConfig(refit="warm")
     with pytest.raises(ConfigError, match="training batch_size: expected a positive number, got 0"):
         TrainingConfig(batch_size=0)
+    with pytest.raises(ConfigError, match=r"training min_improvement: expected a number in \[0, 1\), got 1"):
+        TrainingConfig(min_improvement=1)
     for factor in (0.0, 1.5):
         with pytest.raises(ConfigError, match=r"training plateau_step_factor: expected a number in \(0, 1\]"):
             TrainingConfig(plateau_step_factor=factor)

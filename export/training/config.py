@@ -50,6 +50,10 @@ class TrainingConfig:
     (1: a constant step). Early stopping then ends a run only after the step has shrunk, so the
     step that suits a catalogue is found on its own validation split; a fresh refit replays the
     same steps, a continued one goes on at the last."""
+    min_improvement: float = 1e-4
+    """An epoch counts as better only if it lowers the best validation RMSE by at least this
+    share of it: at ever smaller steps a run would otherwise go on for gains far below the
+    validation split's own noise."""
     max_epochs: int = 40
     """Upper bound on passes over the training ratings."""
     patience: int = 3
@@ -82,6 +86,8 @@ class TrainingConfig:
                 raise ConfigError(f"training {name}: expected a positive number, got {value!r}")
         if not 0 < self.plateau_step_factor <= 1:
             raise ConfigError(f"training plateau_step_factor: expected a number in (0, 1], got {self.plateau_step_factor!r}")
+        if not 0 <= self.min_improvement < 1:
+            raise ConfigError(f"training min_improvement: expected a number in [0, 1), got {self.min_improvement!r}")
         for name in ("embedding_decay", "bias_decay", "weight_decay", "rank_weight", "continue_epochs", "time_budget_s"):
             if getattr(self, name) is not None and getattr(self, name) < 0:
                 raise ConfigError(f"training {name}: expected a number >= 0, got {getattr(self, name)!r}")

@@ -152,7 +152,7 @@ def fit(model: nn.Module, objective: Objective,
         result.epochs.append({"epoch": epoch, "train_mse": total / seen, "train_rmse": (total / seen) ** 0.5,
                               "validation_rmse": val_rmse, "ratings": seen, "train_seconds": train_seconds,
                               "learning_rate": optimizer.learning_rate})
-        improved = val_rmse < result.best_val_rmse
+        improved = val_rmse < result.best_val_rmse * (1.0 - config.min_improvement)
         log.info("%s epoch %2d: train RMSE %.4f, validation RMSE %.4f (0-1 scale)%s",
                  name, epoch, (total / seen) ** 0.5, val_rmse, " *" if improved else "")
         if improved:
