@@ -113,7 +113,7 @@ def generate_ratings(n_users: int, n_items: int, n_ratings: int, seed: int, rank
     users = [np.arange(n_users), rng.integers(0, n_users, n_items)]
     items = [rng.choice(n_items, n_users, p=popularity), np.arange(n_items)]
     keys = _sorted_unique(np.concatenate([users[k].astype(np.int64) * n_items + items[k] for k in (0, 1)]))
-    kept_share = 0.5   # the mean of sigmoid(slope * N(0, 1)) for any slope
+    kept_share = 0.5   # the mean of sigmoid(slope * taste) for any slope: taste is symmetric about 0
     while len(keys) < n_ratings:
         need = int((n_ratings - len(keys)) * 1.2 / kept_share) + 16
         u, i = rng.choice(n_users, need, p=activity), rng.choice(n_items, need, p=popularity)

@@ -49,7 +49,7 @@ class TrainingConfig:
     """Each epoch that does not improve the validation RMSE multiplies the step size by this
     (1: a constant step). Early stopping then ends a run only after the step has shrunk, so the
     step that suits a catalogue is found on its own validation split; a fresh refit replays the
-    same steps, a continued one goes on at the last."""
+    same steps, a continued one goes on at the best epoch's."""
     min_improvement: float = 1e-4
     """An epoch counts as better only if it lowers the best validation RMSE by at least this
     share of it: at ever smaller steps a run would otherwise go on for gains far below the
