@@ -117,6 +117,13 @@ def _train_epoch(model: nn.Module, objective: Objective, train: tuple[TrainingRo
     return total, seen, False
 
 
+def _curve_entry(epoch: int, total: float, seen: int, seconds: float, learning_rate: float) -> dict[str, float]:
+    """One epoch of a learning curve, from its summed rating MSE over ``seen`` ratings."""
+    seen = max(seen, 1)
+    return {"epoch": epoch, "train_mse": total / seen, "train_rmse": (total / seen) ** 0.5, "ratings": seen,
+            "train_seconds": seconds, "learning_rate": learning_rate}
+
+
 def _optimizer(model: nn.Module, config: TrainingConfig, n_ratings: int) -> Optimizer:
     """The optimizer for ``n_ratings`` training ratings, at its batch size and learning rate."""
     batch_size = batch_size_for(config, n_ratings)
@@ -148,13 +155,11 @@ def fit(model: nn.Module, objective: Objective,
         train_seconds = time.perf_counter() - epoch_started
         val_rmse = rmse_unit(predict_in_batches(model, objective.family.predict, validation[0]), validation[1])
         release_free_memory()
-        seen = max(seen, 1)
-        result.epochs.append({"epoch": epoch, "train_mse": total / seen, "train_rmse": (total / seen) ** 0.5,
-                              "validation_rmse": val_rmse, "ratings": seen, "train_seconds": train_seconds,
-                              "learning_rate": optimizer.learning_rate})
+        entry = _curve_entry(epoch, total, seen, train_seconds, optimizer.learning_rate)
+        result.epochs.append({**entry, "validation_rmse": val_rmse})
         improved = val_rmse < result.best_val_rmse * (1.0 - config.min_improvement)
         log.info("%s epoch %2d: train RMSE %.4f, validation RMSE %.4f (0-1 scale)%s",
-                 name, epoch, (total / seen) ** 0.5, val_rmse, " *" if improved else "")
+                 name, epoch, entry["train_rmse"], val_rmse, " *" if improved else "")
         if improved:
             result.best_epoch, result.best_val_rmse = epoch, val_rmse
             best_state = copy.deepcopy(model.state_dict())
@@ -194,10 +199,8 @@ def refit(model: nn.Module, objective: Objective, train: tuple[TrainingRows, tor
         epoch_started = time.perf_counter()
         total, seen, out_of_time = _train_epoch(model, objective, train, optimizer, penalty, config, generator,
                                                 f"{name} refit epoch {epoch}", deadline)
-        seen = max(seen, 1)
-        curve.append({"epoch": epoch, "train_mse": total / seen, "train_rmse": (total / seen) ** 0.5,
-                      "ratings": seen, "train_seconds": time.perf_counter() - epoch_started, "learning_rate": rate})
-        log.info("%s refit epoch %2d of %d: train RMSE %.4f (0-1 scale)", name, epoch, epochs, (total / seen) ** 0.5)
+        curve.append(_curve_entry(epoch, total, seen, time.perf_counter() - epoch_started, rate))
+        log.info("%s refit epoch %2d of %d: train RMSE %.4f (0-1 scale)", name, epoch, epochs, curve[-1]["train_rmse"])
         if out_of_time:
             log.info("%s: refit stopped by the time budget of %.0f s (fit and refit together)", name,
                      config.time_budget_s)
