@@ -9,6 +9,7 @@ import fcntl
 import logging
 import os
 import shutil
+from datetime import datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 
@@ -32,6 +33,26 @@ STAGING_PREFIX = ".staging-"
 BUNDLE_IN_USE = "_BUNDLE"
 """File in a scoring run's staging folder naming the bundle folder it reads, until it publishes."""
 LOCK_FILE = ".lock"
+
+NAME_HASH_CHARS = 10
+"""Characters of the inputs' hash after the time in a published name."""
+NAME_CLOCKS = {"second": ("%Y%m%dT%H%M%SZ", timedelta(seconds=1)),
+               "microsecond": ("%Y%m%dT%H%M%S%fZ", timedelta(microseconds=1))}
+"""Time formats of published names (bundles to the second, scoring runs to the microsecond) and one tick of each."""
+
+
+def new_name(root: Path, now: datetime, digest: str, clock: str) -> tuple[str, datetime]:
+    """``<UTC time>-<hash prefix>`` for a new directory under ``root``, and the time it names.
+
+    Call under the root's lock. Two runs of the same inputs within one tick of the clock would
+    get one name and the second could not publish, so the time moves on a tick past any name in use.
+    """
+    time_format, tick = NAME_CLOCKS[clock]
+    while True:
+        name = f"{now:{time_format}}-{digest[:NAME_HASH_CHARS]}"
+        if not os.path.lexists(root / name):
+            return name, now
+        now += tick
 
 
 def prepare_root(root: Path) -> Path:

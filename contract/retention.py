@@ -15,13 +15,13 @@ import shutil
 from pathlib import Path
 
 from .failpoints import failpoint
-from .publish import LATEST, POINTER_FILE, STAGING_PREFIX, SUCCESS_MARKER
+from .publish import LATEST, NAME_HASH_CHARS, POINTER_FILE, STAGING_PREFIX, SUCCESS_MARKER
 
 log = logging.getLogger(__name__)
 
 DEFAULT_KEEP = 7
 """Runs (and bundles) kept by default: a week of nightly runs."""
-PUBLISHED_NAME = re.compile(r"^\d{8}T\d{6,12}Z-[0-9a-f]{10}$")
+PUBLISHED_NAME = re.compile(r"^\d{8}T\d{6,12}Z-[0-9a-f]{%d}$" % NAME_HASH_CHARS)
 """Names the job publishes under a root (``<UTC time>-<hash prefix>``); they sort by time."""
 PRUNED_PREFIX = STAGING_PREFIX + "pruned-"
 

@@ -26,8 +26,8 @@ from contract.checksums import sha256_file
 from contract.tables import id_type
 from contract.errors import BundleError
 from contract.machine import available_cpus
-from contract.publish import (BUNDLE_IN_USE, STAGING_PREFIX, RootLock, new_staging_dir, prepare_root, publish,
-                              remove_stale_staging, resolve_latest)
+from contract.publish import (BUNDLE_IN_USE, STAGING_PREFIX, RootLock, new_name, new_staging_dir, prepare_root,
+                              publish, remove_stale_staging, resolve_latest)
 from contract.retention import DEFAULT_KEEP, prune, published
 from scoring.bundle import REFERENCE_ARRAYS, load_bundle
 from scoring.feeds import UserContext, build_feeds
@@ -195,9 +195,8 @@ def build_bundle(dataset: Dataset, trained: Iterable[TrainedModel], config: RunC
     is asked for, so that a second trainer of the same root fails at once, not after training.
     """
     root = prepare_root(artifacts_root)
-    created = datetime.now(timezone.utc)
-    bundle_id = f"{created:%Y%m%dT%H%M%SZ}-{fingerprint[:10]}"
     with RootLock(root, advice="wait for it to finish (no two trainings publish into one artifacts root)"):
+        bundle_id, created = new_name(root, datetime.now(timezone.utc), fingerprint, "second")
         remove_stale_staging(root)
         staging = new_staging_dir(root, bundle_id)
         try:

@@ -21,8 +21,8 @@ from contract.checksums import sha256_file
 from contract.errors import PublishError, UsageError
 from contract.failpoints import failpoint
 from contract.machine import available_cpus
-from contract.publish import (BUNDLE_IN_USE, RootLock, new_staging_dir, prepare_root, publish, remove_stale_staging,
-                              resolve_latest)
+from contract.publish import (BUNDLE_IN_USE, RootLock, new_name, new_staging_dir, prepare_root, publish,
+                              remove_stale_staging, resolve_latest)
 from contract.retention import DEFAULT_KEEP, prune
 from contract.tables import RUN_SCHEMA_VERSION, TABLE_NAMES
 
@@ -182,12 +182,11 @@ def run_scoring(options: ScoringOptions) -> Path:
     validate_options(options, bundle)
     failpoint("after_bundle_load")
     root = prepare_root(options.output_root)
-    created = datetime.now(timezone.utc)
     digest = inputs_hash(bundle, options)
-    run_id = f"{created:%Y%m%dT%H%M%S%fZ}-{digest[:10]}"
     load_seconds = time.perf_counter() - started
     with RootLock(root, wait=options.wait):
         failpoint("after_lock")
+        run_id, created = new_name(root, datetime.now(timezone.utc), digest, "microsecond")
         remove_stale_staging(root)
         previous = resolve_latest(root)
         staging = new_staging_dir(root, run_id)

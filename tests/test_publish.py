@@ -6,12 +6,14 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import datetime, timezone
 
 import pytest
 
 from contract.errors import LockError, PublishError
-from contract.publish import (LATEST, POINTER_FILE, SUCCESS_MARKER, RootLock, new_staging_dir, prepare_root, publish,
-                             remove_stale_staging, resolve_latest)
+from contract.publish import (LATEST, POINTER_FILE, SUCCESS_MARKER, RootLock, new_name, new_staging_dir, prepare_root,
+                             publish, remove_stale_staging, resolve_latest)
+from contract.retention import PUBLISHED_NAME
 
 HOLD_LOCK = """
 import sys, time
@@ -69,3 +71,17 @@ def test_staging_left_by_a_killed_run_is_removed(tmp_path):
     (stale / "half.parquet").write_bytes(b"partial")
     assert remove_stale_staging(tmp_path) == [stale]
     assert not stale.exists()
+
+
+@pytest.mark.parametrize("clock, first, second", [
+    ("microsecond", "20261201T050108329926Z-fb948d2142", "20261201T050108329927Z-fb948d2142"),
+    ("second", "20261201T050108Z-fb948d2142", "20261201T050109Z-fb948d2142"),
+])
+def test_a_name_in_use_moves_the_time_on_one_tick(tmp_path, clock, first, second):
+    now = datetime(2026, 12, 1, 5, 1, 8, 329926, tzinfo=timezone.utc)
+    digest = "fb948d2142" + "0" * 54
+    name, named = new_name(tmp_path, now, digest, clock)
+    assert (name, named) == (first, now) and PUBLISHED_NAME.match(name)
+    (tmp_path / name).mkdir()
+    name, named = new_name(tmp_path, now, digest, clock)
+    assert name == second and named > now and PUBLISHED_NAME.match(name)

@@ -317,6 +317,24 @@ def test_two_runs_started_at_once_both_finish_one_after_the_other(trained, tmp_p
     assert manifests[0]["run_id"].split("-")[-1] == manifests[1]["run_id"].split("-")[-1]
 
 
+def test_runs_of_the_same_inputs_in_one_clock_tick_both_publish(trained, tmp_path, monkeypatch):
+    from datetime import datetime, timezone
+    from scoring import runner
+    tick = datetime(2026, 12, 1, 5, 1, 8, 329926, tzinfo=timezone.utc)
+
+    class StoppedClock(datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return tick
+
+    monkeypatch.setattr(runner, "datetime", StoppedClock)
+    options = runner.ScoringOptions(bundle=trained / "latest", output_root=tmp_path, report=False)
+    first, second = runner.run_scoring(options), runner.run_scoring(options)
+    assert first.name.startswith("20261201T050108329926Z-") and second.name.startswith("20261201T050108329927Z-")
+    assert (tmp_path / "latest").resolve() == second
+    assert json.loads((second / "manifest.json").read_text())["run_id"] == second.name
+
+
 def test_a_row_count_mismatch_stops_the_publish(trained, tmp_path, monkeypatch):
     from contract.errors import VerificationError
     from scoring import run_manifest, runner
