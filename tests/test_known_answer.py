@@ -19,16 +19,18 @@ pytestmark = pytest.mark.slow
 
 N_USERS, N_ITEMS, N_BLOCKS, NOISE, TOP = 200, 160, 4, 0.3, 5
 MARGIN = 0.12
-"""How far above the planted noise floor each model's test RMSE may land (measured: 0.07-0.10)."""
+"""How far above the planted noise floor each model's test RMSE may land (measured: MF 0.089, the
+dense net 0.032, the LSTM 0.085)."""
 MIN_OWN = 0.93
-"""Share of all top-N slots that must hold own-block items (measured: MF and LSTM 1.0, the dense
-net 0.95, whose ranking head shares its embeddings with the rating and stops when the rating does)."""
+"""Share of all top-N slots that must hold own-block items (measured: 1.0 for all three; the dense
+net's ranking head shares its embeddings with the rating and stops when the rating does, so it is
+the one that would fall short first)."""
 
 
 @pytest.fixture(scope="module")
 def planted():
     frame, truth = planted_blocks(N_USERS, N_ITEMS, N_BLOCKS, seed=11, own_share=0.6, other_share=0.15, noise=NOISE)
-    config = RunConfig(seed=5).replace_training(batch_size=64)
+    config = RunConfig(seed=5).replace_training(batch_size=128)
     dataset = build_dataset([frame], config, np.random.default_rng(0))
     return dataset, truth, config
 
