@@ -105,9 +105,11 @@ class SequenceLSTM(nn.Module):
 
         ``histories`` [B] labels each window's history (its user and its first L - 1 items and
         ratings); windows with equal labels must have equal histories. The LSTM then runs over each
-        distinct history once and takes one step per window from that history's state. Without
-        labels it runs over each window (the exported pairwise graph). Either way the heads read
-        the last step only.
+        distinct history once, and the last step is written out as its cell's arithmetic: every
+        gate input but the last item's embedding (the state, the previous rating, the user) is a
+        history's, computed once per history, so a window adds one small product. Without labels
+        it runs over each window (the exported pairwise graph). Either way the heads read the last
+        step only.
         """
         if histories is None:
             states, _ = self.lstm(self.step_inputs(users, items, ratings))
@@ -117,9 +119,17 @@ class SequenceLSTM(nn.Module):
         first = torch.full((labels.shape[0],), n, device=users.device).scatter_reduce_(
             0, inverse, torch.arange(n, device=users.device), "amin")   # one window per history
         _, (h, c) = self.lstm(self.step_inputs(users[first], items[first, :-1], ratings[first, :-1]))
-        last = self.step_inputs(users, items[:, -2:], ratings[:, -2:])[:, -1:]
-        states, _ = self.lstm(last, (h[:, inverse], c[:, inverse]))
-        return self._outputs(users, items[:, -1], states[:, 0])
+        w_ih, dim = self.lstm.weight_ih_l0, self.item_embedding.embedding_dim
+        known = (items[first, -2] != self.padding_index).to(ratings.dtype)
+        previous = (ratings[first, -2] - self.global_mean) * known                  # the last step's rating input
+        user = self.user_input(self.user_embedding(users[first]))
+        history_gates = (h[0] @ self.lstm.weight_hh_l0.T + previous[:, None] * w_ih[:, dim]
+                         + user @ w_ih[:, dim + 1:].T + self.lstm.bias_ih_l0 + self.lstm.bias_hh_l0)   # [histories, 4H]
+        # index_select, not indexing: its gradient (index_add_) sums in a fixed order on the CPU
+        gates = history_gates.index_select(0, inverse) + self.item_embedding(items[:, -1]) @ w_ih[:, :dim].T
+        i, f, g, o = gates.chunk(len(GATES), dim=1)
+        cell = torch.sigmoid(f) * c[0].index_select(0, inverse) + torch.sigmoid(i) * torch.tanh(g)
+        return self._outputs(users, items[:, -1], torch.sigmoid(o) * torch.tanh(cell))
 
     def _outputs(self, users: torch.Tensor, items: torch.Tensor,
                  states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
