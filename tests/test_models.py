@@ -222,7 +222,7 @@ def test_lstm_last_step_runs_each_shared_history_once_and_trains_like_the_forwar
     models[1].lstm.register_forward_hook(lambda module, args, out: histories_run.append(args[0].shape[0]))
     expected = models[0](*inputs[:3])
     shared = family.outputs(models[1], inputs)
-    assert histories_run == [len(torch.unique(inputs[3])), len(inputs[3])]  # shared histories, then one step each
+    assert histories_run == [len(torch.unique(inputs[3]))]   # the LSTM runs over shared histories only
     for got, want in zip(shared, expected):
         torch.testing.assert_close(got, want[:, -1], rtol=0, atol=1e-6)
     sum(o[:, -1].sum() for o in expected).backward()
@@ -231,6 +231,25 @@ def test_lstm_last_step_runs_each_shared_history_once_and_trains_like_the_forwar
     assert grads[0].keys() == grads[1].keys()
     for name in grads[0]:
         torch.testing.assert_close(grads[1][name], grads[0][name], rtol=1e-5, atol=1e-6)
+
+
+def test_a_family_s_shared_sampled_outputs_equal_the_separate_passes(family):
+    # What the training loss reads: a family may share the users' side of the ranking head
+    # between rated and sampled items (MF does), with the same values and gradients.
+    users, items = np.array([0, 3, 3, 6]), np.array([1, 4, 9, 2])
+    batch = family.pair_inputs(users, items, history(family))
+    sampled = torch.tensor([5, 5, 0, 10])
+    models = build(family).train(), build(family).train()
+    shared = family.sampled_outputs(models[0], batch, sampled)
+    separate = (*family.outputs(models[1], batch), family.logits(models[1], family.with_items(batch, sampled)))
+    for got, want in zip(shared, separate, strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+    sum(o.sum() * (k + 1) for k, o in enumerate(shared)).backward()
+    sum(o.sum() * (k + 1) for k, o in enumerate(separate)).backward()
+    grads = [{n: p.grad for n, p in m.named_parameters() if p.grad is not None} for m in models]
+    assert grads[0].keys() == grads[1].keys()
+    for name in grads[0]:
+        torch.testing.assert_close(grads[0][name], grads[1][name], rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("name", ["mf", "dense", "lstm"])

@@ -123,6 +123,14 @@ class Family(ABC):
         """Ranking logits [B] from the ranking head alone (training scores sampled items with it)."""
         return model.ranking_logit(batch[0], batch[1])
 
+    def sampled_outputs(self, model: nn.Module, batch: Inputs,
+                        sampled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``outputs`` of a batch and the ranking logits [B] of ``sampled`` items for its users:
+        what the training loss reads. A family whose module can share the users' side of the
+        ranking head between both overrides it; the result must equal this one."""
+        unit, logit = self.outputs(model, batch)
+        return unit, logit, self.logits(model, self.with_items(batch, sampled))
+
     def predict(self, model: nn.Module, batch: Inputs) -> torch.Tensor:
         """``unit_rating`` [B] of a batch."""
         return self.outputs(model, batch)[0]

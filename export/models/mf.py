@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from ..training.config import TrainingConfig
-from .base import PairFamily
+from .base import Inputs, PairFamily
 from .registry import register
 
 
@@ -46,6 +46,18 @@ class BiasedMF(nn.Module):
         p, q = self.user_embedding(users), self.item_embedding(items)
         unit = self.global_mean + self.user_bias(users)[:, 0] + self.item_bias(items)[:, 0] + (p * q).sum(-1)
         return unit, self._logit(users, items, p, q)
+
+    def with_sampled(self, users: torch.Tensor, items: torch.Tensor,
+                     sampled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``forward`` and the ranking logit [B] of ``sampled`` items, the users' side of the
+        ranking head (``p * s`` and ``r_u``) looked up and scaled once for both."""
+        p, q = self.user_embedding(users), self.item_embedding(items)
+        unit = self.global_mean + self.user_bias(users)[:, 0] + self.item_bias(items)[:, 0] + (p * q).sum(-1)
+        user_side, rank_user = p.detach() * self.rank_scale, self.rank_user_embedding(users)
+        logits = [self.rank_item_bias(i)[:, 0] + (user_side * factors.detach()).sum(-1)
+                  + (rank_user * self.rank_item_embedding(i)).sum(-1)
+                  for i, factors in ((items, q), (sampled, self.item_embedding(sampled)))]
+        return unit, *logits
 
     def ranking_logit(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """The ranking head alone: logit [B]."""
@@ -89,6 +101,10 @@ class MFFamily(PairFamily):
 
     def build(self, config: MFConfig, n_users: int, n_items: int, global_mean: float) -> nn.Module:
         return BiasedMF(n_users, n_items, config.dim, config.rank_dim, global_mean)
+
+    def sampled_outputs(self, model: nn.Module, batch: Inputs,
+                        sampled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return model.with_sampled(batch[0], batch[1], sampled)
 
     def all_items_core(self, model: nn.Module) -> nn.Module:
         return AllItemsMF(model)

@@ -77,16 +77,15 @@ def batch_loss(model: nn.Module, objective: Objective, batch: Inputs, targets: t
     """Total loss (rating MSE and ranking loss; the L2 penalty's gradient is the optimizer's) and
     the rating MSE of one mini-batch."""
     family = objective.family
-    unit, rated_logits = family.outputs(model, batch)
+    if not config.rank_weight:
+        mse = torch.mean((family.outputs(model, batch)[0] - targets) ** 2)
+        return mse, mse
+    sampled = torch.randint(0, objective.n_items, targets.shape, generator=generator).to(targets.device)
+    unit, rated_logits, sampled_logits = family.sampled_outputs(model, batch, sampled)
     mse = torch.mean((unit - targets) ** 2)
-    loss = mse
-    if config.rank_weight:
-        sampled = torch.randint(0, objective.n_items, targets.shape, generator=generator)
-        negatives = family.with_items(batch, sampled.to(targets.device))
-        logits = torch.cat([rated_logits, family.logits(model, negatives)])
-        labels = torch.cat([torch.ones_like(targets), torch.zeros_like(targets)])
-        loss = loss + config.rank_weight * nn.functional.binary_cross_entropy_with_logits(logits, labels)
-    return loss, mse
+    logits = torch.cat([rated_logits, sampled_logits])
+    labels = torch.cat([torch.ones_like(targets), torch.zeros_like(targets)])
+    return mse + config.rank_weight * nn.functional.binary_cross_entropy_with_logits(logits, labels), mse
 
 
 def _train_epoch(model: nn.Module, objective: Objective, train: tuple[TrainingRows, torch.Tensor],
