@@ -186,6 +186,14 @@ class PairFamily(Family):
     user_tables = ("user_embedding", "rank_user_embedding")
     item_tables = ("item_embedding", "rank_item_embedding")
 
+    def sampled_outputs(self, model: nn.Module, batch: Inputs,
+                        sampled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The module's ``with_sampled(users, items, sampled)`` where it has one (MF and the dense net
+        share the users' side of their ranking heads), else the two passes."""
+        if hasattr(model, "with_sampled"):
+            return model.with_sampled(batch[0], batch[1], sampled)
+        return super().sampled_outputs(model, batch, sampled)
+
 
 class RatedGraph(nn.Module):
     """A core's ``(unit_rating, logit)`` with the clipped rating between them: the graph outputs

@@ -56,6 +56,20 @@ class DenseNet(nn.Module):
                 + self.output(hidden)[:, 0])
         return unit, self._logit(users, items, u, i)
 
+    def with_sampled(self, users: torch.Tensor, items: torch.Tensor,
+                     sampled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``forward`` and the ranking logit [B] of ``sampled`` items, the users' side of the
+        ranking head (``A e_u`` and ``r_u``) computed once for both."""
+        u, i = self.user_embedding(users), self.item_embedding(items)
+        hidden = torch.relu(self.hidden(torch.cat([u, i], dim=-1)))
+        unit = (self.global_mean + self.user_bias(users)[:, 0] + self.item_bias(items)[:, 0]
+                + self.output(hidden)[:, 0])
+        user_side, rank_user = self.rank_bilinear(u), self.rank_user_embedding(users)
+        logits = [self.rank_item_bias(j)[:, 0] + (user_side * factors).sum(-1)
+                  + (rank_user * self.rank_item_embedding(j)).sum(-1)
+                  for j, factors in ((items, i), (sampled, self.item_embedding(sampled)))]
+        return unit, *logits
+
     def ranking_logit(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """The ranking head alone: logit [B]."""
         return self._logit(users, items, self.user_embedding(users), self.item_embedding(items))

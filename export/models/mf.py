@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from ..training.config import TrainingConfig
-from .base import Inputs, PairFamily
+from .base import PairFamily
 from .registry import register
 
 
@@ -101,10 +101,6 @@ class MFFamily(PairFamily):
 
     def build(self, config: MFConfig, n_users: int, n_items: int, global_mean: float) -> nn.Module:
         return BiasedMF(n_users, n_items, config.dim, config.rank_dim, global_mean)
-
-    def sampled_outputs(self, model: nn.Module, batch: Inputs,
-                        sampled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return model.with_sampled(batch[0], batch[1], sampled)
 
     def all_items_core(self, model: nn.Module) -> nn.Module:
         return AllItemsMF(model)
