@@ -25,6 +25,7 @@ def tiny_problem():
     ratings = Interactions(users, items, rng.integers(1, 6, 200).astype(np.float32), np.arange(200))
     family = registry.get("mf")
     config = RunConfig().model_config("mf")
+    config = dataclasses.replace(config, training=dataclasses.replace(config.training, decay_steps=0))  # one phase
     model = family.build(config, 6, 5, float(ratings.unit.mean()))
     init_parameters(model, torch.Generator().manual_seed(0))
     rows, targets = family.training_inputs(ratings, config, 5)
@@ -115,3 +116,34 @@ def test_an_epoch_counts_as_better_only_by_the_minimum_improvement(monkeypatch):
     result = fit(model, Objective(family, 5), *data, training, torch.Generator().manual_seed(1), "mf")
     assert result.best_epoch == 4 and result.best_val_rmse == 0.49   # epoch 2 and epochs 5-7 gained too little
     assert len(result.epochs) == 7
+
+
+def test_the_decay_path_goes_on_from_the_best_weights_while_a_weaker_decay_helps(monkeypatch):
+    family, config, model, data = tiny_problem()
+    # phase 0 (decay d): best at epoch 4, after one halving; phase 1 (d/2) from epoch 4's weights:
+    # best at epoch 7; phase 2 (d/4) from epoch 7's: nothing better, so the path ends (no phase 3)
+    scripted = iter([0.50, 0.45, 0.46, 0.40, 0.41, 0.42, 0.38, 0.39, 0.395, 0.385, 0.381, 0.1])
+    monkeypatch.setattr(loop, "rmse_unit", lambda predicted, target: next(scripted))
+    starts, train_epoch = [], loop._train_epoch
+
+    def recording_epoch(*args, **kwargs):
+        starts.append(copy.deepcopy(args[0].state_dict()))
+        return train_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "_train_epoch", recording_epoch)
+    training = dataclasses.replace(config.training, patience=2, max_epochs=10, batch_size=64, decay_steps=3,
+                                   decay_step_factor=0.5, plateau_step_factor=0.5)
+    result = fit(model, Objective(family, 5), *data, training, torch.Generator().manual_seed(1), "mf")
+    d, r = training.embedding_decay, result.learning_rate
+    assert [e["embedding_decay"] for e in result.epochs] == [d] * 6 + [d / 2] * 3 + [d / 4] * 2
+    # each phase starts a fresh optimizer at the step of the best epoch so far (epochs 4 and 7: r / 2)
+    assert [e["learning_rate"] for e in result.epochs] == [r, r, r, r / 2, r / 2, r / 4] + [r / 2, r / 2, r / 4] \
+        + [r / 2, r / 4]
+    assert result.best_epoch == 7 and result.best_val_rmse == 0.38
+    assert result.path == [{"learning_rate": rate, "embedding_decay": decay}
+                           for rate, decay in [(r, d), (r, d), (r, d), (r / 2, d), (r / 2, d / 2)]]
+    for name in starts[0]:   # epoch k starts from starts[k - 1]
+        torch.testing.assert_close(starts[6][name], starts[4][name], rtol=0, atol=0)   # phase 1 from epoch 4's
+        torch.testing.assert_close(starts[9][name], starts[7][name], rtol=0, atol=0)   # phase 2 from epoch 7's
+        torch.testing.assert_close(model.state_dict()[name], starts[7][name], rtol=0, atol=0)   # epoch 7's kept
+    assert any(not torch.equal(starts[5][n], starts[4][n]) for n in starts[4])   # epoch 5 moved on from them

@@ -56,12 +56,13 @@ def test_refits_train_on_training_and_validation_for_the_epochs_they_promise(dat
     for refit in ("fresh", "continue"):  # the same first fit chose the epoch
         assert kept[refit].fit.best_epoch == kept["none"].fit.best_epoch
         assert untimed(kept[refit].fit.epochs) == untimed(kept["none"].fit.epochs)
-    assert len(kept["fresh"].fit.refit_epochs) == kept["none"].fit.best_epoch
     assert len(kept["continue"].fit.refit_epochs) == 3
-    fit_rates = [e["learning_rate"] for e in kept["none"].fit.epochs]   # a fresh refit replays the fit's steps
-    assert [e["learning_rate"] for e in kept["fresh"].fit.refit_epochs] == fit_rates[:kept["none"].fit.best_epoch]
-    best_rate = fit_rates[kept["none"].fit.best_epoch - 1]              # a continued one goes on at the best epoch's
-    assert [e["learning_rate"] for e in kept["continue"].fit.refit_epochs] == [best_rate] * 3
+    best = kept["none"].fit.epochs[kept["none"].fit.best_epoch - 1]
+    assert kept["none"].fit.path[-1] == {k: best[k] for k in ("learning_rate", "embedding_decay")}
+    replayed = [{k: e[k] for k in ("learning_rate", "embedding_decay")} for e in kept["fresh"].fit.refit_epochs]
+    assert replayed == kept["none"].fit.path   # a fresh refit replays the steps and decays that led to the kept weights
+    continued = [{k: e[k] for k in ("learning_rate", "embedding_decay")} for e in kept["continue"].fit.refit_epochs]
+    assert continued == [kept["none"].fit.path[-1]] * 3   # a continued one goes on at the best epoch's
     # the kept model is the refit one, and continuing is not starting afresh
     metrics = [kept[refit].test_metrics["rmse_unit"] for refit in ("none", "fresh", "continue")]
     assert len(set(metrics)) == 3

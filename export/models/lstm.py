@@ -41,7 +41,7 @@ class LSTMConfig:
     which is the context the scoring job gives every pair; or "preceding", the ratings just before
     it in time (next-item training, which rates pairs scored from the latest history worse)."""
     training: TrainingConfig = TrainingConfig(learning_rate=3e-3, embedding_decay=0.02, weight_decay=1e-5, patience=3,
-                                              rank_weight=2.0, refit="continue", user_chunk=None)
+                                              rank_weight=2.0, refit="continue", user_chunk=None, decay_steps=3)
 
     def __post_init__(self) -> None:
         if self.window < 2:

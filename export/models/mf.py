@@ -19,7 +19,8 @@ class MFConfig:
     """Size of the user and item embeddings."""
     rank_dim: int = 32
     """Size of the ranking head's own user and item embeddings."""
-    training: TrainingConfig = TrainingConfig(learning_rate=2e-3, embedding_decay=0.025, patience=5, rank_weight=2.0)
+    training: TrainingConfig = TrainingConfig(learning_rate=2e-3, embedding_decay=0.025, patience=5, rank_weight=2.0,
+                                              decay_steps=4)
 
 
 class BiasedMF(nn.Module):

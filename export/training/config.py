@@ -54,8 +54,18 @@ class TrainingConfig:
     """An epoch counts as better only if it lowers the best validation RMSE by at least this
     share of it: at ever smaller steps a run would otherwise go on for gains far below the
     validation split's own noise."""
+    decay_steps: int = 0
+    """The regularisation path: after early stopping, up to this many more phases, each from the
+    best weights so far (a fresh optimizer at the step they were reached with) and the embedding
+    decay multiplied by ``decay_step_factor`` once more; the first phase that does not improve the
+    validation RMSE ends it. A strong decay first keeps the embeddings from fitting noise while the structure is
+    learnt; the weaker ones after it fit what the strong one shrank away. The decay a catalogue
+    wants is so found on its own validation split: on one that wants the configured decay the
+    path costs a phase of ``patience`` epochs and changes nothing."""
+    decay_step_factor: float = 0.5
+    """What each phase of the decay path multiplies the embedding decay by."""
     max_epochs: int = 40
-    """Upper bound on passes over the training ratings."""
+    """Upper bound on passes over the training ratings, in each phase."""
     patience: int = 3
     """Stop after this many epochs without a better validation RMSE; the best epoch is kept."""
     sparse_embeddings: bool | None = None
@@ -86,9 +96,12 @@ class TrainingConfig:
                 raise ConfigError(f"training {name}: expected a positive number, got {value!r}")
         if not 0 < self.plateau_step_factor <= 1:
             raise ConfigError(f"training plateau_step_factor: expected a number in (0, 1], got {self.plateau_step_factor!r}")
+        if not 0 < self.decay_step_factor < 1:
+            raise ConfigError(f"training decay_step_factor: expected a number in (0, 1), got {self.decay_step_factor!r}")
         if not 0 <= self.min_improvement < 1:
             raise ConfigError(f"training min_improvement: expected a number in [0, 1), got {self.min_improvement!r}")
-        for name in ("embedding_decay", "bias_decay", "weight_decay", "rank_weight", "continue_epochs", "time_budget_s"):
+        for name in ("embedding_decay", "bias_decay", "weight_decay", "rank_weight", "continue_epochs", "time_budget_s",
+                     "decay_steps"):
             if getattr(self, name) is not None and getattr(self, name) < 0:
                 raise ConfigError(f"training {name}: expected a number >= 0, got {getattr(self, name)!r}")
 
@@ -119,3 +132,9 @@ def user_chunk_for(config: TrainingConfig, batch_size: int) -> int:
     if config.user_chunk is not None:
         return config.user_chunk
     return AUTO_USER_CHUNK if batch_size > config.reference_batch else 1
+
+
+def decay_path(config: TrainingConfig) -> list[float]:
+    """The embedding decay of each phase of a fit: the configured one, then ``decay_steps`` more,
+    each ``decay_step_factor`` times the one before."""
+    return [config.embedding_decay * config.decay_step_factor ** k for k in range(config.decay_steps + 1)]

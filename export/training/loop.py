@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import sys
 import time
@@ -14,7 +15,7 @@ from tqdm import tqdm
 
 from ..models.base import Family, Inputs, TrainingRows
 from .batches import epoch_order
-from .config import TrainingConfig, batch_size_for, learning_rate_for, user_chunk_for
+from .config import TrainingConfig, batch_size_for, decay_path, learning_rate_for, user_chunk_for
 from .heap import TRIM_EVERY_STEPS, release_free_memory
 from .optimizer import Optimizer
 from .penalty import PenaltyTerm, penalty_terms, row_decays
@@ -46,6 +47,9 @@ class FitResult:
     refit_epochs: list[dict[str, float]] = field(default_factory=list)
     """Training curve of the refit (fresh or continued) on training + validation ratings; empty
     when there was none."""
+    path: list[dict[str, float]] = field(default_factory=list)
+    """Step size and embedding decay of each epoch that led to the kept weights, in order (across
+    the decay path's phases): what a fresh refit replays."""
 
 
 def predict_in_batches(model: nn.Module, predict: Predict, inputs: Inputs, batch: int = EVAL_BATCH) -> torch.Tensor:
@@ -116,11 +120,12 @@ def _train_epoch(model: nn.Module, objective: Objective, train: tuple[TrainingRo
     return total, seen, False
 
 
-def _curve_entry(epoch: int, total: float, seen: int, seconds: float, learning_rate: float) -> dict[str, float]:
+def _curve_entry(epoch: int, total: float, seen: int, seconds: float, learning_rate: float,
+                 embedding_decay: float) -> dict[str, float]:
     """One epoch of a learning curve, from its summed rating MSE over ``seen`` ratings."""
     seen = max(seen, 1)
     return {"epoch": epoch, "train_mse": total / seen, "train_rmse": (total / seen) ** 0.5, "ratings": seen,
-            "train_seconds": seconds, "learning_rate": learning_rate}
+            "train_seconds": seconds, "learning_rate": learning_rate, "embedding_decay": embedding_decay}
 
 
 def _optimizer(model: nn.Module, config: TrainingConfig, n_ratings: int) -> Optimizer:
@@ -133,45 +138,84 @@ def _deadline(config: TrainingConfig, started: float) -> float | None:
     return None if config.time_budget_s is None else started + config.time_budget_s
 
 
-def fit(model: nn.Module, objective: Objective,
-        train: tuple[TrainingRows, torch.Tensor], validation: tuple[Inputs, torch.Tensor],
-        config: TrainingConfig, generator: torch.Generator, name: str) -> FitResult:
-    """Fit ``model`` by MSE on [0, 1] targets plus the ranking loss and the family's L2 terms
-    (weighted by ``config.embedding_decay`` and ``config.bias_decay``); stop after
-    ``config.patience`` epochs without a better validation RMSE, and keep the weights of the
-    epoch with the best one."""
+def _fit_phase(model: nn.Module, objective: Objective, train: tuple[TrainingRows, torch.Tensor],
+               validation: tuple[Inputs, torch.Tensor], config: TrainingConfig, generator: torch.Generator,
+               name: str, result: FitResult, deadline: float | None,
+               learning_rate: float) -> tuple[dict | None, list[dict[str, float]], bool]:
+    """Epochs at ``config``'s embedding decay, with a fresh optimizer starting at ``learning_rate``,
+    until ``config.patience`` epochs bring no better validation RMSE than ``result``'s best;
+    appends to ``result.epochs``. Returns the weights of the phase's best epoch if it improved on
+    ``result``'s best (else None), the step size and decay of the phase's epochs up to that one,
+    and whether time ran out."""
     optimizer = _optimizer(model, config, train[1].shape[0])
+    optimizer.set_learning_rate(learning_rate)
     penalty = penalty_terms(model, objective.family, config)
-    result = FitResult(batch_size=optimizer.batch_size, learning_rate=optimizer.learning_rate)
-    best_state = copy.deepcopy(model.state_dict())
-    started = time.perf_counter()
-    deadline = _deadline(config, started)
-    n = train[1].shape[0]
-    for epoch in range(1, config.max_epochs + 1):
+    best_state, steps, to_best, since_best, out_of_time = None, [], [], 0, False
+    for _ in range(config.max_epochs):
+        epoch = len(result.epochs) + 1
         epoch_started = time.perf_counter()
         total, seen, out_of_time = _train_epoch(model, objective, train, optimizer, penalty, config, generator,
                                                 f"{name} epoch {epoch}", deadline)
         train_seconds = time.perf_counter() - epoch_started
         val_rmse = rmse_unit(predict_in_batches(model, objective.family.predict, validation[0]), validation[1])
         release_free_memory()
-        entry = _curve_entry(epoch, total, seen, train_seconds, optimizer.learning_rate)
+        entry = _curve_entry(epoch, total, seen, train_seconds, optimizer.learning_rate, config.embedding_decay)
         result.epochs.append({**entry, "validation_rmse": val_rmse})
+        steps.append(_step(entry))
         improved = val_rmse < result.best_val_rmse * (1.0 - config.min_improvement)
         log.info("%s epoch %2d: train RMSE %.4f, validation RMSE %.4f (0-1 scale)%s",
                  name, epoch, entry["train_rmse"], val_rmse, " *" if improved else "")
         if improved:
             result.best_epoch, result.best_val_rmse = epoch, val_rmse
-            best_state = copy.deepcopy(model.state_dict())
-        elif epoch - result.best_epoch >= config.patience:
-            break
+            best_state, to_best, since_best = copy.deepcopy(model.state_dict()), list(steps), 0
         else:
+            since_best += 1
+            if since_best >= config.patience:
+                break
             optimizer.set_learning_rate(optimizer.learning_rate * config.plateau_step_factor)
         if out_of_time:
-            result.out_of_time = True
             log.info("%s: time budget of %.0f s reached during epoch %d (%d of %d ratings seen)",
-                     name, config.time_budget_s, epoch, seen, n)
+                     name, config.time_budget_s, epoch, seen, train[1].shape[0])
             break
     optimizer.release()
+    return best_state, to_best, out_of_time
+
+
+def _step(entry: dict[str, float]) -> dict[str, float]:
+    """What a refit replays of a curve's epoch: its step size and embedding decay."""
+    return {"learning_rate": entry["learning_rate"], "embedding_decay": entry["embedding_decay"]}
+
+
+def fit(model: nn.Module, objective: Objective,
+        train: tuple[TrainingRows, torch.Tensor], validation: tuple[Inputs, torch.Tensor],
+        config: TrainingConfig, generator: torch.Generator, name: str) -> FitResult:
+    """Fit ``model`` by MSE on [0, 1] targets plus the ranking loss and the family's L2 terms
+    (weighted by ``config.embedding_decay`` and ``config.bias_decay``); stop after
+    ``config.patience`` epochs without a better validation RMSE, then follow the decay path
+    (``config.decay_steps``) from the best weights while it improves, and keep the weights of the
+    epoch with the best validation RMSE."""
+    n = train[1].shape[0]
+    batch_size = batch_size_for(config, n)
+    result = FitResult(batch_size=batch_size, learning_rate=learning_rate_for(config, batch_size))
+    best_state = copy.deepcopy(model.state_dict())
+    started = time.perf_counter()
+    deadline = _deadline(config, started)
+    for step, decay in enumerate(decay_path(config)):
+        rate = result.learning_rate
+        if step:   # from the best weights, at the step they were reached with
+            model.load_state_dict(best_state)
+            rate = result.path[-1]["learning_rate"]
+            log.info("%s: embedding decay %.4g from the weights of epoch %d", name, decay, result.best_epoch)
+        state, steps, out_of_time = _fit_phase(model, objective, train, validation,
+                                               dataclasses.replace(config, embedding_decay=decay), generator, name,
+                                               result, deadline, rate)
+        if state is not None:
+            best_state, result.path = state, result.path + steps
+        if out_of_time:
+            result.out_of_time = True
+            break
+        if step and state is None:   # a weaker decay that does not help ends the path
+            break
     model.load_state_dict(best_state)
     model.eval()
     result.seconds = time.perf_counter() - started
@@ -180,26 +224,29 @@ def fit(model: nn.Module, objective: Objective,
     return result
 
 
-def refit(model: nn.Module, objective: Objective, train: tuple[TrainingRows, torch.Tensor], rates: list[float],
-          config: TrainingConfig, generator: torch.Generator, name: str,
+def refit(model: nn.Module, objective: Objective, train: tuple[TrainingRows, torch.Tensor],
+          steps: list[dict[str, float]], config: TrainingConfig, generator: torch.Generator, name: str,
           budget_s: float | None = None) -> tuple[list[dict[str, float]], bool]:
     """Train ``model`` (a fresh copy, or the early-stopped model to continue it) for one pass over
-    ``train`` per step size in ``rates`` with a new optimizer (no validation, final weights kept),
-    for at most ``budget_s`` seconds; return the per-epoch training curve and whether the budget
-    cut it short."""
+    ``train`` per entry of ``steps`` (its ``learning_rate`` and ``embedding_decay``, as
+    ``FitResult.path`` holds them) with a new optimizer (no validation, final weights kept), for
+    at most ``budget_s`` seconds; return the per-epoch training curve and whether the budget cut
+    it short."""
     optimizer = _optimizer(model, config, train[1].shape[0])
-    epochs = len(rates)
-    penalty = penalty_terms(model, objective.family, config)
     deadline = None if budget_s is None else time.perf_counter() + budget_s
     curve = []
     out_of_time = False
-    for epoch, rate in enumerate(rates, start=1):
-        optimizer.set_learning_rate(rate)
+    for epoch, step in enumerate(steps, start=1):
+        optimizer.set_learning_rate(step["learning_rate"])
+        epoch_config = dataclasses.replace(config, embedding_decay=step["embedding_decay"])
+        penalty = penalty_terms(model, objective.family, epoch_config)
         epoch_started = time.perf_counter()
-        total, seen, out_of_time = _train_epoch(model, objective, train, optimizer, penalty, config, generator,
+        total, seen, out_of_time = _train_epoch(model, objective, train, optimizer, penalty, epoch_config, generator,
                                                 f"{name} refit epoch {epoch}", deadline)
-        curve.append(_curve_entry(epoch, total, seen, time.perf_counter() - epoch_started, rate))
-        log.info("%s refit epoch %2d of %d: train RMSE %.4f (0-1 scale)", name, epoch, epochs, curve[-1]["train_rmse"])
+        curve.append(_curve_entry(epoch, total, seen, time.perf_counter() - epoch_started, step["learning_rate"],
+                                  step["embedding_decay"]))
+        log.info("%s refit epoch %2d of %d: train RMSE %.4f (0-1 scale)", name, epoch, len(steps),
+                 curve[-1]["train_rmse"])
         if out_of_time:
             log.info("%s: refit stopped by the time budget of %.0f s (fit and refit together)", name,
                      config.time_budget_s)

@@ -78,14 +78,13 @@ def _refit(setup: _Setup, module: torch.nn.Module, generator: torch.Generator, r
     started = time.perf_counter()
     both = dataset.train.concat(dataset.validation)
     early_stopped = module
-    rates = [epoch["learning_rate"] for epoch in result.epochs]
-    if training.refit == "fresh":   # the fit's steps up to its best epoch, replayed
+    if training.refit == "fresh":   # the steps (and decays) that led to the kept weights, replayed
         module, generator = setup.fresh(both)
-        rates = rates[:result.best_epoch]
-    else:   # "continue": the early-stopped module and its generator go on at the best epoch's step
-        rates = [rates[result.best_epoch - 1]] * training.continue_epochs
+        steps = result.path
+    else:   # "continue": the early-stopped module and its generator go on at the best epoch's step and decay
+        steps = [result.path[-1]] * training.continue_epochs
     budget = None if training.time_budget_s is None else max(training.time_budget_s - result.seconds, 0.0)
-    result.refit_epochs, result.out_of_time = refit(module, objective, setup.training_data(both), rates, training,
+    result.refit_epochs, result.out_of_time = refit(module, objective, setup.training_data(both), steps, training,
                                                     generator, setup.family.name, budget)
     result.seconds += time.perf_counter() - started
     if result.out_of_time and training.refit == "fresh":
