@@ -203,6 +203,11 @@ def fit(model: nn.Module, objective: Objective,
     for step, decay in enumerate(decay_path(config)):
         rate = result.learning_rate
         if step:   # from the best weights, at the step they were reached with
+            if deadline is not None and time.perf_counter() > deadline:   # spent by the end of the last phase
+                result.out_of_time = True
+                log.info("%s: time budget of %.0f s reached before embedding decay %.4g", name, config.time_budget_s,
+                         decay)
+                break
             model.load_state_dict(best_state)
             rate = result.path[-1]["learning_rate"]
             log.info("%s: embedding decay %.4g from the weights of epoch %d", name, decay, result.best_epoch)
