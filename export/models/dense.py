@@ -51,32 +51,33 @@ class DenseNet(nn.Module):
     def forward(self, users: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``users``, ``items`` int64 [B] -> unit rating [B] and ranking logit [B]."""
         u, i = self.user_embedding(users), self.item_embedding(items)
-        hidden = torch.relu(self.hidden(torch.cat([u, i], dim=-1)))
-        unit = (self.global_mean + self.user_bias(users)[:, 0] + self.item_bias(items)[:, 0]
-                + self.output(hidden)[:, 0])
-        return unit, self._logit(users, items, u, i)
+        return self._rating(users, items, u, i), self._logit(items, *self._ranking_user(users, u), i)
 
     def with_sampled(self, users: torch.Tensor, items: torch.Tensor,
                      sampled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``forward`` and the ranking logit [B] of ``sampled`` items, the users' side of the
         ranking head (``A e_u`` and ``r_u``) computed once for both."""
         u, i = self.user_embedding(users), self.item_embedding(items)
-        hidden = torch.relu(self.hidden(torch.cat([u, i], dim=-1)))
-        unit = (self.global_mean + self.user_bias(users)[:, 0] + self.item_bias(items)[:, 0]
-                + self.output(hidden)[:, 0])
-        user_side, rank_user = self.rank_bilinear(u), self.rank_user_embedding(users)
-        logits = [self.rank_item_bias(j)[:, 0] + (user_side * factors).sum(-1)
-                  + (rank_user * self.rank_item_embedding(j)).sum(-1)
-                  for j, factors in ((items, i), (sampled, self.item_embedding(sampled)))]
-        return unit, *logits
+        user_side = self._ranking_user(users, u)
+        return (self._rating(users, items, u, i), self._logit(items, *user_side, i),
+                self._logit(sampled, *user_side, self.item_embedding(sampled)))
 
     def ranking_logit(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """The ranking head alone: logit [B]."""
-        return self._logit(users, items, self.user_embedding(users), self.item_embedding(items))
+        return self._logit(items, *self._ranking_user(users, self.user_embedding(users)), self.item_embedding(items))
 
-    def _logit(self, users: torch.Tensor, items: torch.Tensor, u: torch.Tensor, i: torch.Tensor) -> torch.Tensor:
-        return (self.rank_item_bias(items)[:, 0] + (self.rank_bilinear(u) * i).sum(-1)
-                + (self.rank_user_embedding(users) * self.rank_item_embedding(items)).sum(-1))
+    def _rating(self, users: torch.Tensor, items: torch.Tensor, u: torch.Tensor, i: torch.Tensor) -> torch.Tensor:
+        hidden = torch.relu(self.hidden(torch.cat([u, i], dim=-1)))
+        return self.global_mean + self.user_bias(users)[:, 0] + self.item_bias(items)[:, 0] + self.output(hidden)[:, 0]
+
+    def _ranking_user(self, users: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The users' side of the ranking head: ``A e_u`` and ``r_u``."""
+        return self.rank_bilinear(u), self.rank_user_embedding(users)
+
+    def _logit(self, items: torch.Tensor, bilinear: torch.Tensor, rank_user: torch.Tensor,
+               i: torch.Tensor) -> torch.Tensor:
+        return (self.rank_item_bias(items)[:, 0] + (bilinear * i).sum(-1)
+                + (rank_user * self.rank_item_embedding(items)).sum(-1))
 
 
 class AllItemsDense(nn.Module):

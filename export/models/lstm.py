@@ -19,6 +19,13 @@ GATES = ("i", "f", "g", "o")
 """torch's LSTM gate order within its weight rows: input, forget, cell, output."""
 
 
+def lstm_cell(i: torch.Tensor, f: torch.Tensor, g: torch.Tensor, o: torch.Tensor,
+              c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One LSTM step from its four gate pre-activations (``GATES``) and the cell state: ``(h, c)``."""
+    c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+    return torch.sigmoid(o) * torch.tanh(c), c
+
+
 @dataclasses.dataclass(frozen=True)
 class LSTMConfig:
     """LSTM over each user's latest items."""
@@ -84,11 +91,14 @@ class SequenceLSTM(nn.Module):
         self.rank_item_bias = nn.Embedding(n_items + 1, 1, padding_idx=n_items)
         self.register_buffer("global_mean", torch.tensor(float(global_mean)))
 
+    def centred(self, items: torch.Tensor, ratings: torch.Tensor) -> torch.Tensor:
+        """Ratings centred on the global mean, 0 where ``items`` is the padding index."""
+        return (ratings - self.global_mean) * (items != self.padding_index).to(ratings.dtype)
+
     def step_inputs(self, users: torch.Tensor, items: torch.Tensor, ratings: torch.Tensor) -> torch.Tensor:
         """LSTM inputs [B, L, dim + 1 + user_input]: item embedding, previous centred rating, and the
         user embedding's projection to ``user_input`` dimensions."""
-        known = (items != self.padding_index).to(ratings.dtype)
-        centred = (ratings - self.global_mean) * known
+        centred = self.centred(items, ratings)
         previous = torch.cat([torch.zeros_like(centred[:, :1]), centred[:, :-1]], dim=1)
         user = self.user_input(self.user_embedding(users))[:, None, :].expand(-1, items.shape[1], -1)
         return torch.cat([self.item_embedding(items), previous.unsqueeze(-1), user], dim=-1)
@@ -120,16 +130,14 @@ class SequenceLSTM(nn.Module):
             0, inverse, torch.arange(n, device=users.device), "amin")   # one window per history
         _, (h, c) = self.lstm(self.step_inputs(users[first], items[first, :-1], ratings[first, :-1]))
         w_ih, dim = self.lstm.weight_ih_l0, self.item_embedding.embedding_dim
-        known = (items[first, -2] != self.padding_index).to(ratings.dtype)
-        previous = (ratings[first, -2] - self.global_mean) * known                  # the last step's rating input
+        previous = self.centred(items[first, -2], ratings[first, -2])              # the last step's rating input
         user = self.user_input(self.user_embedding(users[first]))
         history_gates = (h[0] @ self.lstm.weight_hh_l0.T + previous[:, None] * w_ih[:, dim]
                          + user @ w_ih[:, dim + 1:].T + self.lstm.bias_ih_l0 + self.lstm.bias_hh_l0)   # [histories, 4H]
         # index_select, not indexing: its gradient (index_add_) sums in a fixed order on the CPU
         gates = history_gates.index_select(0, inverse) + self.item_embedding(items[:, -1]) @ w_ih[:, :dim].T
-        i, f, g, o = gates.chunk(len(GATES), dim=1)
-        cell = torch.sigmoid(f) * c[0].index_select(0, inverse) + torch.sigmoid(i) * torch.tanh(g)
-        return self._outputs(users, items[:, -1], torch.sigmoid(o) * torch.tanh(cell))
+        state, _ = lstm_cell(*gates.chunk(len(GATES), dim=1), c[0].index_select(0, inverse))
+        return self._outputs(users, items[:, -1], state)
 
     def _outputs(self, users: torch.Tensor, items: torch.Tensor,
                  states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -201,15 +209,13 @@ class AllItemsLSTM(nn.Module):
         steps = m.step_inputs(users, history_items, history_ratings)
         _, (h, c) = m.lstm(steps)
         h, c = h[0], c[0]                                                     # [B, H]
-        known = (history_items[:, -1] != m.padding_index).to(history_ratings.dtype)
-        last = (history_ratings[:, -1] - m.global_mean) * known               # [B]
+        last = m.centred(history_items[:, -1], history_ratings[:, -1])     # [B]
         user = m.user_embedding(users)
         user_gates = (h @ self.hidden_weight + last[:, None] * self.rating_gate
                       + user @ self.user_weight)                                 # [B, 4H]
         i, f, g, o = (u[:, :, None] + getattr(self, f"item_gate_{name}")[None, :, :]   # each [B, H, n_items]
                       for name, u in zip(GATES, user_gates.chunk(4, dim=-1)))
-        c_next = torch.sigmoid(f) * c[:, :, None] + torch.sigmoid(i) * torch.tanh(g)
-        h_next = torch.sigmoid(o) * torch.tanh(c_next)
+        h_next, _ = lstm_cell(i, f, g, o, c[:, :, None])
         affinity = user @ self.item_factors.T                                    # [B, n_items]
         unit = ((self.head_weight @ h_next).squeeze(1) + self.item_offset + affinity + m.user_bias(users)
                 + m.global_mean)

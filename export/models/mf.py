@@ -45,28 +45,32 @@ class BiasedMF(nn.Module):
     def forward(self, users: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``users``, ``items`` int64 [B] -> unit rating [B] and ranking logit [B]."""
         p, q = self.user_embedding(users), self.item_embedding(items)
-        unit = self.global_mean + self.user_bias(users)[:, 0] + self.item_bias(items)[:, 0] + (p * q).sum(-1)
-        return unit, self._logit(users, items, p, q)
+        return self._rating(users, items, p, q), self._logit(items, *self._ranking_user(users, p), q)
 
     def with_sampled(self, users: torch.Tensor, items: torch.Tensor,
                      sampled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``forward`` and the ranking logit [B] of ``sampled`` items, the users' side of the
         ranking head (``p * s`` and ``r_u``) looked up and scaled once for both."""
         p, q = self.user_embedding(users), self.item_embedding(items)
-        unit = self.global_mean + self.user_bias(users)[:, 0] + self.item_bias(items)[:, 0] + (p * q).sum(-1)
-        user_side, rank_user = p.detach() * self.rank_scale, self.rank_user_embedding(users)
-        logits = [self.rank_item_bias(i)[:, 0] + (user_side * factors.detach()).sum(-1)
-                  + (rank_user * self.rank_item_embedding(i)).sum(-1)
-                  for i, factors in ((items, q), (sampled, self.item_embedding(sampled)))]
-        return unit, *logits
+        user_side = self._ranking_user(users, p)
+        return (self._rating(users, items, p, q), self._logit(items, *user_side, q),
+                self._logit(sampled, *user_side, self.item_embedding(sampled)))
 
     def ranking_logit(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """The ranking head alone: logit [B]."""
-        return self._logit(users, items, self.user_embedding(users), self.item_embedding(items))
+        return self._logit(items, *self._ranking_user(users, self.user_embedding(users)), self.item_embedding(items))
 
-    def _logit(self, users: torch.Tensor, items: torch.Tensor, p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-        return (self.rank_item_bias(items)[:, 0] + (p.detach() * self.rank_scale * q.detach()).sum(-1)
-                + (self.rank_user_embedding(users) * self.rank_item_embedding(items)).sum(-1))
+    def _rating(self, users: torch.Tensor, items: torch.Tensor, p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+        return self.global_mean + self.user_bias(users)[:, 0] + self.item_bias(items)[:, 0] + (p * q).sum(-1)
+
+    def _ranking_user(self, users: torch.Tensor, p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The users' side of the ranking head: ``p * s`` (``p`` detached) and ``r_u``."""
+        return p.detach() * self.rank_scale, self.rank_user_embedding(users)
+
+    def _logit(self, items: torch.Tensor, scaled: torch.Tensor, rank_user: torch.Tensor,
+               q: torch.Tensor) -> torch.Tensor:
+        return (self.rank_item_bias(items)[:, 0] + (scaled * q.detach()).sum(-1)
+                + (rank_user * self.rank_item_embedding(items)).sum(-1))
 
 
 class AllItemsMF(nn.Module):
