@@ -177,14 +177,52 @@ def test_sparse_embedding_gradients_update_only_touched_rows_and_train_as_well_a
     assert rmse[True] == pytest.approx(rmse[False], abs=0.02)  # about as well as dense updates
 
 
-def test_sparse_gradients_are_chosen_by_table_size():
+def test_row_wise_tables_are_the_large_tables_of_large_catalogues():
+    """Small catalogues train every table whole; large ones train row by row each table with more
+    rows than a batch has ratings; ``sparse_embeddings`` True or False overrides both."""
     mf = RunConfig().model_config("mf")
-    small = registry.get("mf").build(mf, 100, 50, 0.5)
-    rows = SPARSE_EMBEDDING_PARAMETERS // (mf.dim + mf.rank_dim)
-    large = registry.get("mf").build(mf, rows, 50, 0.5)
-    assert not Optimizer(small, mf.training, 1024, 1e-3).sparse
-    assert Optimizer(large, mf.training, 1024, 1e-3).sparse
-    assert not Optimizer(large, dataclasses.replace(mf.training, sparse_embeddings=False), 1024, 1e-3).sparse
+    family = registry.get("mf")
+    small = family.build(mf, 100, 50, 0.5)
+    users = SPARSE_EMBEDDING_PARAMETERS // (mf.dim + mf.rank_dim)
+    large = family.build(mf, users, 2048, 0.5)
+    user_tables = {large.user_embedding, large.user_bias, large.rank_user_embedding}
+    assert Optimizer(small, mf.training, 1024, 1e-3).row_wise == []
+    assert set(Optimizer(large, mf.training, 1024, 1e-3).row_wise) == user_tables | {
+        large.item_embedding, large.item_bias, large.rank_item_embedding, large.rank_item_bias}
+    optimizer = Optimizer(large, mf.training, 4096, 1e-3)
+    assert set(optimizer.row_wise) == user_tables
+    assert set(optimizer.whole) == {large.item_embedding, large.item_bias, large.rank_item_embedding, large.rank_item_bias}
+    assert all(t.sparse for t in large.modules() if isinstance(t, nn.Embedding))   # sparse gradients, summed for whole tables
+    assert Optimizer(large, dataclasses.replace(mf.training, sparse_embeddings=False), 1024, 1e-3).row_wise == []
+    assert len(Optimizer(small, dataclasses.replace(mf.training, sparse_embeddings=True), 1024, 1e-3).row_wise) == 7
+
+
+@pytest.mark.parametrize("sparse", [None, True])
+def test_a_step_with_some_tables_row_wise_equals_the_step_with_all_tables_whole(sparse):
+    """Where only some tables train row by row, the others (and their penalty) take the whole-table
+    step: the first step, from zero moments, is the same either way to float rounding."""
+    mf = RunConfig().model_config("mf")
+    family = registry.get("mf")
+    config = family.with_training(mf, embedding_decay=0.05, bias_decay=0.01, sparse_embeddings=sparse)
+    users = SPARSE_EMBEDDING_PARAMETERS // (mf.dim + mf.rank_dim)
+    generator = torch.Generator().manual_seed(0)
+    batch = (torch.randint(0, users, (64,), generator=generator), torch.randint(0, 40, (64,), generator=generator))
+    targets = torch.rand(64, generator=generator)
+    models = []
+    for training in (config.training, dataclasses.replace(config.training, sparse_embeddings=False)):
+        model = family.build(config, users, 40, 0.5)
+        init_parameters(model, torch.Generator().manual_seed(1))
+        optimizer = Optimizer(model, training, 64, 1e-2)
+        objective = Objective(family, 40)
+        loss, _ = batch_loss(model, objective, batch, targets, training, torch.Generator().manual_seed(2))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step(row_decays(penalty_terms(model, family, training), family, batch))
+        optimizer.release()
+        models.append(model)
+    assert models[0].user_embedding.sparse is False
+    for (key, ours), theirs in zip(models[0].state_dict().items(), models[1].state_dict().values()):
+        assert torch.allclose(ours, theirs, atol=1e-6), key
 
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(),
