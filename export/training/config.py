@@ -64,8 +64,9 @@ class TrainingConfig:
     path costs a phase of ``patience`` epochs and changes nothing."""
     decay_step_factor: float = 0.5
     """What each phase of the decay path multiplies the embedding decay by."""
-    max_epochs: int = 40
-    """Upper bound on passes over the training ratings, in each phase."""
+    max_epochs: int = 200
+    """Upper bound on passes over the training ratings, in each phase: a guard against a run that
+    never stops, not a setting that ends training (early stopping does that)."""
     patience: int = 3
     """Stop after this many epochs without a better validation RMSE; the best epoch is kept."""
     sparse_embeddings: bool | None = None
