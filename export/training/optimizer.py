@@ -34,19 +34,19 @@ class Optimizer:
     of every table. Once any table trains row-wise every table's gradient is computed sparse (the
     backward pass then only keeps each lookup's gradient); a table updated whole has it summed
     into a whole-table gradient by one ``index_add_``, which costs less than the dense backward
-    of the embedding lookup (which sorts the ids). Adam is torch's fused implementation: one kernel over all parameters instead
-    of a series of per-tensor operations. ``learning_rate`` is the step size for ``batch_size``
-    (``config.learning_rate_for``)."""
+    of the embedding lookup (which sorts the ids). Adam is torch's fused implementation: one
+    kernel over all parameters instead of a series of per-tensor operations. ``learning_rate`` is
+    the step size for ``batch_size`` (``config.learning_rate_for``)."""
 
     def __init__(self, model: nn.Module, config: TrainingConfig, batch_size: int, learning_rate: float) -> None:
         self.batch_size = batch_size
         self.learning_rate = learning_rate
         tables = [m for m in model.modules() if isinstance(m, nn.Embedding)]
         self.row_wise = row_wise_tables(tables, config, batch_size)
-        row_wise_ids = {id(t) for t in self.row_wise}
+        self._row_wise_ids = {id(t) for t in self.row_wise}
         for table in tables:
             table.sparse = bool(self.row_wise)
-        self.whole = [t for t in tables if id(t) not in row_wise_ids]
+        self.whole = [t for t in tables if id(t) not in self._row_wise_ids]
         table_ids = {id(m.weight) for m in tables}
         layers = [p for p in model.parameters() if id(p) not in table_ids]
         weights = [p for p in layers if p.dim() > 1]
@@ -75,12 +75,11 @@ class Optimizer:
 
     def step(self, decays: list[RowDecay] = ()) -> None:
         """One update, with each of ``decays`` (the penalty's gradient) added to its table's gradient."""
-        row_wise = {id(t) for t in self.row_wise}
         if self.rows is not None:
-            self.rows.step([d for d in decays if id(d.table) in row_wise])
+            self.rows.step([d for d in decays if id(d.table) in self._row_wise_ids])
         for table in self.whole:
             _sum_sparse_gradient(table.weight)
-        _add_to_dense_gradients([d for d in decays if id(d.table) not in row_wise])
+        _add_to_dense_gradients([d for d in decays if id(d.table) not in self._row_wise_ids])
         if self.dense is not None:
             self.dense.step()
 
