@@ -71,7 +71,7 @@ def logit_matrix(trained: Any, dataset: Dataset, chunk: int = 256) -> np.ndarray
 
 
 def evaluate_split(name: str, train: pd.DataFrame, test: pd.DataFrame, config: RunConfig,
-                   use_surprise: bool, jobs: int = 1) -> dict[str, Any]:
+                   use_surprise: bool, jobs: int | None = None) -> dict[str, Any]:
     """Every model and baseline on one split."""
     started = time.perf_counter()
     dataset = build_dataset([train, test], config, np.random.default_rng(child_seed(config.seed, "split")))
@@ -126,7 +126,7 @@ def mean_over(splits: list[dict[str, Any]], section: str) -> dict[str, Any]:
 
 def run_evaluation(args: argparse.Namespace) -> dict[str, Any]:
     config = make_config(args)
-    jobs = jobs_option(args.jobs, config)
+    jobs = jobs_option(args.jobs)
     use_surprise = not args.no_surprise and baselines.surprise_available()
     if not args.no_surprise and not use_surprise:
         log.warning("Surprise is not installed (pip install '.[eval]'); its baselines are left out")

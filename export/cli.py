@@ -166,7 +166,7 @@ def bundle_samples(manifest: dict) -> list[Sample]:
 
 def run(args: argparse.Namespace) -> list[Sample]:
     config = make_config(args)
-    bundle = train_and_export(config, data_source(args), args.artifacts, jobs_option(args.jobs, config), args.force,
+    bundle = train_and_export(config, data_source(args), args.artifacts, jobs_option(args.jobs), args.force,
                               models_given=args.models is not None, policy=publish_policy(args))
     manifest = read_manifest(bundle)
     for name in manifest["model_names"]:

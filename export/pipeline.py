@@ -55,7 +55,7 @@ def models_for_data(config: RunConfig, dataset: Dataset, models_given: bool) -> 
     return dataclasses.replace(config, models=kept)
 
 
-def train_and_export(config: RunConfig, source: DataSource, artifacts: Path, jobs: int, force: bool = False,
+def train_and_export(config: RunConfig, source: DataSource, artifacts: Path, jobs: int | None, force: bool = False,
                      models_given: bool = True, policy: PublishPolicy = PublishPolicy()) -> Path:
     """Load the data, train each model, export, gate and publish; reuse an up-to-date bundle."""
     dataset, checksums = load_dataset(source, config, np.random.default_rng(child_seed(config.seed, "split")))

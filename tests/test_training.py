@@ -24,7 +24,8 @@ from export.training.optimizer import SPARSE_EMBEDDING_PARAMETERS, Optimizer
 from export.training.penalty import penalty_terms, row_decays
 from export.training.row_adam import RowAdam
 from export.training.trainer import train_model
-from export.training.workers import train_models
+from export.training import workers
+from export.training.workers import SIDE_BY_SIDE_MIN_RATINGS, default_jobs, train_models
 from scoring.bundle import read_manifest
 from scoring.feeds import UserContext
 
@@ -84,6 +85,17 @@ def test_configs_check_themselves_when_built():
         RunConfig(split=(0.5, 0.1, 0.1))
     with pytest.raises(ConfigError, match="no model family is named 'svd'; registered: mf, dense, lstm"):
         RunConfig(models=("mf", "svd"))
+
+
+def test_models_train_side_by_side_by_default_only_where_the_split_is_large_and_on_cpu(monkeypatch):
+    monkeypatch.setattr(workers, "available_cpus", lambda: 2)
+    three = RunConfig()
+    assert default_jobs(three, SIDE_BY_SIDE_MIN_RATINGS) == 2
+    assert default_jobs(three, SIDE_BY_SIDE_MIN_RATINGS - 1) == 1
+    assert default_jobs(RunConfig(models=("mf",)), 10 * SIDE_BY_SIDE_MIN_RATINGS) == 1
+    assert default_jobs(dataclasses.replace(three, device="cuda"), 10 * SIDE_BY_SIDE_MIN_RATINGS) == 1
+    monkeypatch.setattr(workers, "available_cpus", lambda: 16)
+    assert default_jobs(three, SIDE_BY_SIDE_MIN_RATINGS) == 3
 
 
 def test_models_trained_side_by_side_in_workers_equal_those_trained_one_after_another(dataset):

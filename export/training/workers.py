@@ -29,9 +29,16 @@ from . import loop
 from .trainer import TrainedModel, train_model
 
 
-def default_jobs(config: RunConfig) -> int:
-    """One worker per model, up to the CPUs this process may use; one when training on a GPU."""
-    if config.device != "cpu":
+SIDE_BY_SIDE_MIN_RATINGS = 10_000
+"""Training ratings from which the models train side by side by default. Below it a worker's
+start (a fresh interpreter importing torch, then the data set sent to it) takes longer than the
+share of training it would take over, so the models train one after another in this process."""
+
+
+def default_jobs(config: RunConfig, n_training: int) -> int:
+    """One worker per model, up to the CPUs this process may use, for a training split of
+    ``n_training`` ratings; one (this process) when training on a GPU or on a small split."""
+    if config.device != "cpu" or n_training < SIDE_BY_SIDE_MIN_RATINGS:
         return 1
     return max(1, min(len(config.models), available_cpus()))
 
@@ -39,34 +46,35 @@ def default_jobs(config: RunConfig) -> int:
 def add_jobs_option(parser: argparse.ArgumentParser) -> None:
     """``--jobs``, shared by the commands that train."""
     parser.add_argument("--jobs", type=int, help="models trained at once, one worker process each (default: one "
-                                                 "per model up to the CPUs available; 1 with --device cuda)")
+                                                 f"per model up to the CPUs available; 1 with --device cuda or "
+                                                 f"under {SIDE_BY_SIDE_MIN_RATINGS:,} training ratings)")
 
 
-def jobs_option(value: int | None, config: RunConfig) -> int:
-    """The ``--jobs`` value, or the default for ``config`` when it was not given."""
-    if value is None:
-        return default_jobs(config)
-    if value < 1:
+def jobs_option(value: int | None) -> int | None:
+    """The ``--jobs`` value; None (decided per data set by ``default_jobs``) when it was not given."""
+    if value is not None and value < 1:
         raise UsageError(f"--jobs: expected a positive integer, got {value}")
     return value
 
 
-def train_models(dataset: Dataset, config: RunConfig, jobs: int) -> list[TrainedModel]:
+def train_models(dataset: Dataset, config: RunConfig, jobs: int | None = None) -> list[TrainedModel]:
     """Train every model of ``config``, results in ``config.models`` order (see ``trained_as_completed``)."""
     by_name = {model.name: model for model in trained_as_completed(dataset, config, jobs)}
     return [by_name[name] for name in config.models]
 
 
-def trained_as_completed(dataset: Dataset, config: RunConfig, jobs: int) -> Iterator[TrainedModel]:
+def trained_as_completed(dataset: Dataset, config: RunConfig, jobs: int | None = None) -> Iterator[TrainedModel]:
     """Train every model of ``config`` and yield each as soon as it is trained: in this process,
     in ``config.models`` order, when ``jobs`` is 1; otherwise in ``jobs`` worker processes with
     ``cpus // jobs`` torch threads each, in the order they finish, so that the caller can export
-    one model while the others still train.
+    one model while the others still train. ``jobs`` None: ``default_jobs`` for this data set.
 
     Each model's result depends on its seed, not on which worker trained it or when. Closing the
     iterator early (the caller failed) cancels the models not started and waits for those running.
     """
     names = list(config.models)
+    if jobs is None:
+        jobs = default_jobs(config, len(dataset.train.ratings))
     if jobs <= 1 or len(names) <= 1:
         for name in names:
             yield train_model(name, dataset, config, child_seed(config.seed, name))
