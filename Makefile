@@ -55,8 +55,10 @@ BENCH_ARGS ?=
 bench: data  ## benchmark: stage times, pairs/s, peak RSS, vs torch eager and the GEMM floor
 	$(PY) -m benchmarks.bench $(BENCH_ARGS)
 
-test: data $(TEST_STAMP)  ## run the whole test suite (installs pyspark for the Spark tests; needs Java 17)
-	$(PY) -m pytest $(PYTEST_ARGS)
+TEST_WORKERS ?= 2
+
+test: data $(TEST_STAMP)  ## run the whole test suite in TEST_WORKERS processes (installs pyspark; needs Java 17)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 test-fast: $(STAMP)  ## the quick subset for the edit-test loop (no training of the real models)
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)

@@ -8,7 +8,24 @@ from pathlib import Path
 
 import pytest
 
-from export.data.synthetic import generate_ratings, write_u_data
+from contract.machine import available_cpus
+
+
+def share_the_cpus_between_test_workers() -> None:
+    """Under pytest-xdist (``make test`` runs two workers) each worker, and every command it
+    starts, keeps to its share of the CPUs: torch's and the BLAS libraries' thread pools size
+    themselves from these variables when they start, and pools the size of the machine in every
+    worker spin against each other. Results depend on thread counts only in the last float digits."""
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if workers:
+        threads = str(max(1, available_cpus() // int(workers)))
+        for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+            os.environ.setdefault(variable, threads)
+
+
+share_the_cpus_between_test_workers()
+
+from export.data.synthetic import generate_ratings, write_u_data  # noqa: E402  (after the thread counts)
 
 ROOT = Path(__file__).resolve().parent.parent
 SYNTHETIC_SHAPE = (100, 60, 3_000)
