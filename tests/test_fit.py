@@ -136,12 +136,11 @@ def test_the_decay_path_goes_on_from_the_best_weights_while_a_weaker_decay_helps
     result = fit(model, Objective(family, 5), *data, training, torch.Generator().manual_seed(1), "mf")
     d, r = training.embedding_decay, result.learning_rate
     assert [e["embedding_decay"] for e in result.epochs] == [d] * 6 + [d / 2] * 3 + [d / 4] * 2
-    # each phase starts a fresh optimizer at the step of the best epoch so far (epochs 4 and 7: r / 2)
-    assert [e["learning_rate"] for e in result.epochs] == [r, r, r, r / 2, r / 2, r / 4] + [r / 2, r / 2, r / 4] \
-        + [r / 2, r / 4]
+    # each phase starts a fresh optimizer at the configured step, however far the one before halved it
+    assert [e["learning_rate"] for e in result.epochs] == [r, r, r, r / 2, r / 2, r / 4] + [r, r, r / 2] + [r, r / 2]
     assert result.best_epoch == 7 and result.best_val_rmse == 0.38
     assert result.path == [{"learning_rate": rate, "embedding_decay": decay}
-                           for rate, decay in [(r, d), (r, d), (r, d), (r / 2, d), (r / 2, d / 2)]]
+                           for rate, decay in [(r, d), (r, d), (r, d), (r / 2, d), (r, d / 2)]]
     for name in starts[0]:   # epoch k starts from starts[k - 1]
         torch.testing.assert_close(starts[6][name], starts[4][name], rtol=0, atol=0)   # phase 1 from epoch 4's
         torch.testing.assert_close(starts[9][name], starts[7][name], rtol=0, atol=0)   # phase 2 from epoch 7's

@@ -56,8 +56,9 @@ class TrainingConfig:
     validation split's own noise."""
     decay_steps: int = 0
     """The regularisation path: after early stopping, up to this many more phases, each from the
-    best weights so far (a fresh optimizer at the step they were reached with) and the embedding
-    decay multiplied by ``decay_step_factor`` once more; the first phase that does not improve the
+    best weights so far (a fresh optimizer at the configured step: a step the phase before halved
+    on its plateaus is too small to reach the optimum of a weaker decay) and the embedding decay
+    multiplied by ``decay_step_factor`` once more; the first phase that does not improve the
     validation RMSE ends it. A strong decay first keeps the embeddings from fitting noise while the structure is
     learnt; the weaker ones after it fit what the strong one shrank away. The decay a catalogue
     wants is so found on its own validation split: on one that wants the configured decay the

@@ -140,15 +140,14 @@ def _deadline(config: TrainingConfig, started: float) -> float | None:
 
 def _fit_phase(model: nn.Module, objective: Objective, train: tuple[TrainingRows, torch.Tensor],
                validation: tuple[Inputs, torch.Tensor], config: TrainingConfig, generator: torch.Generator,
-               name: str, result: FitResult, deadline: float | None,
-               learning_rate: float) -> tuple[dict | None, list[dict[str, float]], bool]:
-    """Epochs at ``config``'s embedding decay, with a fresh optimizer starting at ``learning_rate``,
+               name: str, result: FitResult,
+               deadline: float | None) -> tuple[dict | None, list[dict[str, float]], bool]:
+    """Epochs at ``config``'s embedding decay, with a fresh optimizer at the configured step,
     until ``config.patience`` epochs bring no better validation RMSE than ``result``'s best;
     appends to ``result.epochs``. Returns the weights of the phase's best epoch if it improved on
     ``result``'s best (else None), the step size and decay of the phase's epochs up to that one,
     and whether time ran out."""
     optimizer = _optimizer(model, config, train[1].shape[0])
-    optimizer.set_learning_rate(learning_rate)
     penalty = penalty_terms(model, objective.family, config)
     best_state, steps, to_best, since_best, out_of_time = None, [], [], 0, False
     for _ in range(config.max_epochs):
@@ -201,19 +200,17 @@ def fit(model: nn.Module, objective: Objective,
     started = time.perf_counter()
     deadline = _deadline(config, started)
     for step, decay in enumerate(decay_path(config)):
-        rate = result.learning_rate
-        if step:   # from the best weights, at the step they were reached with
+        if step:   # from the best weights, at the configured step again
             if deadline is not None and time.perf_counter() > deadline:   # spent by the end of the last phase
                 result.out_of_time = True
                 log.info("%s: time budget of %.0f s reached before embedding decay %.4g", name, config.time_budget_s,
                          decay)
                 break
             model.load_state_dict(best_state)
-            rate = result.path[-1]["learning_rate"]
             log.info("%s: embedding decay %.4g from the weights of epoch %d", name, decay, result.best_epoch)
         state, steps, out_of_time = _fit_phase(model, objective, train, validation,
                                                dataclasses.replace(config, embedding_decay=decay), generator, name,
-                                               result, deadline, rate)
+                                               result, deadline)
         if state is not None:
             best_state, result.path = state, result.path + steps
         if out_of_time:
