@@ -4,11 +4,11 @@ rank can reach on a synthetic catalogue, next to the floor of its planted truth.
 Fits ``mean + b_u + b_i + <p_u, q_i>`` to the training ratings by alternating least squares: each
 half-step solves every user's (then every item's) ridge regression exactly, so after enough
 sweeps the factors are the optimum of the penalised objective, not wherever a gradient method
-stopped. The penalty is the trainer's ``embedding_decay`` in its own units (squared error on the
-[0, 1] scale plus ``penalty * (|p_u|² + |q_i|²)`` for every rating; the biases unpenalised, as
-the MF family's ``bias_decay`` is 0), so a row of
-the table reads as what the MF family could reach with that rank and decay if its training
-converged exactly. The split and seed are the benchmark's (``python -m benchmarks.bench``).
+stopped. The penalty is the trainer's ``embedding_decay`` in its own units: squared error on the
+[0, 1] scale plus ``penalty * (|p_u|² + |q_i|²)`` for every rating, the biases unpenalised (MF's
+``bias_decay`` is 0). A row of the table so reads as what the MF family would reach with that
+rank and decay if its training converged exactly. The split and seed are the benchmark's
+(``python -m benchmarks.bench``).
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -131,7 +131,7 @@ def best_by_validation(rows: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
     return best
 
 
-def number_list(kind: type) -> Any:
+def number_list(kind: type) -> Callable[[str], list]:
     """An argparse type: comma-separated positive numbers of ``kind``."""
     def parse(text: str) -> list:
         try:
