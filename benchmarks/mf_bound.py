@@ -27,6 +27,7 @@ from export.config import RunConfig, child_seed
 from export.data.dataset import Dataset, Interactions
 from export.data.loading import DataSource, load_dataset
 from export.data.synthetic import parse_shape
+from export.training.metrics import rating_errors
 
 
 OUTER_PRODUCT_VALUES = 1 << 25
@@ -97,7 +98,8 @@ def fit_als(train: Interactions, n_users: int, n_items: int, rank: int, penalty:
 
 
 def rmse(predicted: np.ndarray, ratings: Interactions) -> float:
-    return float(np.sqrt(np.mean((predicted - ratings.ratings.astype(np.float64)) ** 2)))
+    """RMSE on the ratings' own scale, as the trainer reports it (``rating_errors``)."""
+    return rating_errors(predicted, ratings.ratings, ratings.scale)["rmse_stars"]
 
 
 def bound_table(dataset: Dataset, ranks: list[int], penalties: list[float], sweeps: int) -> list[dict[str, Any]]:
