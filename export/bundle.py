@@ -7,6 +7,7 @@ import platform
 import shutil
 import time
 from collections.abc import Iterable
+import dataclasses
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -62,8 +63,8 @@ class BundleSetup:
 def export_graphs(trained: TrainedModel, setup: BundleSetup) -> ModelGraphs:
     """Write the model's three ONNX graphs into the staging folder."""
     family = registry.get(trained.name)
-    config = setup.config.model_config(trained.name)
-    graphs = ModelGraphs.in_folder(setup.staging, trained.name, family.graph_inputs(), family.context_length(config))
+    graphs = ModelGraphs.in_folder(setup.staging, trained.name, family.graph_inputs(),
+                                   family.context_length(trained.config))
     context = setup.context.last(graphs.context_length)
     metadata = {"model": trained.name, "bundle_id": setup.bundle_id, "test_metrics": trained.test_metrics}
     users, items = np.arange(2) % setup.dataset.vocab.n_users, np.arange(2) % setup.dataset.vocab.n_items
@@ -101,6 +102,7 @@ def export_model(trained: TrainedModel, setup: BundleSetup) -> tuple[TorchRefere
         "learning_rate": trained.fit.learning_rate,
         "learning_curve": trained.fit.epochs,
         "refit_curve": trained.fit.refit_epochs,
+        "rank_cuts": trained.fit.cuts,
         "histogram": trained.histogram,
         "train_seconds": round(trained.fit.seconds, 3),
         "export_seconds": round(time.perf_counter() - started, 3),
@@ -137,8 +139,11 @@ def versions() -> dict[str, str]:
 
 
 def bundle_manifest(setup: BundleSetup, created: datetime, fingerprint: str, data_checksums: dict[str, str],
-                    models: dict[str, Any]) -> dict[str, Any]:
+                    models: dict[str, Any], trained_configs: dict[str, Any]) -> dict[str, Any]:
+    """The manifest; its ``config`` is the run's, each model's settings as trained (``trained_configs``:
+    what rebuilds its weights)."""
     dataset = setup.dataset
+    config = dataclasses.replace(setup.config, model_configs={**setup.config.model_configs, **trained_configs})
     train_mean = np.full(len(dataset.test), dataset.train.ratings.mean(), np.float32)
     return {
         "schema_version": layout.SCHEMA_VERSION,
@@ -146,7 +151,7 @@ def bundle_manifest(setup: BundleSetup, created: datetime, fingerprint: str, dat
         "created_utc": created.isoformat(),
         "fingerprint": fingerprint,
         "seed": setup.config.seed,
-        "config": setup.config.to_dict(),
+        "config": config.to_dict(),
         "data": {"files_md5": data_checksums, **dataset.notes, "n_train": len(dataset.train),
                  "n_validation": len(dataset.validation), "n_test": len(dataset.test),
                  "n_history": len(dataset.history)},
@@ -203,11 +208,13 @@ def build_bundle(dataset: Dataset, trained: Iterable[TrainedModel], config: RunC
             setup = _setup(dataset, config, staging, bundle_id)
             references: dict[str, TorchReference] = {}
             models: dict[str, Any] = {}
+            trained_configs: dict[str, Any] = {}
             for model in trained:
                 references[model.name], models[model.name] = export_model(model, setup)
+                trained_configs[model.name] = model.config
             write_references(references, staging)
             write_vocabulary_and_context(dataset, setup.context, staging)
-            manifest = bundle_manifest(setup, created, fingerprint, data_checksums, models)
+            manifest = bundle_manifest(setup, created, fingerprint, data_checksums, models, trained_configs)
             (staging / layout.MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
             manifest["gate"] = gate_record(dataset, config, staging, resolve_latest(root), policy.gate)
             (staging / layout.MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))

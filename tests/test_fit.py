@@ -25,7 +25,7 @@ def tiny_problem():
     ratings = Interactions(users, items, rng.integers(1, 6, 200).astype(np.float32), np.arange(200))
     family = registry.get("mf")
     config = RunConfig().model_config("mf")
-    config = dataclasses.replace(config, training=dataclasses.replace(config.training, decay_steps=0))  # one phase
+    config = dataclasses.replace(config, training=dataclasses.replace(config.training, decay_steps=0, rank_cut=False))  # one phase, uncut
     model = family.build(config, 6, 5, float(ratings.unit.mean()))
     init_parameters(model, torch.Generator().manual_seed(0))
     rows, targets = family.training_inputs(ratings, config, 5)
@@ -46,7 +46,7 @@ def test_fit_stops_after_patience_epochs_without_improvement_and_keeps_the_best_
 
     monkeypatch.setattr(loop, "_train_epoch", recording_epoch)
     training = dataclasses.replace(config.training, patience=3, max_epochs=10, batch_size=32)
-    result = fit(model, Objective(family, 5), *data, training, torch.Generator().manual_seed(1), "mf")
+    model, result = fit(model, Objective(family, 5), *data, training, torch.Generator().manual_seed(1), "mf")
     assert [e["epoch"] for e in result.epochs] == [1, 2, 3, 4, 5]   # 3 epochs without a better one after 2
     assert result.best_epoch == 2 and result.best_val_rmse == 0.40
     assert len(snapshots) == 5
@@ -61,7 +61,7 @@ def test_fit_runs_max_epochs_while_it_keeps_improving(monkeypatch):
     scripted = iter([0.5 - 0.01 * k for k in range(10)])
     monkeypatch.setattr(loop, "rmse_unit", lambda predicted, target: next(scripted))
     training = dataclasses.replace(config.training, patience=1, max_epochs=4, batch_size=64)
-    result = fit(model, Objective(family, 5), *data, training, torch.Generator().manual_seed(1), "mf")
+    model, result = fit(model, Objective(family, 5), *data, training, torch.Generator().manual_seed(1), "mf")
     assert len(result.epochs) == 4 and result.best_epoch == 4 and not result.out_of_time
 
 
@@ -75,7 +75,7 @@ def test_training_releases_free_memory_every_few_steps_and_after_each_validation
     calls = []
     monkeypatch.setattr(loop, "release_free_memory", lambda: calls.append(1))
     training = dataclasses.replace(config.training, max_epochs=2, patience=5, batch_size=4)  # 50 steps an epoch
-    fit(model, Objective(family, 5), *data, training, torch.Generator().manual_seed(1), "mf")
+    model, _ = fit(model, Objective(family, 5), *data, training, torch.Generator().manual_seed(1), "mf")
     assert len(calls) == 2 * (50 // heap.TRIM_EVERY_STEPS + 1)
 
 
@@ -84,7 +84,7 @@ def test_each_epoch_without_a_better_validation_rmse_shrinks_the_step(monkeypatc
     scripted = iter([0.50, 0.55, 0.45, 0.46, 0.47, 0.48])   # only epochs 1 and 3 improve
     monkeypatch.setattr(loop, "rmse_unit", lambda predicted, target: next(scripted))
     training = dataclasses.replace(config.training, patience=3, max_epochs=10, batch_size=64, plateau_step_factor=0.5)
-    result = fit(model, Objective(family, 5), *data, training, torch.Generator().manual_seed(1), "mf")
+    model, result = fit(model, Objective(family, 5), *data, training, torch.Generator().manual_seed(1), "mf")
     rate = result.learning_rate
     assert [e["learning_rate"] for e in result.epochs] == [rate, rate, rate / 2, rate / 2, rate / 4, rate / 8]
     assert result.best_epoch == 3
@@ -113,7 +113,7 @@ def test_an_epoch_counts_as_better_only_by_the_minimum_improvement(monkeypatch):
     scripted = iter([0.50, 0.49999, 0.4999, 0.49, 0.48996, 0.48997, 0.48998, 0.1])   # 1e-4 of 0.5 is 5e-5
     monkeypatch.setattr(loop, "rmse_unit", lambda predicted, target: next(scripted))
     training = dataclasses.replace(config.training, patience=3, max_epochs=10, batch_size=64, min_improvement=1e-4)
-    result = fit(model, Objective(family, 5), *data, training, torch.Generator().manual_seed(1), "mf")
+    model, result = fit(model, Objective(family, 5), *data, training, torch.Generator().manual_seed(1), "mf")
     assert result.best_epoch == 4 and result.best_val_rmse == 0.49   # epoch 2 and epochs 5-7 gained too little
     assert len(result.epochs) == 7
 
@@ -133,7 +133,7 @@ def test_the_decay_path_goes_on_from_the_best_weights_while_a_weaker_decay_helps
     monkeypatch.setattr(loop, "_train_epoch", recording_epoch)
     training = dataclasses.replace(config.training, patience=2, max_epochs=10, batch_size=64, decay_steps=3,
                                    decay_step_factor=0.5, plateau_step_factor=0.5)
-    result = fit(model, Objective(family, 5), *data, training, torch.Generator().manual_seed(1), "mf")
+    model, result = fit(model, Objective(family, 5), *data, training, torch.Generator().manual_seed(1), "mf")
     d, r = training.embedding_decay, result.learning_rate
     assert [e["embedding_decay"] for e in result.epochs] == [d] * 6 + [d / 2] * 3 + [d / 4] * 2
     # each phase starts a fresh optimizer at the configured step, however far the one before halved it

@@ -59,11 +59,17 @@ def test_refits_train_on_training_and_validation_for_the_epochs_they_promise(dat
         assert untimed(kept[refit].fit.epochs) == untimed(kept["none"].fit.epochs)
     assert len(kept["continue"].fit.refit_epochs) == 3
     best = kept["none"].fit.epochs[kept["none"].fit.best_epoch - 1]
-    assert kept["none"].fit.path[-1] == {k: best[k] for k in ("learning_rate", "embedding_decay")}
+    path = [{k: e[k] for k in ("learning_rate", "embedding_decay")} for e in kept["none"].fit.path]
+    assert path[-1] == {k: best[k] for k in ("learning_rate", "embedding_decay")}
     replayed = [{k: e[k] for k in ("learning_rate", "embedding_decay")} for e in kept["fresh"].fit.refit_epochs]
-    assert replayed == kept["none"].fit.path   # a fresh refit replays the steps and decays that led to the kept weights
+    assert replayed == path   # a fresh refit replays the steps and decays that led to the kept weights
     continued = [{k: e[k] for k in ("learning_rate", "embedding_decay")} for e in kept["continue"].fit.refit_epochs]
-    assert continued == [kept["none"].fit.path[-1]] * 3   # a continued one goes on at the best epoch's
+    assert continued == [path[-1]] * 3   # a continued one goes on at the best epoch's
+    family = registry.get(name)
+    for refit in ("none", "fresh", "continue"):   # each kept module is as its trained config builds it
+        rebuilt = family.build(kept[refit].config, dataset.vocab.n_users, dataset.vocab.n_items, 0.0)
+        rebuilt.load_state_dict(kept[refit].module.state_dict())
+        assert family.rank(rebuilt) == family.rank(kept["none"].module)   # cut (or not) alike
     # the kept model is the refit one, and continuing is not starting afresh
     metrics = [kept[refit].test_metrics["rmse_unit"] for refit in ("none", "fresh", "continue")]
     assert len(set(metrics)) == 3
@@ -147,7 +153,7 @@ def test_a_fresh_refit_cut_short_by_the_budget_is_dropped_for_the_early_stopped_
         with torch.no_grad():
             for parameter in module.parameters():
                 parameter.zero_()            # a fresh model part-way: nothing like the fitted one
-        return [{"epoch": 1}], True
+        return module, [{"epoch": 1}], True
 
     monkeypatch.setattr(trainer, "refit", cut_short)
     config = with_training(RunConfig(), "mf", max_epochs=2, batch_size=256, refit="fresh", time_budget_s=1e6)
@@ -177,7 +183,7 @@ def test_sparse_embedding_gradients_update_only_touched_rows_and_train_as_well_a
         init_parameters(model, torch.Generator().manual_seed(0))
         training = dataclasses.replace(model_config.training, sparse_embeddings=sparse, max_epochs=4, patience=4,
                                        batch_size=128)
-        fit(model, Objective(family, vocab.n_items), train, everything, training, torch.Generator().manual_seed(1), name)
+        model, _ = fit(model, Objective(family, vocab.n_items), train, everything, training, torch.Generator().manual_seed(1), name)
         rmse[sparse] = rmse_unit(family.predict(model, everything[0]), train[1])
         if sparse:
             assert gradients_sparse and all(gradients_sparse)   # every embedding step was row-sparse

@@ -110,6 +110,20 @@ class Family(ABC):
         """Latest rated items per user the model reads (0: none)."""
         return 0
 
+    def trained_config(self, config: Any, model: nn.Module) -> Any:
+        """The config that builds a module of ``model``'s shape: ``config``, with whatever the fit
+        changed (a ``cut`` rank) written into it."""
+        return config
+
+    # -- rank ----------------------------------------------------------------------------------
+    def rank(self, model: nn.Module) -> int | None:
+        """The rank of a module whose rating factors can be cut (``cut``); None: the family's can't."""
+        return None
+
+    def cut(self, model: nn.Module, rank: int) -> nn.Module:
+        """A new module: ``model`` with its rating factors cut to their ``rank`` leading directions."""
+        raise NotImplementedError(f"{self.name} has no rank to cut")
+
     # -- the network ---------------------------------------------------------------------------
     @abstractmethod
     def build(self, config: Any, n_users: int, n_items: int, global_mean: float) -> nn.Module:

@@ -1,7 +1,7 @@
 """Matrix factorisation: user and item embeddings, dot product, plus a global mean and biases."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -16,11 +16,12 @@ class MFConfig:
     """Biased matrix factorisation."""
 
     dim: int = 128
-    """Size of the user and item embeddings."""
+    """Size of the user and item embeddings: the largest rank. A fit with ``TrainingConfig.rank_cut``
+    may cut it (``cut_rank``); a bundle's manifest records the size the model was cut to."""
     rank_dim: int = 32
     """Size of the ranking head's own user and item embeddings."""
     training: TrainingConfig = TrainingConfig(learning_rate=2e-3, embedding_decay=0.025, patience=5, rank_weight=2.0,
-                                              decay_steps=4)
+                                              decay_steps=4, rank_cut=True)
 
 
 class BiasedMF(nn.Module):
@@ -96,6 +97,39 @@ class AllItemsMF(nn.Module):
         return rank_user @ self.rank_items.T + m.rank_item_bias.weight[:, 0]
 
 
+@torch.no_grad()
+def cut_rank(model: BiasedMF, rank: int) -> BiasedMF:
+    """``model`` with ``P Q^T`` cut to its ``rank`` leading singular directions (the best rank-``rank``
+    approximation), each shared evenly between the new factors (``U = Qp A sqrt(S)``,
+    ``V = Qq B sqrt(S)`` from ``P = Qp Rp``, ``Q = Qq Rq``, ``Rp Rq^T = A S B^T``); columns past
+    the product's own rank are zero. Biases and the ranking head's own tables are copied. The
+    ranking scale becomes the diagonal of ``P diag(s) Q^T`` written in the new basis: exact
+    while ``s`` is uniform (as initialised), the nearest diagonal otherwise."""
+    p = model.user_embedding.weight.double()
+    q = model.item_embedding.weight.double()
+    p_basis, p_r = torch.linalg.qr(p)
+    q_basis, q_r = torch.linalg.qr(q)
+    a, s, b_t = torch.linalg.svd(p_r @ q_r.T, full_matrices=False)
+    kept = min(rank, s.shape[0])
+    a, s, b = a[:, :kept], s[:kept], b_t[:kept].T
+    root = s.sqrt()
+    scaled = torch.einsum("rj,rc,c,dc,dj->j", a, p_r, model.rank_scale.double(), q_r, b)
+    scale = torch.where(s > 0, scaled / s.clamp_min(torch.finfo(s.dtype).tiny), torch.ones_like(s))
+    cut = BiasedMF(p.shape[0], q.shape[0], rank, model.rank_user_embedding.embedding_dim, 0.0).to(p.device)
+    cut.load_state_dict({**model.state_dict(),
+                         "user_embedding.weight": _padded(p_basis @ a * root, rank),
+                         "item_embedding.weight": _padded(q_basis @ b * root, rank),
+                         "rank_scale": _padded(scale[None], rank, fill=1.0)[0]})
+    return cut.train(model.training)
+
+
+def _padded(columns: torch.Tensor, width: int, fill: float = 0.0) -> torch.Tensor:
+    """``columns`` as float32, widened to ``width`` columns of ``fill``."""
+    out = torch.full((columns.shape[0], width), fill, dtype=torch.float32, device=columns.device)
+    out[:, :columns.shape[1]] = columns
+    return out
+
+
 class MFFamily(PairFamily):
     """Matrix factorisation, the first model of the introductory article."""
 
@@ -109,6 +143,15 @@ class MFFamily(PairFamily):
 
     def all_items_core(self, model: nn.Module) -> nn.Module:
         return AllItemsMF(model)
+
+    def rank(self, model: nn.Module) -> int:
+        return model.user_embedding.embedding_dim
+
+    def cut(self, model: nn.Module, rank: int) -> nn.Module:
+        return cut_rank(model, rank)
+
+    def trained_config(self, config: MFConfig, model: nn.Module) -> MFConfig:
+        return replace(config, dim=self.rank(model))
 
 
 register(MFFamily())

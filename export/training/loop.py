@@ -49,7 +49,11 @@ class FitResult:
     when there was none."""
     path: list[dict[str, float]] = field(default_factory=list)
     """Step size and embedding decay of each epoch that led to the kept weights, in order (across
-    the decay path's phases): what a fresh refit replays."""
+    the decay path's phases), and ``rank`` where the factors were cut after that epoch: what a
+    fresh refit replays."""
+    cuts: list[dict[str, float]] = field(default_factory=list)
+    """Each cut of the rating factors (``TrainingConfig.rank_cut``): after which epoch, the ranks
+    from and to, and the validation RMSE before and after."""
 
 
 def predict_in_batches(model: nn.Module, predict: Predict, inputs: Inputs, batch: int = EVAL_BATCH) -> torch.Tensor:
@@ -121,11 +125,13 @@ def _train_epoch(model: nn.Module, objective: Objective, train: tuple[TrainingRo
 
 
 def _curve_entry(epoch: int, total: float, seen: int, seconds: float, learning_rate: float,
-                 embedding_decay: float) -> dict[str, float]:
-    """One epoch of a learning curve, from its summed rating MSE over ``seen`` ratings."""
+                 embedding_decay: float, rank: int | None) -> dict[str, float]:
+    """One epoch of a learning curve, from its summed rating MSE over ``seen`` ratings; ``rank``:
+    of the rating factors it trained (``Family.rank``), left out for a family without one."""
     seen = max(seen, 1)
-    return {"epoch": epoch, "train_mse": total / seen, "train_rmse": (total / seen) ** 0.5, "ratings": seen,
-            "train_seconds": seconds, "learning_rate": learning_rate, "embedding_decay": embedding_decay}
+    entry = {"epoch": epoch, "train_mse": total / seen, "train_rmse": (total / seen) ** 0.5, "ratings": seen,
+             "train_seconds": seconds, "learning_rate": learning_rate, "embedding_decay": embedding_decay}
+    return entry if rank is None else {**entry, "rank": rank}
 
 
 def _optimizer(model: nn.Module, config: TrainingConfig, n_ratings: int) -> Optimizer:
@@ -156,9 +162,10 @@ def _fit_phase(model: nn.Module, objective: Objective, train: tuple[TrainingRows
         total, seen, out_of_time = _train_epoch(model, objective, train, optimizer, penalty, config, generator,
                                                 f"{name} epoch {epoch}", deadline)
         train_seconds = time.perf_counter() - epoch_started
-        val_rmse = rmse_unit(predict_in_batches(model, objective.family.predict, validation[0]), validation[1])
+        val_rmse = validation_rmse(model, objective.family, validation)
         release_free_memory()
-        entry = _curve_entry(epoch, total, seen, train_seconds, optimizer.learning_rate, config.embedding_decay)
+        entry = _curve_entry(epoch, total, seen, train_seconds, optimizer.learning_rate, config.embedding_decay,
+                             objective.family.rank(model))
         result.epochs.append({**entry, "validation_rmse": val_rmse})
         steps.append(_step(entry))
         improved = val_rmse < result.best_val_rmse * (1.0 - config.min_improvement)
@@ -185,14 +192,58 @@ def _step(entry: dict[str, float]) -> dict[str, float]:
     return {"learning_rate": entry["learning_rate"], "embedding_decay": entry["embedding_decay"]}
 
 
+def validation_rmse(model: nn.Module, family: Family, validation: tuple[Inputs, torch.Tensor]) -> float:
+    """RMSE on [0, 1] of ``model``'s predictions for the validation pairs."""
+    return rmse_unit(predict_in_batches(model, family.predict, validation[0]), validation[1])
+
+
+def smallest_cut(model: nn.Module, family: Family, validation: tuple[Inputs, torch.Tensor],
+                 limit: float) -> nn.Module | None:
+    """The cut of ``model`` (``Family.cut``) of the smallest rank whose validation RMSE is at most
+    ``limit``, found by bisection over the ranks below ``model``'s (validation RMSE falls as the
+    rank grows; where it does not, the cut found still meets ``limit``); None if no smaller rank does."""
+    low, high, found = 1, family.rank(model), None
+    while low < high:
+        middle = (low + high) // 2
+        candidate = family.cut(model, middle)
+        if validation_rmse(candidate, family, validation) <= limit:
+            high, found = middle, candidate
+        else:
+            low = middle + 1
+    return found
+
+
+def _cut_best(model: nn.Module, objective: Objective, validation: tuple[Inputs, torch.Tensor],
+              config: TrainingConfig, result: FitResult, name: str) -> nn.Module:
+    """``model`` (holding the best weights so far) cut to the smallest rank within
+    ``config.min_improvement`` of ``result``'s best validation RMSE (``TrainingConfig.rank_cut``),
+    recorded in ``result``; ``model`` itself where nothing is cut."""
+    family = objective.family
+    if not config.rank_cut or family.rank(model) is None or not result.path:
+        return model
+    cut = smallest_cut(model, family, validation, result.best_val_rmse * (1.0 + config.min_improvement))
+    if cut is None:
+        return model
+    before, after = family.rank(model), family.rank(cut)
+    rmse = validation_rmse(cut, family, validation)
+    result.path[-1] = {**result.path[-1], "rank": after}
+    result.cuts.append({"after_epoch": result.best_epoch, "from_rank": before, "to_rank": after,
+                        "validation_rmse_before": result.best_val_rmse, "validation_rmse_after": rmse})
+    log.info("%s: rating factors cut from rank %d to %d after epoch %d (validation RMSE %.5f, uncut %.5f)",
+             name, before, after, result.best_epoch, rmse, result.best_val_rmse)
+    result.best_val_rmse = rmse
+    return cut
+
+
 def fit(model: nn.Module, objective: Objective,
         train: tuple[TrainingRows, torch.Tensor], validation: tuple[Inputs, torch.Tensor],
-        config: TrainingConfig, generator: torch.Generator, name: str) -> FitResult:
+        config: TrainingConfig, generator: torch.Generator, name: str) -> tuple[nn.Module, FitResult]:
     """Fit ``model`` by MSE on [0, 1] targets plus the ranking loss and the family's L2 terms
     (weighted by ``config.embedding_decay`` and ``config.bias_decay``); stop after
     ``config.patience`` epochs without a better validation RMSE, then follow the decay path
-    (``config.decay_steps``) from the best weights while it improves, and keep the weights of the
-    epoch with the best validation RMSE."""
+    (``config.decay_steps``) from the best weights while it improves, cutting the rating factors'
+    rank after each phase (``config.rank_cut``). Returns the module with the weights of the epoch
+    with the best validation RMSE (``model`` itself, or its cut) and what happened."""
     n = train[1].shape[0]
     batch_size = batch_size_for(config, n)
     result = FitResult(batch_size=batch_size, learning_rate=learning_rate_for(config, batch_size))
@@ -218,22 +269,27 @@ def fit(model: nn.Module, objective: Objective,
             break
         if step and state is None:   # a weaker decay that does not help ends the path
             break
+        model.load_state_dict(best_state)
+        model = _cut_best(model, objective, validation, config, result, name)
+        best_state = copy.deepcopy(model.state_dict())
     model.load_state_dict(best_state)
     model.eval()
     result.seconds = time.perf_counter() - started
     log.info("%s: best epoch %d of %d, validation RMSE %.4f, %.1f s", name, result.best_epoch,
              len(result.epochs), result.best_val_rmse, result.seconds)
-    return result
+    return model, result
 
 
 def refit(model: nn.Module, objective: Objective, train: tuple[TrainingRows, torch.Tensor],
           steps: list[dict[str, float]], config: TrainingConfig, generator: torch.Generator, name: str,
-          budget_s: float | None = None) -> tuple[list[dict[str, float]], bool]:
+          budget_s: float | None = None) -> tuple[nn.Module, list[dict[str, float]], bool]:
     """Train ``model`` (a fresh copy, or the early-stopped model to continue it) for one pass over
-    ``train`` per entry of ``steps`` (its ``learning_rate`` and ``embedding_decay``, as
-    ``FitResult.path`` holds them) with a new optimizer (no validation, final weights kept), for
-    at most ``budget_s`` seconds; return the per-epoch training curve and whether the budget cut
-    it short."""
+    ``train`` per entry of ``steps`` (its ``learning_rate`` and ``embedding_decay``, and a
+    ``rank`` to cut the factors to after it, as ``FitResult.path`` holds them) with a new
+    optimizer (no validation, final weights kept; a new one after a cut), for at most
+    ``budget_s`` seconds; return the trained module (``model``, or its cut), the per-epoch
+    training curve and whether the budget cut it short."""
+    family = objective.family
     optimizer = _optimizer(model, config, train[1].shape[0])
     deadline = None if budget_s is None else time.perf_counter() + budget_s
     curve = []
@@ -246,13 +302,18 @@ def refit(model: nn.Module, objective: Objective, train: tuple[TrainingRows, tor
         total, seen, out_of_time = _train_epoch(model, objective, train, optimizer, penalty, epoch_config, generator,
                                                 f"{name} refit epoch {epoch}", deadline)
         curve.append(_curve_entry(epoch, total, seen, time.perf_counter() - epoch_started, step["learning_rate"],
-                                  step["embedding_decay"]))
+                                  step["embedding_decay"], family.rank(model)))
         log.info("%s refit epoch %2d of %d: train RMSE %.4f (0-1 scale)", name, epoch, len(steps),
                  curve[-1]["train_rmse"])
         if out_of_time:
             log.info("%s: refit stopped by the time budget of %.0f s (fit and refit together)", name,
                      config.time_budget_s)
             break
+        if "rank" in step and step["rank"] < family.rank(model):
+            optimizer.release()
+            model = family.cut(model, int(step["rank"]))
+            optimizer = _optimizer(model, config, train[1].shape[0])
+            log.info("%s refit: rating factors cut to rank %d after epoch %d", name, step["rank"], epoch)
     optimizer.release()
     model.eval()
-    return curve, out_of_time
+    return model, curve, out_of_time

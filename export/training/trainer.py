@@ -30,6 +30,8 @@ class TrainedModel:
     test_metrics: dict[str, float]
     histogram: dict[str, list]
     """Predicted-rating counts per true rating on the test set (see ``prediction_histogram``)."""
+    config: Any
+    """The family's settings that build ``module``'s shape (``Family.trained_config``)."""
 
 
 def _on(device: torch.device, data: tuple[Inputs, torch.Tensor]) -> tuple[Inputs, torch.Tensor]:
@@ -84,8 +86,8 @@ def _refit(setup: _Setup, module: torch.nn.Module, generator: torch.Generator, r
     else:   # "continue": the early-stopped module and its generator go on at the best epoch's step and decay
         steps = [result.path[-1]] * training.continue_epochs
     budget = None if training.time_budget_s is None else max(training.time_budget_s - result.seconds, 0.0)
-    result.refit_epochs, result.out_of_time = refit(module, objective, setup.training_data(both), steps, training,
-                                                    generator, setup.family.name, budget)
+    module, result.refit_epochs, result.out_of_time = refit(module, objective, setup.training_data(both), steps,
+                                                            training, generator, setup.family.name, budget)
     result.seconds += time.perf_counter() - started
     if result.out_of_time and training.refit == "fresh":
         log.info("%s: the fresh refit did not finish within the time budget; keeping the early-stopped model",
@@ -116,8 +118,8 @@ def train_model(name: str, dataset: Dataset, config: RunConfig, seed: int) -> Tr
     module, generator = setup.fresh(dataset.train)
     objective = Objective(setup.family, dataset.vocab.n_items)
     validation = _on(setup.device, setup.pair_data(dataset.validation, dataset.train))
-    result = fit(module, objective, setup.training_data(dataset.train), validation, setup.config.training,
-                 generator, name)
+    module, result = fit(module, objective, setup.training_data(dataset.train), validation, setup.config.training,
+                         generator, name)
     module, trained_on = _refit(setup, module, generator, result, objective)
     module = module.cpu()
     metrics, histogram = _test(setup, module, trained_on)
@@ -125,4 +127,4 @@ def train_model(name: str, dataset: Dataset, config: RunConfig, seed: int) -> Tr
         if setup.family.untuned_reference_rmse is not None else ""
     log.info("%s test: RMSE %.4f, MAE %.4f on the rating scale, RMSE %.4f on [0, 1]%s", name,
              metrics["rmse_stars"], metrics["mae_stars"], metrics["rmse_unit"], reference)
-    return TrainedModel(name, module, result, metrics, histogram)
+    return TrainedModel(name, module, result, metrics, histogram, setup.family.trained_config(setup.config, module))

@@ -1,0 +1,110 @@
+"""Cutting MF's rating factors to a smaller rank: the cut is the best approximation of that rank,
+the fit finds the rank a catalogue has on its validation split, and a fresh refit cuts alike."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from export.config import RunConfig
+from export.data.loading import build_dataset
+from export.data.synthetic import generate_ratings
+from export.models import registry
+from export.models.base import init_parameters
+from export.models.mf import BiasedMF, cut_rank
+from export.training.loop import smallest_cut, validation_rmse
+from export.training.trainer import train_model
+
+N_USERS, N_ITEMS, DIM = 30, 20, 8
+
+
+def planted_model(rank: int, seed: int = 0, noise: float = 0.0) -> BiasedMF:
+    """An MF of ``DIM`` columns whose product ``P Q^T`` has rank ``rank`` (plus ``noise``)."""
+    generator = torch.Generator().manual_seed(seed)
+    model = BiasedMF(N_USERS, N_ITEMS, DIM, 3, 0.5)
+    init_parameters(model, generator)
+    mix = torch.randn(rank, DIM, generator=generator) * 0.3   # ratings stay inside [0, 1]
+    with torch.no_grad():
+        model.user_embedding.weight.copy_(0.3 * torch.randn(N_USERS, rank, generator=generator) @ mix
+                                          + noise * torch.randn(N_USERS, DIM, generator=generator))
+        model.item_embedding.weight.copy_(0.3 * torch.randn(N_ITEMS, rank, generator=generator) @ mix
+                                          + noise * torch.randn(N_ITEMS, DIM, generator=generator))
+        model.user_bias.weight.normal_(0, 0.1, generator=generator)
+        model.item_bias.weight.normal_(0, 0.1, generator=generator)
+    return model.eval()
+
+
+def every_pair() -> tuple[torch.Tensor, torch.Tensor]:
+    users, items = torch.meshgrid(torch.arange(N_USERS), torch.arange(N_ITEMS), indexing="ij")
+    return users.reshape(-1), items.reshape(-1)
+
+
+def product(model: BiasedMF) -> torch.Tensor:
+    return (model.user_embedding.weight @ model.item_embedding.weight.T).detach().double()
+
+
+def test_a_cut_at_the_full_rank_keeps_every_rating_and_a_uniform_scale_keeps_every_ranking_logit():
+    model = planted_model(rank=DIM)
+    with torch.no_grad():
+        model.rank_scale.fill_(0.7)
+    cut = cut_rank(model, DIM)
+    users, items = every_pair()
+    with torch.no_grad():
+        for before, after in zip(model(users, items), cut(users, items)):
+            torch.testing.assert_close(after, before, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(cut.rank_scale, torch.full((DIM,), 0.7), rtol=1e-4, atol=1e-5)
+
+
+def test_a_cut_is_the_best_approximation_of_its_rank_with_the_rest_of_the_model_copied():
+    model = planted_model(rank=DIM, seed=1)
+    u, s, v_t = torch.linalg.svd(product(model))
+    cut = cut_rank(model, 3)
+    assert cut.user_embedding.embedding_dim == 3
+    torch.testing.assert_close(product(cut), (u[:, :3] * s[:3]) @ v_t[:3], rtol=1e-4, atol=1e-4)
+    for name in ("user_bias.weight", "item_bias.weight", "rank_user_embedding.weight", "rank_item_embedding.weight",
+                 "rank_item_bias.weight", "global_mean"):
+        torch.testing.assert_close(cut.state_dict()[name], model.state_dict()[name], rtol=0, atol=0)
+    # the new factors share each direction evenly: both Gram matrices are diag(S)
+    for factors in (cut.user_embedding.weight, cut.item_embedding.weight):
+        torch.testing.assert_close((factors.T @ factors).detach().double(), torch.diag(s[:3]), rtol=1e-3, atol=1e-3)
+
+
+def test_a_cut_past_the_products_own_rank_pads_with_zero_columns():
+    model = BiasedMF(4, 3, 6, 2, 0.5)
+    init_parameters(model, torch.Generator().manual_seed(0))
+    cut = cut_rank(model, 6)   # P Q^T is 4 x 3: rank 3 at most
+    assert cut.item_embedding.weight.shape == (3, 6)
+    assert not cut.item_embedding.weight[:, 3:].any() and not cut.user_embedding.weight[:, 3:].any()
+    torch.testing.assert_close(product(cut), product(model), rtol=1e-4, atol=1e-6)
+
+
+def test_the_smallest_cut_within_the_limit_is_the_planted_rank():
+    family = registry.get("mf")
+    model = planted_model(rank=3, noise=1e-3)
+    users, items = every_pair()
+    with torch.no_grad():
+        targets = model(users, items)[0].clamp(0, 1)   # as clipped predictions are scored
+    validation = ((users, items), targets)
+    assert validation_rmse(model, family, validation) < 1e-6
+    cut = smallest_cut(model, family, validation, limit=0.01)
+    assert family.rank(cut) == 3
+    assert smallest_cut(model, family, validation, limit=0.0) is None   # no smaller rank is exact
+
+
+def test_the_fit_cuts_a_planted_low_rank_catalogue_and_the_bundle_config_rebuilds_it():
+    frame = generate_ratings(150, 80, 6_000, seed=3)   # planted rank 4
+    config = RunConfig(seed=5).replace_training(max_epochs=15, batch_size=256)
+    dataset = build_dataset([frame], config, np.random.default_rng(0))
+    trained = train_model("mf", dataset, config, seed=7)
+    family = registry.get("mf")
+    cuts = trained.fit.cuts
+    assert cuts and cuts[0]["from_rank"] == 128 and cuts[-1]["to_rank"] <= 8
+    assert all(c["validation_rmse_after"] <= c["validation_rmse_before"] * (1 + 1e-4) for c in cuts)
+    assert trained.config.dim == family.rank(trained.module) == cuts[-1]["to_rank"]
+    rebuilt = family.build(trained.config, dataset.vocab.n_users, dataset.vocab.n_items, 0.0)
+    rebuilt.load_state_dict(trained.module.state_dict())
+    # the fresh refit replayed the cuts: its epochs after each cut trained the cut rank
+    ranks = [e["rank"] for e in trained.fit.refit_epochs]
+    assert ranks[0] == 128 and ranks[-1] == trained.config.dim and ranks == sorted(ranks, reverse=True)
+    uncut = config.replace_training(rank_cut=False, max_epochs=2, decay_steps=0)
+    plain = train_model("mf", dataset, uncut, seed=7)
+    assert plain.fit.cuts == [] and plain.config.dim == 128
