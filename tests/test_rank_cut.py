@@ -3,6 +3,7 @@ the fit finds the rank a catalogue has on its validation split, and a fresh refi
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from export.config import RunConfig
@@ -108,3 +109,15 @@ def test_the_fit_cuts_a_planted_low_rank_catalogue_and_the_bundle_config_rebuild
     uncut = config.replace_training(rank_cut=False, max_epochs=2, decay_steps=0)
     plain = train_model("mf", dataset, uncut, seed=7)
     assert plain.fit.cuts == [] and plain.config.dim == 128
+
+
+def test_families_without_a_rank_are_never_cut_and_refuse_a_cut():
+    frame = generate_ratings(60, 40, 1_500, seed=5)
+    config = RunConfig(seed=5).replace_training(max_epochs=2, decay_steps=0, rank_cut=True)
+    dataset = build_dataset([frame], config, np.random.default_rng(0))
+    trained = train_model("dense", dataset, config, seed=7)
+    family = registry.get("dense")
+    assert family.rank(trained.module) is None and trained.fit.cuts == []
+    assert "rank" not in trained.fit.epochs[0] and trained.config == config.model_config("dense")
+    with pytest.raises(TypeError, match="no rank to cut"):
+        family.cut(trained.module, 2)

@@ -121,8 +121,9 @@ class Family(ABC):
         return None
 
     def cut(self, model: nn.Module, rank: int) -> nn.Module:
-        """A new module: ``model`` with its rating factors cut to their ``rank`` leading directions."""
-        raise NotImplementedError(f"{self.name} has no rank to cut")
+        """A new module: ``model`` with its rating factors cut to their ``rank`` leading directions;
+        only for a family whose ``rank`` is not None."""
+        raise TypeError(f"model '{self.name}' has no rank to cut (its family's rank() is None)")
 
     # -- the network ---------------------------------------------------------------------------
     @abstractmethod
