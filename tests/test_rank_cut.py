@@ -86,8 +86,8 @@ def test_the_smallest_cut_within_the_limit_is_the_planted_rank():
         targets = model(users, items)[0].clamp(0, 1)   # as clipped predictions are scored
     validation = ((users, items), targets)
     assert validation_rmse(model, family, validation) < 1e-6
-    cut = smallest_cut(model, family, validation, limit=0.01)
-    assert family.rank(cut) == 3
+    cut, rmse = smallest_cut(model, family, validation, limit=0.01)
+    assert family.rank(cut) == 3 and rmse == validation_rmse(cut, family, validation) <= 0.01
     assert smallest_cut(model, family, validation, limit=0.0) is None   # no smaller rank is exact
 
 

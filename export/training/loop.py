@@ -198,16 +198,18 @@ def validation_rmse(model: nn.Module, family: Family, validation: tuple[Inputs, 
 
 
 def smallest_cut(model: nn.Module, family: Family, validation: tuple[Inputs, torch.Tensor],
-                 limit: float) -> nn.Module | None:
+                 limit: float) -> tuple[nn.Module, float] | None:
     """The cut of ``model`` (``Family.cut``) of the smallest rank whose validation RMSE is at most
-    ``limit``, found by bisection over the ranks below ``model``'s (validation RMSE falls as the
-    rank grows; where it does not, the cut found still meets ``limit``); None if no smaller rank does."""
+    ``limit``, and that RMSE, found by bisection over the ranks below ``model``'s (validation RMSE
+    falls as the rank grows; where it does not, the cut found still meets ``limit``); None if no
+    smaller rank does."""
     low, high, found = 1, family.rank(model), None
     while low < high:
         middle = (low + high) // 2
         candidate = family.cut(model, middle)
-        if validation_rmse(candidate, family, validation) <= limit:
-            high, found = middle, candidate
+        rmse = validation_rmse(candidate, family, validation)
+        if rmse <= limit:
+            high, found = middle, (candidate, rmse)
         else:
             low = middle + 1
     return found
@@ -221,11 +223,11 @@ def _cut_best(model: nn.Module, objective: Objective, validation: tuple[Inputs, 
     family = objective.family
     if not config.rank_cut or family.rank(model) is None or not result.path:
         return model
-    cut = smallest_cut(model, family, validation, result.best_val_rmse * (1.0 + config.min_improvement))
-    if cut is None:
+    found = smallest_cut(model, family, validation, result.best_val_rmse * (1.0 + config.min_improvement))
+    if found is None:
         return model
+    cut, rmse = found
     before, after = family.rank(model), family.rank(cut)
-    rmse = validation_rmse(cut, family, validation)
     result.path[-1] = {**result.path[-1], "rank": after}
     result.cuts.append({"after_epoch": result.best_epoch, "from_rank": before, "to_rank": after,
                         "validation_rmse_before": result.best_val_rmse, "validation_rmse_after": rmse})
