@@ -14,8 +14,9 @@ from export.config import RunConfig
 from export.data.dataset import Interactions
 from export.models import registry
 from export.models.base import init_parameters
-from export.training import heap, loop
-from export.training.loop import Objective, fit
+from export.training import epoch, heap, loop, validation
+from export.training.epoch import Objective, batch_loss
+from export.training.loop import fit
 from export.training.optimizer import Optimizer
 
 
@@ -35,16 +36,16 @@ def tiny_problem():
 def test_fit_stops_after_patience_epochs_without_improvement_and_keeps_the_best_weights(monkeypatch):
     family, config, model, data = tiny_problem()
     scripted = iter([0.50, 0.40, 0.45, 0.41, 0.42, 0.30])   # best at epoch 2; epoch 6 is never reached
-    monkeypatch.setattr(loop, "rmse_unit", lambda predicted, target: next(scripted))
+    monkeypatch.setattr(validation, "rmse_unit", lambda predicted, target: next(scripted))
     snapshots = []
-    train_epoch = loop._train_epoch
+    train_epoch = loop.train_epoch
 
     def recording_epoch(*args, **kwargs):
         result = train_epoch(*args, **kwargs)
         snapshots.append(copy.deepcopy(args[0].state_dict()))
         return result
 
-    monkeypatch.setattr(loop, "_train_epoch", recording_epoch)
+    monkeypatch.setattr(loop, "train_epoch", recording_epoch)
     training = dataclasses.replace(config.training, patience=3, max_epochs=10, batch_size=32)
     model, result = fit(model, Objective(family, 5), *data, training, torch.Generator().manual_seed(1), "mf")
     assert [e["epoch"] for e in result.epochs] == [1, 2, 3, 4, 5]   # 3 epochs without a better one after 2
@@ -59,7 +60,7 @@ def test_fit_stops_after_patience_epochs_without_improvement_and_keeps_the_best_
 def test_fit_runs_max_epochs_while_it_keeps_improving(monkeypatch):
     family, config, model, data = tiny_problem()
     scripted = iter([0.5 - 0.01 * k for k in range(10)])
-    monkeypatch.setattr(loop, "rmse_unit", lambda predicted, target: next(scripted))
+    monkeypatch.setattr(validation, "rmse_unit", lambda predicted, target: next(scripted))
     training = dataclasses.replace(config.training, patience=1, max_epochs=4, batch_size=64)
     model, result = fit(model, Objective(family, 5), *data, training, torch.Generator().manual_seed(1), "mf")
     assert len(result.epochs) == 4 and result.best_epoch == 4 and not result.out_of_time
@@ -73,7 +74,8 @@ def test_the_c_library_can_release_free_memory_here():
 def test_training_releases_free_memory_every_few_steps_and_after_each_validation(monkeypatch):
     family, config, model, data = tiny_problem()          # 200 ratings
     calls = []
-    monkeypatch.setattr(loop, "release_free_memory", lambda: calls.append(1))
+    for module in (epoch, loop):   # every few steps of an epoch, and after each validation
+        monkeypatch.setattr(module, "release_free_memory", lambda: calls.append(1))
     training = dataclasses.replace(config.training, max_epochs=2, patience=5, batch_size=4)  # 50 steps an epoch
     model, _ = fit(model, Objective(family, 5), *data, training, torch.Generator().manual_seed(1), "mf")
     assert len(calls) == 2 * (50 // heap.TRIM_EVERY_STEPS + 1)
@@ -82,7 +84,7 @@ def test_training_releases_free_memory_every_few_steps_and_after_each_validation
 def test_each_epoch_without_a_better_validation_rmse_shrinks_the_step(monkeypatch):
     family, config, model, data = tiny_problem()
     scripted = iter([0.50, 0.55, 0.45, 0.46, 0.47, 0.48])   # only epochs 1 and 3 improve
-    monkeypatch.setattr(loop, "rmse_unit", lambda predicted, target: next(scripted))
+    monkeypatch.setattr(validation, "rmse_unit", lambda predicted, target: next(scripted))
     training = dataclasses.replace(config.training, patience=3, max_epochs=10, batch_size=64, plateau_step_factor=0.5)
     model, result = fit(model, Objective(family, 5), *data, training, torch.Generator().manual_seed(1), "mf")
     rate = result.learning_rate
@@ -99,7 +101,7 @@ def test_the_optimizer_steps_with_the_rate_it_is_given_dense_and_row_wise():
             optimizer = Optimizer(model, training, 200, 1.0)
             optimizer.set_learning_rate(rate)
             before = {n: p.detach().clone() for n, p in model.named_parameters()}
-            loss, _ = loop.batch_loss(model, Objective(family, 5), rows.batch(torch.arange(200)), targets, training,
+            loss, _ = batch_loss(model, Objective(family, 5), rows.batch(torch.arange(200)), targets, training,
                                       torch.Generator().manual_seed(0))
             loss.backward()
             optimizer.step()
@@ -111,7 +113,7 @@ def test_the_optimizer_steps_with_the_rate_it_is_given_dense_and_row_wise():
 def test_an_epoch_counts_as_better_only_by_the_minimum_improvement(monkeypatch):
     family, config, model, data = tiny_problem()
     scripted = iter([0.50, 0.49999, 0.4999, 0.49, 0.48996, 0.48997, 0.48998, 0.1])   # 1e-4 of 0.5 is 5e-5
-    monkeypatch.setattr(loop, "rmse_unit", lambda predicted, target: next(scripted))
+    monkeypatch.setattr(validation, "rmse_unit", lambda predicted, target: next(scripted))
     training = dataclasses.replace(config.training, patience=3, max_epochs=10, batch_size=64, min_improvement=1e-4)
     model, result = fit(model, Objective(family, 5), *data, training, torch.Generator().manual_seed(1), "mf")
     assert result.best_epoch == 4 and result.best_val_rmse == 0.49   # epoch 2 and epochs 5-7 gained too little
@@ -123,14 +125,14 @@ def test_the_decay_path_goes_on_from_the_best_weights_while_a_weaker_decay_helps
     # phase 0 (decay d): best at epoch 4, after one halving; phase 1 (d/2) from epoch 4's weights:
     # best at epoch 7; phase 2 (d/4) from epoch 7's: nothing better, so the path ends (no phase 3)
     scripted = iter([0.50, 0.45, 0.46, 0.40, 0.41, 0.42, 0.38, 0.39, 0.395, 0.385, 0.381, 0.1])
-    monkeypatch.setattr(loop, "rmse_unit", lambda predicted, target: next(scripted))
-    starts, train_epoch = [], loop._train_epoch
+    monkeypatch.setattr(validation, "rmse_unit", lambda predicted, target: next(scripted))
+    starts, train_epoch = [], loop.train_epoch
 
     def recording_epoch(*args, **kwargs):
         starts.append(copy.deepcopy(args[0].state_dict()))
         return train_epoch(*args, **kwargs)
 
-    monkeypatch.setattr(loop, "_train_epoch", recording_epoch)
+    monkeypatch.setattr(loop, "train_epoch", recording_epoch)
     training = dataclasses.replace(config.training, patience=2, max_epochs=10, batch_size=64, decay_steps=3,
                                    decay_step_factor=0.5, plateau_step_factor=0.5)
     model, result = fit(model, Objective(family, 5), *data, training, torch.Generator().manual_seed(1), "mf")

@@ -21,7 +21,7 @@ from export.models.base import init_parameters
 from export.models.mf import BiasedMF
 from export.onnx.export import export_graph
 from export.onnx.parity import reference_pairs
-from export.training.loop import predict_in_batches
+from export.training.validation import predict_in_batches
 from scoring.feeds import UserContext, build_feeds
 
 N_USERS, N_ITEMS, WINDOW = 7, 11, 4

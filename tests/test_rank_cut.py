@@ -12,7 +12,8 @@ from export.data.synthetic import generate_ratings
 from export.models import registry
 from export.models.base import init_parameters
 from export.models.mf import BiasedMF, cut_rank
-from export.training.loop import smallest_cut, validation_rmse
+from export.training.rank_cut import smallest_cut
+from export.training.validation import validation_rmse
 from export.training.trainer import train_model
 
 N_USERS, N_ITEMS, DIM = 30, 20, 8
@@ -109,6 +110,24 @@ def test_the_fit_cuts_a_planted_low_rank_catalogue_and_the_bundle_config_rebuild
     uncut = config.replace_training(rank_cut=False, max_epochs=2, decay_steps=0)
     plain = train_model("mf", dataset, uncut, seed=7)
     assert plain.fit.cuts == [] and plain.config.dim == 128
+
+
+def test_a_plateau_cuts_the_best_weights_and_the_phase_goes_on_at_the_cut_rank():
+    frame = generate_ratings(150, 80, 6_000, seed=3)   # planted rank 4
+    config = RunConfig(seed=5).replace_training(max_epochs=12, batch_size=256, learning_rate=1.5e-2, decay_steps=0)
+    dataset = build_dataset([frame], config, np.random.default_rng(0))
+    trained = train_model("mf", dataset, config, seed=7)
+    first = trained.fit.cuts[0]
+    assert first["from_rank"] == 128 and first["at_epoch"] > first["after_epoch"]   # decided at a plateau
+    ranks = [e["rank"] for e in trained.fit.epochs]
+    assert set(ranks[:first["at_epoch"]]) == {128} and ranks[first["at_epoch"]] == first["to_rank"]
+    assert len(trained.fit.epochs) > first["at_epoch"] + 1   # the phase went on, cut
+    # each epoch's weights are offered once: cuts of the same weights would add up their tolerances
+    assert len({c["after_epoch"] for c in trained.fit.cuts}) == len(trained.fit.cuts)
+    # the path leads from the cut weights on: the epochs after them up to the plateau are not replayed
+    refit_ranks = [e["rank"] for e in trained.fit.refit_epochs]
+    assert refit_ranks.count(128) == first["after_epoch"]
+    assert registry.get("mf").rank(trained.module) == trained.config.dim == trained.fit.cuts[-1]["to_rank"]
 
 
 def test_families_without_a_rank_are_never_cut_and_refuse_a_cut():

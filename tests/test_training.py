@@ -19,7 +19,9 @@ from export.data.synthetic import generate_ratings
 from export.models import registry
 from export.models.base import init_parameters
 from export.training.config import TrainingConfig
-from export.training.loop import Objective, batch_loss, fit, rmse_unit
+from export.training.epoch import Objective, batch_loss
+from export.training.loop import fit
+from export.training.validation import rmse_unit
 from export.training.optimizer import SPARSE_EMBEDDING_PARAMETERS, Optimizer
 from export.training.penalty import penalty_terms, row_decays
 from export.training.row_adam import RowAdam

@@ -17,7 +17,7 @@ from scoring.runner import DEFAULT_CHUNK_PAIRS, RANKING_CHUNK_PAIRS
 
 from ..config import PARITY_FULL_USERS, PARITY_MAX_TEST_PAIRS, PARITY_MAX_USERS, PARITY_SAMPLE_PAIRS
 from ..models.base import Family
-from ..training.loop import predict_in_batches
+from ..training.validation import predict_in_batches
 
 
 def reference_pairs(n_users: int, n_items: int, test_users: np.ndarray, test_items: np.ndarray,

@@ -66,13 +66,14 @@ class TrainingConfig:
     decay_step_factor: float = 0.5
     """What each phase of the decay path multiplies the embedding decay by."""
     rank_cut: bool = False
-    """After each phase of the fit (and of the decay path), cut the rating factors of a family that
-    has them (``Family.rank``, MF) to the smallest rank whose validation RMSE stays within
-    ``min_improvement`` of the uncut model's, before the next phase starts from them. A strong
+    """At each plateau of a phase (an epoch that does not improve) and after each phase of the fit
+    (and of the decay path), cut the best weights' rating factors, in a family that has them
+    (``Family.rank``, MF), to the smallest rank whose validation RMSE stays within
+    ``min_improvement`` of the uncut model's; training goes on from the cut weights. A strong
     decay first shrinks the directions the catalogue does not have to nearly nothing; cut away,
-    they cannot fit noise once the path weakens the decay, and every later epoch is cheaper. The
-    rank is so found on the catalogue's own validation split; a fresh refit cuts after the same
-    epochs."""
+    they cannot fit noise once the path weakens the decay, and every later epoch is cheaper (cut
+    at the first plateau, most epochs train the smaller rank). The rank is so found on the
+    catalogue's own validation split; a fresh refit cuts after the same epochs."""
     max_epochs: int = 200
     """Upper bound on passes over the training ratings, in each phase: a guard against a run that
     never stops, not a setting that ends training (early stopping does that)."""

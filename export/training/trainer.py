@@ -14,7 +14,9 @@ from ..data.dataset import Dataset, Interactions
 from ..data.sequences import user_context
 from ..models import registry
 from ..models.base import Family, Inputs, TrainingRows, init_parameters
-from .loop import FitResult, Objective, fit, predict_in_batches, refit
+from .epoch import Objective
+from .loop import FitResult, fit, refit
+from .validation import predict_in_batches
 from .metrics import prediction_histogram, rating_errors
 
 log = logging.getLogger(__name__)

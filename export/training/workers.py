@@ -25,7 +25,7 @@ from ..config import RunConfig, child_seed
 from ..data.dataset import Dataset
 from ..models import registry
 from ..models.base import Family
-from . import loop
+from . import epoch
 from .trainer import TrainedModel, train_model
 
 
@@ -110,7 +110,7 @@ def _start_worker(dataset: Dataset, threads: int, level: int, families: tuple[Fa
     _DATASET = dataset
     torch.set_num_threads(threads)
     configure_logging(verbose=level <= logging.DEBUG)
-    loop.PROGRESS_BARS = False
+    epoch.PROGRESS_BARS = False
     failpoint("training_worker_started")
 
 
