@@ -124,14 +124,19 @@ def _cut_at_plateau(model: nn.Module, best_state: dict | None, objective: Object
                     validation: tuple[Inputs, torch.Tensor], config: TrainingConfig, result: FitResult,
                     to_best: list[dict[str, float]], name: str) -> nn.Module | None:
     """The cut of the phase's best weights (``_cut``), or None where there is none (the phase has
-    not improved, the family has no rank, or no smaller rank is as good)."""
-    if best_state is None or not config.rank_cut or objective.family.rank(model) is None \
-            or result.offered_epoch == result.best_epoch:
+    not improved, they may not be cut, or no smaller rank is as good)."""
+    if best_state is None or not _may_cut(model, objective, config, result):   # before copying the module
         return None
     best = copy.deepcopy(model)
     best.load_state_dict(best_state)
     cut = _cut(best, objective, validation, config, result, to_best, name)
     return None if cut is best else cut
+
+
+def _may_cut(model: nn.Module, objective: Objective, config: TrainingConfig, result: FitResult) -> bool:
+    """Whether ``result``'s best weights may be offered to the rank cut: the config asks for it, the
+    family has a rank, and those weights have not been offered yet (``FitResult.offered_epoch``)."""
+    return config.rank_cut and objective.family.rank(model) is not None and result.offered_epoch != result.best_epoch
 
 
 def _cut(model: nn.Module, objective: Objective, validation: tuple[Inputs, torch.Tensor], config: TrainingConfig,
@@ -140,7 +145,7 @@ def _cut(model: nn.Module, objective: Objective, validation: tuple[Inputs, torch
     smallest rank within ``config.min_improvement`` of their validation RMSE
     (``TrainingConfig.rank_cut``): the cut is recorded in ``result``, and ``path``'s last step
     marked with its rank for a refit to replay. ``model`` itself where nothing is cut."""
-    if not config.rank_cut or not path or result.offered_epoch == result.best_epoch:
+    if not path or not _may_cut(model, objective, config, result):
         return model
     result.offered_epoch = result.best_epoch
     found = cut_within(model, objective.family, validation, result.best_val_rmse, config.min_improvement)
@@ -168,8 +173,9 @@ def fit(model: nn.Module, objective: Objective,
     (weighted by ``config.embedding_decay`` and ``config.bias_decay``); stop after
     ``config.patience`` epochs without a better validation RMSE, then follow the decay path
     (``config.decay_steps``) from the best weights while it improves, cutting the rating factors'
-    rank at each plateau and after each phase (``config.rank_cut``). Returns the module with the weights of the epoch
-    with the best validation RMSE (``model`` itself, or its cut) and what happened."""
+    rank at each plateau and after each phase (``config.rank_cut``). Returns the module with the
+    weights of the epoch with the best validation RMSE (``model`` itself, or its cut) and what
+    happened."""
     n = train[1].shape[0]
     batch_size = batch_size_for(config, n)
     result = FitResult(batch_size=batch_size, learning_rate=learning_rate_for(config, batch_size))

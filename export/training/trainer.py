@@ -16,8 +16,8 @@ from ..models import registry
 from ..models.base import Family, Inputs, TrainingRows, init_parameters
 from .epoch import Objective
 from .loop import FitResult, fit, refit
-from .validation import predict_in_batches
 from .metrics import prediction_histogram, rating_errors
+from .validation import predict_in_batches
 
 log = logging.getLogger(__name__)
 
