@@ -30,10 +30,13 @@ def test_the_automatic_batch_keeps_small_sets_at_the_reference_and_grows_with_th
     assert batch_size_for(TrainingConfig(batch_size=300), 16_000_000) == 300
 
 
-def test_runs_of_one_user_s_ratings_come_with_large_batches_where_asked():
+def test_runs_of_one_user_s_ratings_grow_with_the_batch_where_asked():
     automatic = TrainingConfig(user_chunk=None)
-    assert user_chunk_for(automatic, 1024) == 1
-    assert user_chunk_for(automatic, 32_768) == 8
+    assert user_chunk_for(automatic, 1024) == 1               # MovieLens 100K's batch: a uniform shuffle
+    assert user_chunk_for(automatic, 300) == 1
+    assert user_chunk_for(automatic, 8192) == 8               # the 1M shape's
+    assert user_chunk_for(automatic, 32_768) == 32            # 20M's: still 1,024 runs a batch
+    assert user_chunk_for(TrainingConfig(user_chunk=None, reference_batch=4096), 32_768) == 8
     assert user_chunk_for(TrainingConfig(), 32_768) == 1      # the default: a uniform shuffle
 
 

@@ -11,8 +11,6 @@ REFITS = ("fresh", "continue", "none")
 MIN_STEPS_PER_EPOCH = 64
 """An automatic batch size leaves at least this many steps per epoch (MovieLens 100K's 80K
 training ratings stay at 1,024)."""
-AUTO_USER_CHUNK = 8
-"""``user_chunk=None``'s runs when the batch is larger than the reference batch."""
 AUTO_BATCH_RANGE = (1024, 32_768)
 """Smallest and largest automatic batch size."""
 
@@ -137,12 +135,14 @@ def learning_rate_for(config: TrainingConfig, batch_size: int) -> float:
 
 
 def user_chunk_for(config: TrainingConfig, batch_size: int) -> int:
-    """``config.user_chunk``, or when None ``AUTO_USER_CHUNK`` for batches larger than
-    ``reference_batch`` (large training sets, where a uniform batch holds about one rating per
-    user) and 1 otherwise."""
+    """``config.user_chunk``, or when None runs of ``batch_size // reference_batch`` (at least 1):
+    a batch then holds about ``reference_batch`` runs whatever its size, as many users as the
+    batch the settings were tuned at. A uniform batch of a large training set holds about one
+    rating per user, so a model that runs once per distinct history (the LSTM) would share
+    nothing; runs share a history between a user's ratings."""
     if config.user_chunk is not None:
         return config.user_chunk
-    return AUTO_USER_CHUNK if batch_size > config.reference_batch else 1
+    return max(1, batch_size // config.reference_batch)
 
 
 def decay_path(config: TrainingConfig) -> list[float]:
