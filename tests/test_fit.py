@@ -148,3 +148,32 @@ def test_the_decay_path_goes_on_from_the_best_weights_while_a_weaker_decay_helps
         torch.testing.assert_close(starts[9][name], starts[7][name], rtol=0, atol=0)   # phase 2 from epoch 7's
         torch.testing.assert_close(model.state_dict()[name], starts[7][name], rtol=0, atol=0)   # epoch 7's kept
     assert any(not torch.equal(starts[5][n], starts[4][n]) for n in starts[4])   # epoch 5 moved on from them
+
+
+def test_a_pass_the_time_budget_ends_before_any_rating_is_no_epoch(monkeypatch):
+    family, config, model, data = tiny_problem()
+    train_epoch, passes = loop.train_epoch, []
+
+    def out_of_time_at_the_third(*args, **kwargs):    # the fit's third pass, and the refit's second
+        passes.append(1)
+        return (0.0, 0, True) if len(passes) in (3, 5) else train_epoch(*args, **kwargs)
+
+    validated = []
+    rmse_unit = validation.rmse_unit
+    monkeypatch.setattr(loop, "train_epoch", out_of_time_at_the_third)
+    monkeypatch.setattr(validation, "rmse_unit", lambda *a: validated.append(1) or rmse_unit(*a))
+    training = dataclasses.replace(config.training, patience=5, max_epochs=10, batch_size=64)
+    model, result = fit(model, Objective(family, 5), *data, training, torch.Generator().manual_seed(1), "mf")
+    assert [e["epoch"] for e in result.epochs] == [1, 2] and all(e["ratings"] == 200 for e in result.epochs)
+    assert result.out_of_time and len(validated) == 2      # the empty pass is not validated either
+    curve = loop.refit(model, Objective(family, 5), data[0], [result.path[-1]] * 3, training,
+                       torch.Generator().manual_seed(1), "mf")[1]
+    assert [e["ratings"] for e in curve] == [200]
+
+
+def test_a_fit_whose_budget_is_spent_at_once_still_validates_its_initial_weights():
+    family, config, model, data = tiny_problem()
+    training = dataclasses.replace(config.training, max_epochs=3, batch_size=64, time_budget_s=0.0)
+    model, result = fit(model, Objective(family, 5), *data, training, torch.Generator().manual_seed(1), "mf")
+    assert len(result.epochs) == 1 and result.epochs[0]["ratings"] == 0
+    assert result.out_of_time and np.isfinite(result.best_val_rmse)

@@ -78,8 +78,8 @@ def curve_entry(epoch: int, total: float, seen: int, seconds: float, learning_ra
                  embedding_decay: float, rank: int | None) -> dict[str, float]:
     """One epoch of a learning curve, from its summed rating MSE over ``seen`` ratings; ``rank``:
     of the rating factors it trained (``Family.rank``), left out for a family without one."""
-    seen = max(seen, 1)
-    entry = {"epoch": epoch, "train_mse": total / seen, "train_rmse": (total / seen) ** 0.5, "ratings": seen,
+    mse = total / max(seen, 1)
+    entry = {"epoch": epoch, "train_mse": mse, "train_rmse": mse ** 0.5, "ratings": seen,
              "train_seconds": seconds, "learning_rate": learning_rate, "embedding_decay": embedding_decay}
     return entry if rank is None else {**entry, "rank": rank}
 

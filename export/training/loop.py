@@ -53,10 +53,6 @@ class FitResult:
     would let cuts each within ``min_improvement`` of the one before add up."""
 
 
-def _deadline(config: TrainingConfig, started: float) -> float | None:
-    return None if config.time_budget_s is None else started + config.time_budget_s
-
-
 @dataclass
 class _Phase:
     """What one phase of the fit leaves: its module (cut, if it was) and, if the phase improved on
@@ -88,6 +84,10 @@ def _fit_phase(model: nn.Module, objective: Objective, train: tuple[TrainingRows
         total, seen, out_of_time = train_epoch(model, objective, train, optimizer, penalty, config, generator,
                                                 f"{name} epoch {epoch}", deadline)
         train_seconds = time.perf_counter() - epoch_started
+        # a pass that saw no ratings is no epoch; a fit's first stays, to validate the initial weights
+        if out_of_time and not seen and result.epochs:
+            log.info("%s: time budget of %.0f s reached before epoch %d", name, config.time_budget_s, epoch)
+            break
         val_rmse = validation_rmse(model, objective.family, validation)
         release_free_memory()
         entry = curve_entry(epoch, total, seen, train_seconds, optimizer.learning_rate, config.embedding_decay,
@@ -181,7 +181,7 @@ def fit(model: nn.Module, objective: Objective,
     result = FitResult(batch_size=batch_size, learning_rate=learning_rate_for(config, batch_size))
     best_state = copy.deepcopy(model.state_dict())
     started = time.perf_counter()
-    deadline = _deadline(config, started)
+    deadline = None if config.time_budget_s is None else started + config.time_budget_s
     for step, decay in enumerate(decay_path(config)):
         if step:   # from the best weights, at the configured step again
             if deadline is not None and time.perf_counter() > deadline:   # spent by the end of the last phase
@@ -233,6 +233,9 @@ def refit(model: nn.Module, objective: Objective, train: tuple[TrainingRows, tor
         epoch_started = time.perf_counter()
         total, seen, out_of_time = train_epoch(model, objective, train, optimizer, penalty, epoch_config, generator,
                                                 f"{name} refit epoch {epoch}", deadline)
+        if out_of_time and not seen:
+            log.info("%s: refit stopped by the time budget of %.0f s before epoch %d", name, config.time_budget_s, epoch)
+            break
         curve.append(curve_entry(epoch, total, seen, time.perf_counter() - epoch_started, step["learning_rate"],
                                   step["embedding_decay"], family.rank(model)))
         log.info("%s refit epoch %2d of %d: train RMSE %.4f (0-1 scale)", name, epoch, len(steps),
