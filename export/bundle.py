@@ -100,6 +100,7 @@ def export_model(trained: TrainedModel, setup: BundleSetup) -> tuple[TorchRefere
         "out_of_time": trained.fit.out_of_time,
         "batch_size": trained.fit.batch_size,
         "learning_rate": trained.fit.learning_rate,
+        "weight_decay": trained.fit.weight_decay,
         "learning_curve": trained.fit.epochs,
         "refit_curve": trained.fit.refit_epochs,
         "rank_cuts": trained.fit.cuts,

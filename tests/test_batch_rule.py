@@ -1,15 +1,20 @@
-"""The learning-rate rule that lets the batch size grow: a larger batch with the rule's learning
-rate trains MF on MovieLens 100K to the same test RMSE."""
+"""The rules that follow a training set's size: the learning rate follows the batch (a larger
+batch with the rule's learning rate trains MF on MovieLens 100K to the same test RMSE), runs of a
+user's ratings follow the batch, and the dense layers' weight decay follows the set."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from contract.paths import DEFAULT_DATA_DIR
 from export.config import RunConfig, child_seed
 from export.data.fetch import DATASET_DIR
 from export.data.loading import DataSource, load_dataset
-from export.training.config import TrainingConfig, batch_size_for, learning_rate_for, user_chunk_for
+from export.models import registry
+from export.models.base import init_parameters
+from export.training.config import TrainingConfig, batch_size_for, learning_rate_for, user_chunk_for, weight_decay_for
+from export.training.epoch import optimizer_for
 from export.training.trainer import train_model
 
 MOVIELENS = DEFAULT_DATA_DIR / DATASET_DIR
@@ -38,6 +43,33 @@ def test_runs_of_one_user_s_ratings_grow_with_the_batch_where_asked():
     assert user_chunk_for(automatic, 32_768) == 32            # 20M's: still 1,024 runs a batch
     assert user_chunk_for(TrainingConfig(user_chunk=None, reference_batch=4096), 32_768) == 8
     assert user_chunk_for(TrainingConfig(), 32_768) == 1      # the default: a uniform shuffle
+
+
+def test_the_weight_decay_is_kept_up_to_the_reference_size_and_shrinks_with_a_larger_set():
+    config = TrainingConfig(weight_decay=1e-4, reference_ratings=100_000)
+    assert weight_decay_for(config, 72_000) == 1e-4               # a MovieLens 100K fold's training ratings
+    assert weight_decay_for(config, 100_000) == 1e-4
+    assert weight_decay_for(config, 800_000) == pytest.approx(1.25e-5)      # the 1M shape's
+    assert weight_decay_for(config, 16_000_000) == pytest.approx(6.25e-7)   # the 20M shape's
+    assert weight_decay_for(TrainingConfig(weight_decay=1e-4, reference_ratings=400_000), 800_000) == pytest.approx(5e-5)
+    assert weight_decay_for(TrainingConfig(weight_decay=1e-4), 16_000_000) == 1e-4   # no reference: kept
+    assert weight_decay_for(TrainingConfig(reference_ratings=100_000), 800_000) == 0.0
+
+
+def test_the_optimizer_of_a_fit_decays_the_dense_layers_by_the_rule_and_no_other_parameter():
+    family = registry.get("dense")
+    config = family.default_config()
+    model = family.build(config, 30, 20, 0.5)
+    init_parameters(model, torch.Generator().manual_seed(0))
+    optimizer = optimizer_for(model, config.training, 800_000)
+    decays = {id(p): group["weight_decay"] for group in optimizer.dense.param_groups for p in group["params"]}
+    decayed = {name for name, p in model.named_parameters() if decays[id(p)]}
+    assert decayed == {"hidden.weight", "output.weight", "rank_bilinear.weight"}
+    assert decays[id(model.hidden.weight)] == pytest.approx(config.training.weight_decay / 8)
+    lstm = registry.get("lstm")   # tuned to keep its decay: MovieLens 100K's at every size
+    model = lstm.build(lstm.default_config(), 30, 20, 0.5)
+    optimizer = optimizer_for(model, lstm.default_config().training, 800_000)
+    assert max(group["weight_decay"] for group in optimizer.dense.param_groups) == lstm.default_config().training.weight_decay
 
 
 @pytest.mark.slow

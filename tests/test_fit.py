@@ -98,7 +98,7 @@ def test_the_optimizer_steps_with_the_rate_it_is_given_dense_and_row_wise():
         for rate in (1e-3, 4e-3):
             family, config, model, ((rows, targets), _) = tiny_problem()
             training = dataclasses.replace(config.training, sparse_embeddings=sparse, rank_weight=0.0)
-            optimizer = Optimizer(model, training, 200, 1.0)
+            optimizer = Optimizer(model, training, 200, 1.0, training.weight_decay)
             optimizer.set_learning_rate(rate)
             before = {n: p.detach().clone() for n, p in model.named_parameters()}
             loss, _ = batch_loss(model, Objective(family, 5), rows.batch(torch.arange(200)), targets, training,

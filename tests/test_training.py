@@ -206,15 +206,15 @@ def test_row_wise_tables_are_the_large_tables_of_large_catalogues():
     users = SPARSE_EMBEDDING_PARAMETERS // (mf.dim + mf.rank_dim)
     large = family.build(mf, users, 2048, 0.5)
     user_tables = {large.user_embedding, large.user_bias, large.rank_user_embedding}
-    assert Optimizer(small, mf.training, 1024, 1e-3).row_wise == []
-    assert set(Optimizer(large, mf.training, 1024, 1e-3).row_wise) == user_tables | {
+    assert Optimizer(small, mf.training, 1024, 1e-3, 0.0).row_wise == []
+    assert set(Optimizer(large, mf.training, 1024, 1e-3, 0.0).row_wise) == user_tables | {
         large.item_embedding, large.item_bias, large.rank_item_embedding, large.rank_item_bias}
-    optimizer = Optimizer(large, mf.training, 4096, 1e-3)
+    optimizer = Optimizer(large, mf.training, 4096, 1e-3, 0.0)
     assert set(optimizer.row_wise) == user_tables
     assert set(optimizer.whole) == {large.item_embedding, large.item_bias, large.rank_item_embedding, large.rank_item_bias}
     assert all(t.sparse for t in large.modules() if isinstance(t, nn.Embedding))   # sparse gradients, summed for whole tables
-    assert Optimizer(large, dataclasses.replace(mf.training, sparse_embeddings=False), 1024, 1e-3).row_wise == []
-    assert len(Optimizer(small, dataclasses.replace(mf.training, sparse_embeddings=True), 1024, 1e-3).row_wise) == 7
+    assert Optimizer(large, dataclasses.replace(mf.training, sparse_embeddings=False), 1024, 1e-3, 0.0).row_wise == []
+    assert len(Optimizer(small, dataclasses.replace(mf.training, sparse_embeddings=True), 1024, 1e-3, 0.0).row_wise) == 7
 
 
 @pytest.mark.parametrize("sparse", [None, True])
@@ -232,7 +232,7 @@ def test_a_step_with_some_tables_row_wise_equals_the_step_with_all_tables_whole(
     for training in (config.training, dataclasses.replace(config.training, sparse_embeddings=False)):
         model = family.build(config, users, 40, 0.5)
         init_parameters(model, torch.Generator().manual_seed(1))
-        optimizer = Optimizer(model, training, 64, 1e-2)
+        optimizer = Optimizer(model, training, 64, 1e-2, training.weight_decay)
         objective = Objective(family, 40)
         loss, _ = batch_loss(model, objective, batch, targets, training, torch.Generator().manual_seed(2))
         optimizer.zero_grad()
@@ -291,7 +291,7 @@ def test_the_penalty_gradient_is_the_autograd_gradient_of_the_l2_penalty(name, s
     targets = torch.rand(n, generator=generator).to(device)
     objective = Objective(family, 15)
     for model, in_loss in zip(models, (True, False)):
-        optimizer = Optimizer(model, config.training, n, 1e-2)
+        optimizer = Optimizer(model, config.training, n, 1e-2, config.training.weight_decay)
         terms = penalty_terms(model, family, config.training)
         loss, _ = batch_loss(model, objective, batch, targets, config.training, torch.Generator().manual_seed(2))
         if in_loss:

@@ -21,8 +21,9 @@ class DenseConfig:
     """Width of the hidden ReLU layer."""
     rank_dim: int = 32
     """Size of the ranking head's own user and item embeddings."""
-    training: TrainingConfig = TrainingConfig(learning_rate=2e-3, embedding_decay=0.03, weight_decay=1e-4, patience=5,
-                                              rank_weight=2.0, refit="continue", plateau_step_factor=1.0)
+    training: TrainingConfig = TrainingConfig(learning_rate=2e-3, embedding_decay=0.03, weight_decay=1e-4,
+                                              reference_ratings=100_000, patience=5, rank_weight=2.0,
+                                              refit="continue", plateau_step_factor=1.0)
 
 
 class DenseNet(nn.Module):

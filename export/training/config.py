@@ -38,6 +38,13 @@ class TrainingConfig:
     """The batch size ``learning_rate`` is tuned for: a batch of B ratings steps with
     ``learning_rate * sqrt(B / reference_batch)`` (Adam's square-root rule), so that a larger batch
     trains alike in fewer, cheaper-per-rating steps."""
+    reference_ratings: int | None = None
+    """The training-set size ``weight_decay`` is tuned for: a set of N ratings above it trains
+    with ``weight_decay * reference_ratings / N`` (``weight_decay_for``), smaller sets with the
+    tuned decay. The loss is a mean over the ratings, so a fixed decay weighs as much against 16M
+    ratings as against 80K; scaled, it is a fixed prior against their summed loss, and a large
+    catalogue's dense layers are free to fit what its ratings show. None: the tuned decay at every
+    size."""
     user_chunk: int | None = 1
     """Each epoch visits a user's ratings in runs of this many, the runs shuffled
     (``batches.epoch_order``); 1 shuffles the ratings uniformly. Runs let a model that reads each
@@ -98,8 +105,8 @@ class TrainingConfig:
         if self.refit not in REFITS:
             raise ConfigError(f"training refit: expected one of {list(REFITS)}, got {self.refit!r}")
         positive = {"learning_rate": self.learning_rate, "batch_size": self.batch_size,
-                    "reference_batch": self.reference_batch, "user_chunk": self.user_chunk,
-                    "max_epochs": self.max_epochs, "patience": self.patience}
+                    "reference_batch": self.reference_batch, "reference_ratings": self.reference_ratings,
+                    "user_chunk": self.user_chunk, "max_epochs": self.max_epochs, "patience": self.patience}
         for name, value in positive.items():
             if value is not None and not value > 0:
                 raise ConfigError(f"training {name}: expected a positive number, got {value!r}")
@@ -132,6 +139,14 @@ def batch_size_for(config: TrainingConfig, n_ratings: int) -> int:
 def learning_rate_for(config: TrainingConfig, batch_size: int) -> float:
     """``config.learning_rate`` scaled to ``batch_size`` by the square-root rule (``reference_batch``)."""
     return config.learning_rate * (batch_size / config.reference_batch) ** 0.5
+
+
+def weight_decay_for(config: TrainingConfig, n_ratings: int) -> float:
+    """``config.weight_decay`` for a training set of ``n_ratings``: scaled by
+    ``reference_ratings / n_ratings`` where that is below 1."""
+    if config.reference_ratings is None:
+        return config.weight_decay
+    return config.weight_decay * min(1.0, config.reference_ratings / max(n_ratings, 1))
 
 
 def user_chunk_for(config: TrainingConfig, batch_size: int) -> int:

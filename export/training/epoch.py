@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 from ..models.base import Family, Inputs, TrainingRows
 from .batches import epoch_order
-from .config import TrainingConfig, batch_size_for, learning_rate_for, user_chunk_for
+from .config import TrainingConfig, batch_size_for, learning_rate_for, user_chunk_for, weight_decay_for
 from .heap import TRIM_EVERY_STEPS, release_free_memory
 from .optimizer import Optimizer
 from .penalty import PenaltyTerm, row_decays
@@ -85,6 +85,7 @@ def curve_entry(epoch: int, total: float, seen: int, seconds: float, learning_ra
 
 
 def optimizer_for(model: nn.Module, config: TrainingConfig, n_ratings: int) -> Optimizer:
-    """The optimizer for ``n_ratings`` training ratings, at its batch size and learning rate."""
+    """The optimizer for ``n_ratings`` training ratings, at its batch size, learning rate and weight decay."""
     batch_size = batch_size_for(config, n_ratings)
-    return Optimizer(model, config, batch_size, learning_rate_for(config, batch_size))
+    return Optimizer(model, config, batch_size, learning_rate_for(config, batch_size),
+                     weight_decay_for(config, n_ratings))

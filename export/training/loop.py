@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from ..models.base import Inputs, TrainingRows
-from .config import TrainingConfig, batch_size_for, decay_path, learning_rate_for
+from .config import TrainingConfig, batch_size_for, decay_path, learning_rate_for, weight_decay_for
 from .epoch import Objective, curve_entry, optimizer_for, train_epoch
 from .heap import release_free_memory
 from .penalty import penalty_terms
@@ -36,6 +36,8 @@ class FitResult:
     """Ratings per mini-batch (``TrainingConfig.batch_size``, or the automatic one)."""
     learning_rate: float = 0.0
     """The step size used with that batch size (``learning_rate_for``)."""
+    weight_decay: float = 0.0
+    """The dense layers' weight decay for the training set's size (``weight_decay_for``)."""
     refit_epochs: list[dict[str, float]] = field(default_factory=list)
     """Training curve of the refit (fresh or continued) on training + validation ratings; empty
     when there was none."""
@@ -178,7 +180,8 @@ def fit(model: nn.Module, objective: Objective,
     happened."""
     n = train[1].shape[0]
     batch_size = batch_size_for(config, n)
-    result = FitResult(batch_size=batch_size, learning_rate=learning_rate_for(config, batch_size))
+    result = FitResult(batch_size=batch_size, learning_rate=learning_rate_for(config, batch_size),
+                       weight_decay=weight_decay_for(config, n))
     best_state = copy.deepcopy(model.state_dict())
     started = time.perf_counter()
     deadline = None if config.time_budget_s is None else started + config.time_budget_s

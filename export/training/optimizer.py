@@ -36,9 +36,11 @@ class Optimizer:
     into a whole-table gradient by one ``index_add_``, which costs less than the dense backward
     of the embedding lookup (which sorts the ids). Adam is torch's fused implementation: one
     kernel over all parameters instead of a series of per-tensor operations. ``learning_rate`` is
-    the step size for ``batch_size`` (``config.learning_rate_for``)."""
+    the step size for ``batch_size`` (``config.learning_rate_for``), ``weight_decay`` the dense
+    layers' decay for the training set's size (``config.weight_decay_for``)."""
 
-    def __init__(self, model: nn.Module, config: TrainingConfig, batch_size: int, learning_rate: float) -> None:
+    def __init__(self, model: nn.Module, config: TrainingConfig, batch_size: int, learning_rate: float,
+                 weight_decay: float) -> None:
         self.batch_size = batch_size
         self.learning_rate = learning_rate
         tables = [m for m in model.modules() if isinstance(m, nn.Embedding)]
@@ -51,7 +53,7 @@ class Optimizer:
         layers = [p for p in model.parameters() if id(p) not in table_ids]
         weights = [p for p in layers if p.dim() > 1]
         others = [p for p in layers if p.dim() <= 1]
-        groups = [{"params": weights, "weight_decay": config.weight_decay}, {"params": others, "weight_decay": 0.0},
+        groups = [{"params": weights, "weight_decay": weight_decay}, {"params": others, "weight_decay": 0.0},
                   {"params": [t.weight for t in self.whole], "weight_decay": 0.0}]
         self.rows = RowAdam(self.row_wise, lr=learning_rate) if self.row_wise else None
         groups = [g for g in groups if g["params"]]
