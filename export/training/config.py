@@ -26,7 +26,7 @@ class TrainingConfig:
     bias_decay: float = 0.0
     """L2 penalty on the user and item biases of the rows in each mini-batch."""
     weight_decay: float = 0.0
-    """Adam weight decay on the dense layers' weights."""
+    """Adam weight decay on the dense layers' weights (scaled down for large sets: ``reference_ratings``)."""
     rank_weight: float = 0.5
     """Weight of the ranking head's loss: binary cross-entropy of rated pairs (label 1) against
     as many uniformly sampled items (label 0), added to the rating MSE. Where the head reads the
