@@ -45,7 +45,7 @@ def get(name: str) -> Family:
     try:
         return _FAMILIES[name]
     except KeyError:
-        raise ConfigError(f"no model family is named {name!r}; registered: {', '.join(_FAMILIES)}") from None
+        raise ConfigError(f"no model family is named {name!r}; registered: {', '.join(names())}") from None
 
 
 def registered() -> tuple[Family, ...]:
