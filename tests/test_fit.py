@@ -92,6 +92,19 @@ def test_each_epoch_without_a_better_validation_rmse_shrinks_the_step(monkeypatc
     assert result.best_epoch == 3
 
 
+@pytest.mark.parametrize("batch_size, expected", [(64, [2.0, 2.0, 1.0, 1.0, 1.0, 1.0]),   # 2x the step: down to 1x
+                                                   (16, [1.0] * 6)])                        # at 1x: kept
+def test_the_plateaus_shrink_the_step_down_to_its_floor_and_no_further(monkeypatch, batch_size, expected):
+    family, config, model, data = tiny_problem()
+    scripted = iter([0.50, 0.55, 0.45, 0.46, 0.47, 0.48])
+    monkeypatch.setattr(validation, "rmse_unit", lambda predicted, target: next(scripted))
+    training = dataclasses.replace(config.training, patience=3, max_epochs=10, batch_size=batch_size,
+                                   reference_batch=16, plateau_step_factor=0.5, plateau_step_floor=1.0)
+    model, result = fit(model, Objective(family, 5), *data, training, torch.Generator().manual_seed(1), "mf")
+    tuned = training.learning_rate
+    assert [e["learning_rate"] / tuned for e in result.epochs] == pytest.approx(expected, rel=1e-12)
+
+
 def test_the_optimizer_steps_with_the_rate_it_is_given_dense_and_row_wise():
     for sparse in (False, True):
         moved = []

@@ -12,7 +12,7 @@ from export.data.synthetic import generate_ratings
 from export.models import registry
 from export.models.base import init_parameters
 from export.models.mf import BiasedMF, cut_rank
-from export.training.rank_cut import smallest_cut
+from export.training.rank_cut import cut_within, smallest_cut
 from export.training.validation import validation_rmse
 from export.training.trainer import train_model
 
@@ -92,6 +92,20 @@ def test_the_smallest_cut_within_the_limit_is_the_planted_rank():
     assert smallest_cut(model, family, validation, limit=0.0) is None   # no smaller rank is exact
 
 
+def test_factors_that_carry_nothing_yet_are_not_cut_to_rank_one():
+    family = registry.get("mf")
+    users, items = every_pair()
+    for scale, expected_rank in ((1.0, 3), (1e-4, None)):   # planted rank 3, then too small to matter
+        model = planted_model(rank=3, noise=1e-3)
+        with torch.no_grad():
+            model.user_embedding.weight.mul_(scale)
+            targets = model(users, items)[0].clamp(0, 1)
+        validation = ((users, items), targets)
+        found = cut_within(model, family, validation, best_rmse=0.01, min_improvement=0.0)
+        assert (None if found is None else family.rank(found[0])) == expected_rank
+    assert family.rank(smallest_cut(model, family, validation, limit=0.01)[0]) == 1   # what cut_within declines
+
+
 def test_the_fit_cuts_a_planted_low_rank_catalogue_and_the_bundle_config_rebuilds_it():
     frame = generate_ratings(150, 80, 6_000, seed=3)   # planted rank 4
     config = RunConfig(seed=5).replace_training(max_epochs=15, batch_size=256)
@@ -134,9 +148,9 @@ def test_families_without_a_rank_are_never_cut_and_refuse_a_cut():
     frame = generate_ratings(60, 40, 1_500, seed=5)
     config = RunConfig(seed=5).replace_training(max_epochs=2, decay_steps=0, rank_cut=True)
     dataset = build_dataset([frame], config, np.random.default_rng(0))
-    trained = train_model("dense", dataset, config, seed=7)
-    family = registry.get("dense")
+    trained = train_model("lstm", dataset, config, seed=7)
+    family = registry.get("lstm")
     assert family.rank(trained.module) is None and trained.fit.cuts == []
-    assert "rank" not in trained.fit.epochs[0] and trained.config == config.model_config("dense")
+    assert "rank" not in trained.fit.epochs[0] and trained.config == config.model_config("lstm")
     with pytest.raises(TypeError, match="no rank to cut"):
         family.cut(trained.module, 2)

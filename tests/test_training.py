@@ -87,6 +87,8 @@ def test_configs_check_themselves_when_built():
     for factor in (0.0, 1.5):
         with pytest.raises(ConfigError, match=r"training plateau_step_factor: expected a number in \(0, 1\]"):
             TrainingConfig(plateau_step_factor=factor)
+    with pytest.raises(ConfigError, match="training plateau_step_floor: expected a number >= 0, got -1"):
+        TrainingConfig(plateau_step_floor=-1)
     with pytest.raises(ConfigError, match="lstm window: expected an integer >= 2"):
         RunConfig().replace_model("lstm", window=1)
     with pytest.raises(ConfigError, match="split: expected three non-negative fractions that sum to 1"):

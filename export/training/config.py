@@ -55,6 +55,13 @@ class TrainingConfig:
     (1: a constant step). Early stopping then ends a run only after the step has shrunk, so the
     step that suits a catalogue is found on its own validation split; a fresh refit replays the
     same steps, a continued one goes on at the best epoch's."""
+    plateau_step_floor: float = 0.0
+    """The plateaus' shrinking stops at this multiple of ``learning_rate`` (0: none). A step that
+    starts above it (a large batch's ``learning_rate_for``) shrinks down to it and no further; one
+    that starts at or below it (at ``reference_batch``, where 1 keeps the tuned step constant)
+    stays where it is. For a model whose best step at the reference batch is its tuned one, so
+    that a large batch may start with the square-root rule's larger step and settle, not fall
+    past the tuned step."""
     min_improvement: float = 1e-4
     """An epoch counts as better only if it lowers the best validation RMSE by at least this
     share of it: at ever smaller steps a run would otherwise go on for gains far below the
@@ -73,8 +80,9 @@ class TrainingConfig:
     rank_cut: bool = False
     """At each plateau of a phase (an epoch that does not improve) and after each phase of the fit
     (and of the decay path), cut the best weights' rating factors, in a family that has them
-    (``Family.rank``, MF), to the smallest rank whose validation RMSE stays within
-    ``min_improvement`` of the uncut model's; training goes on from the cut weights. A strong
+    (``Family.rank``: MF, the dense net), to the smallest rank whose validation RMSE stays within
+    ``min_improvement`` of the uncut model's (none where rank 1 is: the factors are not learnt yet);
+    training goes on from the cut weights. A strong
     decay first shrinks the directions the catalogue does not have to nearly nothing; cut away,
     they cannot fit noise once the path weakens the decay, and every later epoch is cheaper (cut
     at the first plateau, most epochs train the smaller rank). The rank is so found on the
@@ -117,7 +125,7 @@ class TrainingConfig:
         if not 0 <= self.min_improvement < 1:
             raise ConfigError(f"training min_improvement: expected a number in [0, 1), got {self.min_improvement!r}")
         for name in ("embedding_decay", "bias_decay", "weight_decay", "rank_weight", "continue_epochs", "time_budget_s",
-                     "decay_steps"):
+                     "decay_steps", "plateau_step_floor"):
             if getattr(self, name) is not None and getattr(self, name) < 0:
                 raise ConfigError(f"training {name}: expected a number >= 0, got {getattr(self, name)!r}")
 
@@ -139,6 +147,13 @@ def batch_size_for(config: TrainingConfig, n_ratings: int) -> int:
 def learning_rate_for(config: TrainingConfig, batch_size: int) -> float:
     """``config.learning_rate`` scaled to ``batch_size`` by the square-root rule (``reference_batch``)."""
     return config.learning_rate * (batch_size / config.reference_batch) ** 0.5
+
+
+def plateau_step(config: TrainingConfig, learning_rate: float) -> float:
+    """The step after a plateau at ``learning_rate``: ``plateau_step_factor`` times it, but not
+    below ``plateau_step_floor * config.learning_rate`` unless it already was."""
+    floor = config.plateau_step_floor * config.learning_rate
+    return max(learning_rate * config.plateau_step_factor, min(learning_rate, floor))
 
 
 def weight_decay_for(config: TrainingConfig, n_ratings: int) -> float:

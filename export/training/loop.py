@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from ..models.base import Inputs, TrainingRows
-from .config import TrainingConfig, batch_size_for, decay_path, learning_rate_for, weight_decay_for
+from .config import TrainingConfig, batch_size_for, decay_path, learning_rate_for, plateau_step, weight_decay_for
 from .epoch import Objective, curve_entry, optimizer_for, train_epoch
 from .heap import release_free_memory
 from .penalty import penalty_terms
@@ -106,7 +106,7 @@ def _fit_phase(model: nn.Module, objective: Objective, train: tuple[TrainingRows
             since_best += 1
             if since_best >= config.patience:
                 break
-            learning_rate = optimizer.learning_rate * config.plateau_step_factor
+            learning_rate = plateau_step(config, optimizer.learning_rate)
             cut = _cut_at_plateau(model, best_state, objective, validation, config, result, to_best, name)
             if cut is not None:   # on from the best weights, cut: the epochs since them are dropped
                 optimizer.release()

@@ -30,11 +30,14 @@ def cut_within(model: nn.Module, family: Family, validation: tuple[Inputs, torch
                min_improvement: float) -> tuple[nn.Module, dict[str, float]] | None:
     """``model`` (whose validation RMSE is ``best_rmse``) cut to the smallest rank within
     ``min_improvement`` of that RMSE, and the cut's record (ranks from and to, validation RMSE
-    before and after); None for a family without a rank or where no smaller rank is as good."""
+    before and after); None for a family without a rank, where no smaller rank is as good, or
+    where rank 1 is: then the factors carry nothing the validation split can tell from one
+    direction, as before a model has learned them (the dense net's first epochs on a small
+    catalogue rate by the biases alone), and a cut would fix the rank before it is known."""
     if family.rank(model) is None:
         return None
     found = smallest_cut(model, family, validation, best_rmse * (1.0 + min_improvement))
-    if found is None:
+    if found is None or family.rank(found[0]) == 1:
         return None
     cut, rmse = found
     return cut, {"from_rank": family.rank(model), "to_rank": family.rank(cut), "validation_rmse_before": best_rmse,
