@@ -1,7 +1,7 @@
 """The dense net: user and item embeddings concatenated, ``Linear -> ReLU -> Linear(1)``, plus biases."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -16,14 +16,17 @@ class DenseConfig:
     """Feed-forward net on concatenated user and item embeddings."""
 
     dim: int = 64
-    """Size of each of the user and item embeddings."""
+    """Size of each of the user and item embeddings: the largest rank. A fit with
+    ``TrainingConfig.rank_cut`` may cut it (``cut_rank``); a bundle's manifest records the size
+    the model was cut to."""
     hidden: int = 128
     """Width of the hidden ReLU layer."""
     rank_dim: int = 32
     """Size of the ranking head's own user and item embeddings."""
     training: TrainingConfig = TrainingConfig(learning_rate=2e-3, embedding_decay=0.03, weight_decay=1e-4,
                                               reference_ratings=100_000, patience=5, rank_weight=2.0,
-                                              refit="continue", plateau_step_factor=1.0)
+                                              refit="continue", plateau_step_factor=0.5,
+                                              plateau_step_floor=1.0, rank_cut=True)
 
 
 class DenseNet(nn.Module):
@@ -118,6 +121,41 @@ class AllItemsDense(nn.Module):
         return rank_user @ self.rank_items.T + m.rank_item_bias.weight[:, 0]
 
 
+@torch.no_grad()
+def cut_rank(model: DenseNet, rank: int) -> DenseNet:
+    """``model`` with each of its embedding tables projected onto its ``rank`` leading right singular
+    directions (``E -> E V``, the best rank-``rank`` approximation of the table, ``E V V^T``, written
+    in ``rank`` columns), and the layers that read them rewritten to match: the hidden layer's user
+    and item halves become ``W_u V_u`` and ``W_i V_i``, the ranking head's bilinear map
+    ``V_i^T A V_u``. The net then computes on the approximated tables exactly; at the full rank it
+    is the same net. Directions past a table's own rank are zero columns. Biases, the output layer
+    and the ranking head's own tables are copied."""
+    users, items = model.user_embedding.weight.double(), model.item_embedding.weight.double()
+    user_basis, item_basis = _leading_directions(users, rank), _leading_directions(items, rank)
+    dim = users.shape[1]
+    weight = model.hidden.weight.double()
+    cut = DenseNet(users.shape[0], items.shape[0], rank, model.hidden.out_features,
+                   model.rank_user_embedding.embedding_dim, 0.0).to(users.device)
+    cut.load_state_dict({**model.state_dict(),
+                         "user_embedding.weight": (users @ user_basis).float(),
+                         "item_embedding.weight": (items @ item_basis).float(),
+                         "hidden.weight": torch.cat([weight[:, :dim] @ user_basis,
+                                                     weight[:, dim:] @ item_basis], dim=1).float(),
+                         "rank_bilinear.weight": (item_basis.T @ model.rank_bilinear.weight.double()
+                                                  @ user_basis).float()})
+    return cut.train(model.training)
+
+
+def _leading_directions(table: torch.Tensor, rank: int) -> torch.Tensor:
+    """``[dim, rank]``: the ``rank`` leading right singular vectors of ``table`` as columns, zero
+    columns past its own rank."""
+    _, _, v_t = torch.linalg.svd(table, full_matrices=False)
+    kept = min(rank, v_t.shape[0])
+    basis = torch.zeros(table.shape[1], rank, dtype=table.dtype, device=table.device)
+    basis[:, :kept] = v_t[:kept].T
+    return basis
+
+
 class DenseFamily(PairFamily):
     """The dense net, the second model of the introductory article."""
 
@@ -131,6 +169,15 @@ class DenseFamily(PairFamily):
 
     def all_items_core(self, model: nn.Module) -> nn.Module:
         return AllItemsDense(model)
+
+    def rank(self, model: nn.Module) -> int:
+        return model.user_embedding.embedding_dim
+
+    def cut(self, model: nn.Module, rank: int) -> nn.Module:
+        return cut_rank(model, rank)
+
+    def trained_config(self, config: DenseConfig, model: nn.Module) -> DenseConfig:
+        return replace(config, dim=self.rank(model))
 
 
 register(DenseFamily())
