@@ -66,19 +66,23 @@ def test_fit_runs_max_epochs_while_it_keeps_improving(monkeypatch):
     assert len(result.epochs) == 4 and result.best_epoch == 4 and not result.out_of_time
 
 
-@pytest.mark.skipif(platform.system() != "Linux", reason="malloc_trim is glibc's")
-def test_the_c_library_can_release_free_memory_here():
+@pytest.mark.skipif(platform.system() != "Linux", reason="mallopt and malloc_trim are glibc's")
+def test_the_c_library_takes_the_heap_settings_and_releases_free_memory_here():
+    assert heap.keep_heap_resident()
     assert heap.release_free_memory()
 
 
-def test_training_releases_free_memory_every_few_steps_and_after_each_validation(monkeypatch):
+def test_training_keeps_the_heap_resident_and_releases_free_memory_every_few_steps_and_after_each_validation(
+        monkeypatch):
     family, config, model, data = tiny_problem()          # 200 ratings
-    calls = []
+    calls, settings = [], []
     for module in (epoch, loop):   # every few steps of an epoch, and after each validation
         monkeypatch.setattr(module, "release_free_memory", lambda: calls.append(1))
+    monkeypatch.setattr(epoch, "TRIM_EVERY_STEPS", 16)
+    monkeypatch.setattr(loop, "keep_heap_resident", lambda: settings.append(1))
     training = dataclasses.replace(config.training, max_epochs=2, patience=5, batch_size=4)  # 50 steps an epoch
     model, _ = fit(model, Objective(family, 5), *data, training, torch.Generator().manual_seed(1), "mf")
-    assert len(calls) == 2 * (50 // heap.TRIM_EVERY_STEPS + 1)
+    assert len(calls) == 2 * (50 // 16 + 1) and settings == [1]
 
 
 def test_each_epoch_without_a_better_validation_rmse_shrinks_the_step(monkeypatch):

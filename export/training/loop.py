@@ -14,7 +14,7 @@ from torch import nn
 from ..models.base import Inputs, TrainingRows
 from .config import TrainingConfig, batch_size_for, decay_path, learning_rate_for, plateau_step, weight_decay_for
 from .epoch import Objective, curve_entry, optimizer_for, train_epoch
-from .heap import release_free_memory
+from .heap import keep_heap_resident, release_free_memory
 from .penalty import penalty_terms
 from .rank_cut import cut_within
 from .validation import validation_rmse
@@ -178,6 +178,7 @@ def fit(model: nn.Module, objective: Objective,
     rank at each plateau and after each phase (``config.rank_cut``). Returns the module with the
     weights of the epoch with the best validation RMSE (``model`` itself, or its cut) and what
     happened."""
+    keep_heap_resident()
     n = train[1].shape[0]
     batch_size = batch_size_for(config, n)
     result = FitResult(batch_size=batch_size, learning_rate=learning_rate_for(config, batch_size),
