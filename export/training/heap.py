@@ -4,11 +4,10 @@ operating system every so often.
 Training allocates tensors of a different size every batch (the LSTM's distinct histories, the
 rows each batch touches). Left to its defaults, glibc's malloc moves its mmap threshold as large
 blocks are freed and trims the top of the heap whenever 64 MB of it is free: freed pages go back
-to the kernel and the next batch faults them in again, zero-filled (thousands of page faults a
-step, the LSTM a fifth slower). ``keep_heap_resident`` fixes the threshold at glibc's ceiling and
-lets the heap keep its free top, so steps reuse warm pages; ``release_free_memory`` returns the
-free pages now and then, so resident memory stays near what training holds, not what it once
-held (docs/performance.md). Where the C library is not glibc, both do nothing.
+to the kernel and the next batch faults them in again, zero-filled. ``keep_heap_resident``
+fixes the threshold at glibc's ceiling and lets the heap keep its free top, so steps reuse warm
+pages; ``release_free_memory`` returns the free pages now and then, so resident memory stays
+near what training holds, not what it once held (docs/performance.md). Where the C library is not glibc, both do nothing.
 """
 from __future__ import annotations
 
