@@ -23,7 +23,7 @@ from export.training.epoch import Objective, batch_loss
 from export.training.loop import fit
 from export.training.validation import rmse_unit
 from export.training.optimizer import SPARSE_EMBEDDING_PARAMETERS, Optimizer
-from export.training.penalty import penalty_terms, row_decays
+from export.training.penalty import RowDecay, penalty_terms, row_decays
 from export.training.row_adam import RowAdam
 from export.training.trainer import train_model
 from export.training import workers
@@ -268,6 +268,44 @@ def test_row_adam_steps_exactly_as_torch_sparse_adam(device):
             optimizer.step()
     assert torch.allclose(ours.weight, theirs.weight, atol=1e-6)
     assert torch.equal(ours.weight[5:], theirs.weight[5:])
+
+
+def test_row_adam_steps_each_table_by_its_own_lookups_and_penalty_where_tables_share_ids():
+    """Tables looked up by equal ids (a user's embedding and bias) share the rows found for them,
+    whether or not a penalty names the same ids; each steps as lazy Adam written out by hand: the
+    rows its lookups or its penalty name move, by its own gradient plus ``scale * count_r * row``."""
+    generator = torch.Generator().manual_seed(0)
+    shapes = [(9, 3), (9, 1), (9, 2), (6, 3), (9, 1), (9, 2)]
+    tables = [nn.Embedding(n, d, sparse=True) for n, d in shapes]
+    expected = [t.weight.detach().clone() for t in tables]
+    moments = [(torch.zeros_like(w), torch.zeros_like(w)) for w in expected]
+    optimizer = RowAdam(tables, lr=0.05)
+    for step in range(1, 4):
+        users = torch.randint(0, 7, (8,), generator=generator)   # rows 7 and 8 never touched
+        other_users = torch.randint(0, 7, (8,), generator=generator)
+        items = torch.randint(0, 6, (8,), generator=generator)
+        # tables 0, 1, 4 and 5 by equal (not the same) ids: 4 without a penalty, 5 with one on
+        # other ids; 2 by other ids and the users' penalty; 3 by items
+        lookups = [users, users.clone(), other_users, items, users.clone(), users.clone()]
+        penalty = [users, users, users, items, None, other_users]
+        weights = [torch.randn(8, d, generator=generator) for _, d in shapes]
+        optimizer.zero_grad()
+        sum((t(ids) * w).sum() for t, ids, w in zip(tables, lookups, weights)).backward()
+        optimizer.step([RowDecay(t, ids, 0.1) for t, ids in zip(tables, penalty) if ids is not None])
+        for weight, (mean, square), ids, w, named in zip(expected, moments, lookups, weights, penalty):
+            grad = torch.zeros_like(weight).index_add_(0, ids, w)
+            touched = torch.zeros(weight.shape[0], dtype=torch.bool)
+            touched[ids] = True
+            if named is not None:
+                grad += 0.1 * torch.bincount(named, minlength=weight.shape[0])[:, None] * weight
+                touched[named] = True
+            mean[touched] = 0.9 * mean[touched] + 0.1 * grad[touched]
+            square[touched] = 0.999 * square[touched] + 0.001 * grad[touched] ** 2
+            denominator = square[touched].sqrt() / (1 - 0.999 ** step) ** 0.5 + 1e-8
+            weight[touched] -= 0.05 / (1 - 0.9 ** step) * mean[touched] / denominator
+    for table, weight in zip(tables, expected):
+        torch.testing.assert_close(table.weight.detach(), weight, rtol=0, atol=1e-6)
+    assert torch.equal(tables[0].weight[7:], expected[0][7:])
 
 
 @pytest.mark.parametrize("device", DEVICES)
