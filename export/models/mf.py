@@ -45,33 +45,42 @@ class BiasedMF(nn.Module):
 
     def forward(self, users: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``users``, ``items`` int64 [B] -> unit rating [B] and ranking logit [B]."""
-        p, q = self.user_embedding(users), self.item_embedding(items)
-        return self._rating(users, items, p, q), self._logit(items, *self._ranking_user(users, p), q)
+        pq = self.user_embedding(users) * self.item_embedding(items)
+        return self._rating(users, items, pq), self._logit(users, items, pq)
 
     def with_sampled(self, users: torch.Tensor, items: torch.Tensor,
                      sampled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``forward`` and the ranking logit [B] of ``sampled`` items, the users' side of the
-        ranking head (``p * s`` and ``r_u``) looked up and scaled once for both."""
-        p, q = self.user_embedding(users), self.item_embedding(items)
-        user_side = self._ranking_user(users, p)
-        return (self._rating(users, items, p, q), self._logit(items, *user_side, q),
-                self._logit(sampled, *user_side, self.item_embedding(sampled)))
+        """``forward`` and the ranking logit [B] of ``sampled`` items, with each product formed once:
+        ``p * q`` serves the rating and the rated items' ranking logit (``(p * q) @ s`` is
+        ``<p * s, q>``), and the ranking head's item tables are looked up once for rated and sampled
+        items together, so that each has one gradient to sum, not two."""
+        p = self.user_embedding(users)
+        pq = p * self.item_embedding(items)
+        n = items.shape[0]
+        both = torch.cat([items, sampled])
+        rank_bias = self.rank_item_bias(both)[:, 0].split(n)
+        rank_items = self.rank_item_embedding(both).split(n)
+        rank_user = self.rank_user_embedding(users)
+        sampled_pq = p.detach() * self.item_embedding.weight.detach().index_select(0, sampled)
+        return (self._rating(users, items, pq),
+                rank_bias[0] + self._ranked(pq) + (rank_user * rank_items[0]).sum(-1),
+                rank_bias[1] + self._ranked(sampled_pq) + (rank_user * rank_items[1]).sum(-1))
 
     def ranking_logit(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """The ranking head alone: logit [B]."""
-        return self._logit(items, *self._ranking_user(users, self.user_embedding(users)), self.item_embedding(items))
+        return self._logit(users, items, self.user_embedding(users) * self.item_embedding(items))
 
-    def _rating(self, users: torch.Tensor, items: torch.Tensor, p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-        return self.global_mean + self.user_bias(users)[:, 0] + self.item_bias(items)[:, 0] + (p * q).sum(-1)
+    def _rating(self, users: torch.Tensor, items: torch.Tensor, pq: torch.Tensor) -> torch.Tensor:
+        return self.global_mean + self.user_bias(users)[:, 0] + self.item_bias(items)[:, 0] + pq.sum(-1)
 
-    def _ranking_user(self, users: torch.Tensor, p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The users' side of the ranking head: ``p * s`` (``p`` detached) and ``r_u``."""
-        return p.detach() * self.rank_scale, self.rank_user_embedding(users)
+    def _logit(self, users: torch.Tensor, items: torch.Tensor, pq: torch.Tensor) -> torch.Tensor:
+        return (self.rank_item_bias(items)[:, 0] + self._ranked(pq)
+                + (self.rank_user_embedding(users) * self.rank_item_embedding(items)).sum(-1))
 
-    def _logit(self, items: torch.Tensor, scaled: torch.Tensor, rank_user: torch.Tensor,
-               q: torch.Tensor) -> torch.Tensor:
-        return (self.rank_item_bias(items)[:, 0] + (scaled * q.detach()).sum(-1)
-                + (rank_user * self.rank_item_embedding(items)).sum(-1))
+    def _ranked(self, pq: torch.Tensor) -> torch.Tensor:
+        """``<p * s, q>`` from ``p * q`` [B, dim], read detached: learning to rank moves ``s``, never
+        the rating factors."""
+        return pq.detach() @ self.rank_scale
 
 
 class AllItemsMF(nn.Module):
