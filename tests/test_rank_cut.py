@@ -144,6 +144,22 @@ def test_a_plateau_cuts_the_best_weights_and_the_phase_goes_on_at_the_cut_rank()
     assert registry.get("mf").rank(trained.module) == trained.config.dim == trained.fit.cuts[-1]["to_rank"]
 
 
+def test_no_cut_before_the_validation_rmse_has_fallen_the_required_share_below_the_first_epoch_s():
+    # Before the factors have learnt the taste every rank rates alike: the cut waits for a gain.
+    frame = generate_ratings(150, 80, 6_000, seed=3)   # planted rank 4
+    config = RunConfig(seed=5).replace_training(max_epochs=12, batch_size=256, learning_rate=1.5e-2, decay_steps=0)
+    dataset = build_dataset([frame], config, np.random.default_rng(0))
+    cut = train_model("mf", dataset, config, seed=7).fit
+    first_rmse = cut.epochs[0]["validation_rmse"]
+    gain = 1.0 - cut.cuts[0]["validation_rmse_before"] / first_rmse
+    assert gain >= config.model_config("mf").training.rank_cut_min_gain
+    waiting = train_model("mf", dataset, config.replace_training(rank_cut_min_gain=gain + 0.01), seed=7).fit
+    assert all(1.0 - c["validation_rmse_before"] / first_rmse >= gain + 0.01 for c in waiting.cuts)
+    assert not waiting.cuts or waiting.cuts[0]["after_epoch"] > cut.cuts[0]["after_epoch"]
+    unreachable = train_model("mf", dataset, config.replace_training(rank_cut_min_gain=0.9), seed=7).fit
+    assert unreachable.cuts == [] and {e["rank"] for e in unreachable.epochs} == {128}
+
+
 def test_families_without_a_rank_are_never_cut_and_refuse_a_cut():
     frame = generate_ratings(60, 40, 1_500, seed=5)
     config = RunConfig(seed=5).replace_training(max_epochs=2, decay_steps=0, rank_cut=True)

@@ -87,6 +87,12 @@ class TrainingConfig:
     they cannot fit noise once the path weakens the decay, and every later epoch is cheaper (cut
     at the first plateau, most epochs train the smaller rank). The rank is so found on the
     catalogue's own validation split; a fresh refit cuts after the same epochs."""
+    rank_cut_min_gain: float = 0.01
+    """The rank cut (``rank_cut``) waits until the best validation RMSE is at least this share
+    below the fit's first epoch's. Before the rating factors have learnt the catalogue's taste
+    every rank rates alike, so the rank the cut would choose is noise, and a net cut then to a
+    few dimensions may never learn it (the dense net learns the taste in steps, flat for some
+    epochs first); by the time the factors have moved the RMSE by this much, the ranks differ."""
     max_epochs: int = 200
     """Upper bound on passes over the training ratings, in each phase: a guard against a run that
     never stops, not a setting that ends training (early stopping does that)."""
@@ -122,6 +128,8 @@ class TrainingConfig:
             raise ConfigError(f"training plateau_step_factor: expected a number in (0, 1], got {self.plateau_step_factor!r}")
         if not 0 < self.decay_step_factor < 1:
             raise ConfigError(f"training decay_step_factor: expected a number in (0, 1), got {self.decay_step_factor!r}")
+        if not 0 <= self.rank_cut_min_gain < 1:
+            raise ConfigError(f"training rank_cut_min_gain: expected a number in [0, 1), got {self.rank_cut_min_gain!r}")
         if not 0 <= self.min_improvement < 1:
             raise ConfigError(f"training min_improvement: expected a number in [0, 1), got {self.min_improvement!r}")
         for name in ("embedding_decay", "bias_decay", "weight_decay", "rank_weight", "continue_epochs", "time_budget_s",

@@ -137,8 +137,11 @@ def _cut_at_plateau(model: nn.Module, best_state: dict | None, objective: Object
 
 def _may_cut(model: nn.Module, objective: Objective, config: TrainingConfig, result: FitResult) -> bool:
     """Whether ``result``'s best weights may be offered to the rank cut: the config asks for it, the
-    family has a rank, and those weights have not been offered yet (``FitResult.offered_epoch``)."""
-    return config.rank_cut and objective.family.rank(model) is not None and result.offered_epoch != result.best_epoch
+    family has a rank, those weights have not been offered yet (``FitResult.offered_epoch``), and
+    they rate at least ``config.rank_cut_min_gain`` better than the fit's first epoch."""
+    return (config.rank_cut and objective.family.rank(model) is not None and result.offered_epoch != result.best_epoch
+            and bool(result.epochs)
+            and result.best_val_rmse <= result.epochs[0]["validation_rmse"] * (1.0 - config.rank_cut_min_gain))
 
 
 def _cut(model: nn.Module, objective: Objective, validation: tuple[Inputs, torch.Tensor], config: TrainingConfig,
