@@ -19,8 +19,9 @@ class RowAdam:
     the rows' weights and moments, updates them with torch's fused Adam kernel (all tables in one
     call) and writes them back. ``SparseAdam`` instead coalesces each gradient and builds several
     sparse tensors per step, and a sequence of separate operations on the gathered rows costs
-    about twice the fused kernel's passes over memory. The step is torch's ``Adam``'s, whose ``eps`` is added after the bias correction
-    (``SparseAdam`` adds it before; the two differ only where a row's gradient is about ``eps``).
+    about twice the fused kernel's passes over memory. The step is torch's ``Adam``'s, whose
+    ``eps`` is added after the bias correction (``SparseAdam`` adds it before; the two differ only
+    where a row's gradient is about ``eps``).
     """
 
     def __init__(self, tables: list[nn.Embedding], lr: float, betas: tuple[float, float] = (0.9, 0.999),
