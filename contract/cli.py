@@ -8,7 +8,6 @@ a failed check); 2 bad usage; 3 refused by the model gate or a run-to-run thresh
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import time
@@ -17,6 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from . import strict_json
 from .errors import RecJobError, UsageError
 from .metrics import Sample, check_metrics_path, write_metrics
 
@@ -42,7 +42,7 @@ class JsonLines(logging.Formatter):
                 entry[key] = getattr(record, key)
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
+        return strict_json.dumps(entry, default=str)
 
 
 def configure_logging(verbose: bool = False, log_format: str = "text") -> None:

@@ -9,7 +9,6 @@ job's selection rules) are compared with most-popular-unseen and random.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import time
@@ -21,6 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from contract import strict_json
 from contract.cli import run_cli
 from contract.errors import UsageError
 from contract.paths import DEFAULT_DATA_DIR, DEFAULT_EVALUATION
@@ -154,7 +154,7 @@ def run_evaluation(args: argparse.Namespace) -> dict[str, Any]:
                                            "mean_ranking": result["ranking"]}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(report, indent=1, sort_keys=True))
+    tmp.write_text(strict_json.dumps(report, indent=1, sort_keys=True))
     tmp.replace(args.out)
     print_summary(report)
     print(f"written: {args.out}")
