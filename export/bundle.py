@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from contract import bundle_format as layout
+from contract import bundle_format as layout, strict_json
 from contract.bundle_format import GRAPH_OUTPUTS, ModelGraphs
 from contract.checksums import sha256_file
 from contract.tables import id_type
@@ -36,7 +36,8 @@ from scoring.feeds import UserContext, build_feeds
 from .config import PARITY_MAX_TEST_PAIRS, RunConfig, child_seed
 from .data.dataset import Dataset, seen_csr
 from .data.sequences import user_context
-from .gate import GateOptions, evaluate_gate, refusal
+from .data_checks import DataCheckOptions
+from .gate import GateOptions, evaluate_gate, refusal, untested_without_previous
 from .models import registry
 from .onnx.export import EXPORTER_SETTINGS, export_graph
 from .onnx.parity import TorchReference, check_graphs, reference_pairs, torch_reference
@@ -188,6 +189,9 @@ class PublishPolicy:
     """Bundles kept under the artifacts root (0: all); those a kept scoring run read are kept too."""
     runs_root: Path | None = None
     """The scoring runs' output root, whose runs' bundles retention spares."""
+    data: DataCheckOptions = DataCheckOptions()
+    data_record: dict[str, Any] | None = None
+    """The data checks' record, written into the manifest (set once the checks have run)."""
 
 
 def build_bundle(dataset: Dataset, trained: Iterable[TrainedModel], config: RunConfig, fingerprint: str,
@@ -216,16 +220,17 @@ def build_bundle(dataset: Dataset, trained: Iterable[TrainedModel], config: RunC
             write_references(references, staging)
             write_vocabulary_and_context(dataset, setup.context, staging)
             manifest = bundle_manifest(setup, created, fingerprint, data_checksums, models, trained_configs)
-            (staging / layout.MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
+            manifest["data_checks"] = policy.data_record
+            (staging / layout.MANIFEST).write_text(strict_json.dumps(manifest, indent=2, sort_keys=True))
             manifest["gate"] = gate_record(dataset, config, staging, resolve_latest(root), policy.gate)
-            (staging / layout.MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
+            (staging / layout.MANIFEST).write_text(strict_json.dumps(manifest, indent=2, sort_keys=True))
             final = publish(staging, root, bundle_id, switch=manifest["gate"]["published_as_latest"])
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
         prune_bundles(root, policy)
     if not manifest["gate"]["published_as_latest"]:
-        raise refusal(manifest["gate"], str(final))
+        raise refusal(manifest["gate"], str(final), dataset.test_described)
     log.info("bundle published: %s", final, extra={"stage": "published", "figures": {"bundle_id": bundle_id}})
     return final
 
@@ -239,7 +244,10 @@ def gate_record(dataset: Dataset, config: RunConfig, staging: Path, previous: Pa
             old = load_bundle(previous)
         except BundleError as exc:
             log.warning("model gate: the current bundle cannot be read (%s); nothing to compare with", exc)
-    record = evaluate_gate(load_bundle(staging), old, dataset.test, dataset.train.concat(dataset.validation),
+    new = load_bundle(staging)
+    if old is None:
+        untested_without_previous(new, dataset.test_described)
+    record = evaluate_gate(new, old, dataset.test, dataset.train.concat(dataset.validation),
                            options, available_cpus(), child_seed(config.seed, "gate"))
     if not record["passed"]:
         log.warning("model gate: %s%s", "; ".join(record["refusals"]),

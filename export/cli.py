@@ -22,6 +22,7 @@ from .data.ratings_file import DUPLICATE_POLICIES, RatingsOptions
 from .data.synthetic import parse_shape
 from .models import registry
 from .bundle import PublishPolicy
+from .data_checks import DataCheckOptions
 from .gate import GateOptions, gate_samples
 from .pipeline import train_and_export
 from .training.workers import add_jobs_option, jobs_option
@@ -48,7 +49,14 @@ def build_parser() -> argparse.ArgumentParser:
                              "is worse, or its NDCG@10 lower, than the current bundle's by more than this share and "
                              "by more than chance (default: %(default)s)")
     parser.add_argument("--accept-worse", action="store_true",
-                        help="publish the new bundle as latest even if the model gate refuses it")
+                        help="publish the new bundle as latest even if the model gate refuses it, or if it has no "
+                             "held-out rating to be judged on")
+    parser.add_argument("--max-data-shrink", type=float, default=DataCheckOptions.max_shrink, metavar="SHARE",
+                        help="refuse to train (exit 3) if the ratings, users or items shrank by more than this share "
+                             "since the current bundle's data (default: %(default)s)")
+    parser.add_argument("--accept-data-change", action="store_true",
+                        help="train and publish even though the data shrank past --max-data-shrink, its id type or "
+                             "its rating scale changed, or the models cannot be compared with the current ones")
     parser.add_argument("--keep", type=int, default=DEFAULT_KEEP,
                         help="bundles to keep under ARTIFACTS, the newest, besides any a kept scoring run under "
                              "--output-root was scored from; 0 keeps all (default: %(default)s)")
@@ -150,7 +158,10 @@ def publish_policy(args: argparse.Namespace) -> PublishPolicy:
         raise UsageError(f"--max-regression: expected a share of at least 0, e.g. 0.01, got {args.max_regression}")
     if args.keep < 0:
         raise UsageError(f"--keep: expected 0 (keep all) or a positive integer, got {args.keep}")
-    return PublishPolicy(GateOptions(args.max_regression, args.accept_worse), args.keep, args.output_root)
+    if not 0 <= args.max_data_shrink <= 1:
+        raise UsageError(f"--max-data-shrink: expected a share from 0 to 1, e.g. 0.5, got {args.max_data_shrink}")
+    return PublishPolicy(GateOptions(args.max_regression, args.accept_worse, args.accept_data_change), args.keep,
+                         args.output_root, DataCheckOptions(args.max_data_shrink, args.accept_data_change))
 
 
 def bundle_samples(manifest: dict) -> list[Sample]:
@@ -158,10 +169,15 @@ def bundle_samples(manifest: dict) -> list[Sample]:
     out = [Sample("bundle", 1, {"bundle_id": manifest["bundle_id"]}, "the bundle now latest")]
     for name in manifest["model_names"]:
         entry = manifest["models"][name]
-        out += [Sample("test_rmse", entry["test_metrics"]["rmse_stars"], {"model": name},
+        out += [Sample("test_rmse", _number(entry["test_metrics"]["rmse_stars"]), {"model": name},
                        "held-out RMSE on the rating scale"),
                 Sample("train_seconds", entry["train_seconds"], {"model": name}, "training wall time")]
     return out + (gate_samples(manifest["gate"]) if "gate" in manifest else [])
+
+
+def _number(value: float | None) -> float:
+    """A figure the manifest may hold as null (none could be measured) as a float: NaN then."""
+    return float("nan") if value is None else value
 
 
 def run(args: argparse.Namespace) -> list[Sample]:
@@ -171,8 +187,8 @@ def run(args: argparse.Namespace) -> list[Sample]:
     manifest = read_manifest(bundle)
     for name in manifest["model_names"]:
         m = manifest["models"][name]["test_metrics"]
-        print(f"{name:6s} test RMSE {m['rmse_stars']:.4f}, MAE {m['mae_stars']:.4f} on the rating scale, "
-              f"RMSE {m['rmse_unit']:.4f} on [0, 1]")
+        print(f"{name:6s} test RMSE {_number(m['rmse_stars']):.4f}, MAE {_number(m['mae_stars']):.4f} on the rating "
+              f"scale, RMSE {_number(m['rmse_unit']):.4f} on [0, 1]")
     print(f"bundle: {bundle}")
     return bundle_samples(manifest)
 

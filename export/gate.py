@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from contract.bundle_format import HELD_OUT
-from contract.errors import GateRefused
+from contract.errors import GateRefused, TrainingError
 from contract.ids import positions
 from contract.metrics import Sample
 from scoring.bundle import Bundle
@@ -51,6 +51,9 @@ class GateOptions:
     """Largest allowed share by which RMSE may grow or NDCG@10 shrink."""
     accept_worse: bool = False
     """Publish a bundle the gate refuses (the comparison is still recorded)."""
+    accept_incomparable: bool = False
+    """Publish a bundle whose models cannot be compared with the current ones (no held-out pair
+    both know, another rating scale): the data was changed on purpose (``--accept-data-change``)."""
 
 
 def _worse_beyond_noise(new: np.ndarray, old: np.ndarray) -> bool:
@@ -114,16 +117,17 @@ def _compare_model(model: str, new: Bundle, old: Bundle, test: Interactions, tra
     both = known & ~learnt
     new_scorer = ModelScorer.open(new.graphs(model), new.context, threads, ranking_only=True)
     old_scorer = ModelScorer.open(old.graphs(model), old.context, threads, ranking_only=True)
-    actual = test.ratings[both].astype(np.float64)
-    new_sq = (new_scorer.rate_pairs(test.users[both], test.items[both]).rating - actual) ** 2
-    old_sq = (old_scorer.rate_pairs(old_users[both], old_items[both]).rating - actual) ** 2
     figures: dict[str, Any] = {
         "pairs": int(both.sum()), "pairs_unknown_to_previous": int((~known).sum()),
         "pairs_previous_trained_on": int(learnt.sum()),
-        "rmse": float(np.sqrt(new_sq.mean())) if len(actual) else float("nan"),
-        "previous_rmse": float(np.sqrt(old_sq.mean())) if len(actual) else float("nan"),
-        "rmse_worse_beyond_noise": _worse_beyond_noise(new_sq, old_sq),
     }
+    if not both.any():
+        return figures
+    actual = test.ratings[both].astype(np.float64)
+    new_sq = (new_scorer.rate_pairs(test.users[both], test.items[both]).rating - actual) ** 2
+    old_sq = (old_scorer.rate_pairs(old_users[both], old_items[both]).rating - actual) ** 2
+    figures.update(rmse=float(np.sqrt(new_sq.mean())), previous_rmse=float(np.sqrt(old_sq.mean())),
+                   rmse_worse_beyond_noise=_worse_beyond_noise(new_sq, old_sq))
     # Rank the items both bundles know, for users both know, leaving out their training items.
     column_in_old, column_known = positions(old.item_ids, new.item_ids)
     columns = np.flatnonzero(column_known)
@@ -144,8 +148,8 @@ def _compare_model(model: str, new: Bundle, old: Bundle, test: Interactions, tra
     ndcg = _ndcg(new_scorer, users, columns, (indptr, seen_columns), relevant)
     old_rows, _ = positions(old.user_ids, new.user_ids[users])
     previous = _ndcg(old_scorer, old_rows, column_in_old[columns], (indptr, seen_columns), relevant)
-    figures["ndcg_at_10"] = float(ndcg.mean()) if len(users) else float("nan")
-    figures["previous_ndcg_at_10"] = float(previous.mean()) if len(users) else float("nan")
+    figures["ndcg_at_10"] = float(ndcg.mean())
+    figures["previous_ndcg_at_10"] = float(previous.mean())
     figures["ndcg_lower_beyond_noise"] = _worse_beyond_noise(previous, ndcg)
     return figures
 
@@ -163,6 +167,39 @@ def _verdict(model: str, figures: dict[str, Any], limit: float) -> str | None:
     return None
 
 
+def _untested(bundle: Bundle, model: str) -> str | None:
+    """Why ``model`` of ``bundle`` has no usable test figure (a metric that is not finite), or None."""
+    metrics = bundle.manifest["models"][model].get("test_metrics", {})
+    value = metrics.get("rmse_stars")
+    if value is None or not np.isfinite(value):
+        return f"it has no finite test RMSE (got {value})"
+    return None
+
+
+def untested_without_previous(bundle: Bundle, held_out: str) -> None:
+    """TrainingError (exit 1) for a first bundle with a model that has no finite test figure:
+    with nothing to keep instead, it is an error, not a refusal."""
+    for model in bundle.models:
+        if untested := _untested(bundle, model):
+            raise TrainingError(f"{held_out}: model '{model}': {untested}; nothing was published")
+
+
+def _incomparable(record: dict[str, Any], model: str, figures: dict[str, Any], held_out: int,
+                  options: GateOptions) -> None:
+    """Record a model with no held-out rating both bundles can be judged on: no evidence that it
+    is not worse, so it is refused unless the data change was accepted."""
+    why = figures.pop("why", None) or (
+        f"none of the {held_out:,} held-out ratings can be compared with the current bundle's models "
+        f"({figures['pairs_unknown_to_previous']:,} have a user or item it does not know, "
+        f"{figures['pairs_previous_trained_on']:,} it trained on)")
+    figures.update(compared=False, why=why, passed=options.accept_incomparable)
+    record["models"][model] = figures
+    if options.accept_incomparable:
+        log.warning("gate %s: not compared, %s (accepted: --accept-data-change)", model, why)
+    else:
+        record["refusals"].append(f"model '{model}': {why}, so there is no evidence it is not worse")
+
+
 def evaluate_gate(new: Bundle, old: Bundle | None, test: Interactions, train: Interactions, options: GateOptions,
                   threads: int, seed: int) -> dict[str, Any]:
     """The comparison of every model of ``new`` with the same model of ``old``, and the verdict."""
@@ -170,15 +207,20 @@ def evaluate_gate(new: Bundle, old: Bundle | None, test: Interactions, train: In
                               "max_regression": options.max_regression, "accept_worse": options.accept_worse,
                               "models": {}, "refusals": []}
     for model in new.models:
+        if untested := _untested(new, model):
+            record["models"][model] = {"compared": False, "passed": False, "why": untested}
+            record["refusals"].append(f"model '{model}': {untested}")
+            continue
         if old is None or model not in old.models:
-            record["models"][model] = {"compared": False, "why": "no previous bundle" if old is None
+            record["models"][model] = {"compared": False, "passed": True, "why": "no previous bundle" if old is None
                                        else "the previous bundle has no such model"}
             continue
-        if old.scale != new.scale:
-            record["models"][model] = {"compared": False, "why": f"rating scale changed from {old.scale} to {new.scale}"}
+        figures = ({"pairs": 0, "why": f"the rating scale changed from {old.scale} to {new.scale}"}
+                   if old.scale != new.scale else _compare_model(model, new, old, test, train, threads, seed))
+        if not figures["pairs"]:
+            _incomparable(record, model, figures, len(test), options)
             continue
-        figures = _compare_model(model, new, old, test, train, threads, seed)
-        reason = _verdict(model, figures, options.max_regression) if figures["pairs"] else None
+        reason = _verdict(model, figures, options.max_regression)
         figures.update(compared=True, passed=reason is None)
         record["models"][model] = figures
         if reason:
@@ -204,9 +246,10 @@ def gate_samples(record: dict[str, Any]) -> list[Sample]:
     return out
 
 
-def refusal(record: dict[str, Any], kept_at: str) -> GateRefused:
-    """The error a refused bundle ends its run with (exit status 3), carrying the gate's figures."""
-    error = GateRefused(f"model gate: {'; '.join(record['refusals'])}. The bundle is kept at {kept_at} but not "
-                        "made latest; pass --accept-worse to publish it anyway")
+def refusal(record: dict[str, Any], kept_at: str, held_out: str) -> GateRefused:
+    """The error a refused bundle ends its run with (exit status 3), carrying the gate's figures;
+    ``held_out`` names the data the models were judged on."""
+    error = GateRefused(f"{held_out}: model gate: {'; '.join(record['refusals'])}. The bundle is kept at {kept_at} "
+                        "but not made latest; pass --accept-worse to publish it anyway")
     error.samples = gate_samples(record)
     return error

@@ -9,11 +9,12 @@ from pathlib import Path
 
 import numpy as np
 
-from contract.errors import BundleError, UsageError
+from contract.errors import BundleError, DataError, GateRefused, UsageError
 from contract.publish import resolve_latest
 from scoring.bundle import read_manifest, verify_files
 
 from .bundle import PublishPolicy, build_bundle
+from .data_checks import check_data, check_minimums
 from .config import RunConfig, child_seed
 from .data.dataset import Dataset
 from .data.loading import DataSource, load_dataset
@@ -55,10 +56,46 @@ def models_for_data(config: RunConfig, dataset: Dataset, models_given: bool) -> 
     return dataclasses.replace(config, models=kept)
 
 
+def current_bundle(artifacts: Path) -> tuple[Path | None, dict | None]:
+    """The bundle ``latest`` names and its manifest; (None, None) when there is none or it cannot
+    be read (then there is nothing to compare with, as on a first run)."""
+    latest = resolve_latest(artifacts) if artifacts.is_dir() else None
+    if latest is None:
+        return None, None
+    try:
+        return latest, read_manifest(latest)
+    except BundleError as exc:
+        log.warning("the current bundle cannot be read (%s); nothing to compare the data with", exc)
+        return None, None
+
+
+def check_held_out(dataset: Dataset, previous: Path | None, accept_worse: bool) -> None:
+    """Refuse, before training, data that leaves no held-out rating to test the models on: an
+    error (exit 1) on a first run; with a bundle to keep, a refusal (exit 3) unless ``accept_worse``."""
+    if len(dataset.test):
+        return
+    dropped = int(dataset.notes.get("cold_start_test_dropped", 0))
+    why = (f"none of its {dropped:,} ratings has a user and item in the training data" if dropped
+           else "no held-out rating has a user and item in the training data")
+    if previous is None:
+        raise DataError(f"{dataset.test_described}: {why}, so the models cannot be tested; nothing was published")
+    if not accept_worse:
+        raise GateRefused(f"{dataset.test_described}: {why}, so there is no evidence that new models are not worse "
+                          f"than the current bundle {previous.name}'s; nothing was trained or published (pass "
+                          "--accept-worse to publish untested models anyway)")
+    log.warning("%s: %s; training untested models (--accept-worse)", dataset.test_described, why)
+
+
 def train_and_export(config: RunConfig, source: DataSource, artifacts: Path, jobs: int | None, force: bool = False,
                      models_given: bool = True, policy: PublishPolicy = PublishPolicy()) -> Path:
-    """Load the data, train each model, export, gate and publish; reuse an up-to-date bundle."""
+    """Load and check the data, train each model, export, gate and publish; reuse an up-to-date
+    bundle. The data is checked against the current bundle's before anything trains."""
     dataset, checksums = load_dataset(source, config, np.random.default_rng(child_seed(config.seed, "split")))
+    previous, previous_manifest = current_bundle(artifacts)
+    record = check_data(dataset, dataset.described, previous, previous_manifest, policy.data)
+    check_minimums(dataset, dataset.described)
+    check_held_out(dataset, previous, policy.gate.accept_worse)
+    policy = dataclasses.replace(policy, data_record=record)
     config = models_for_data(config, dataset, models_given)
     fingerprint = run_fingerprint(config, checksums, code_fingerprint(models=config.models))
     if not force and (existing := reusable_bundle(artifacts, fingerprint)) is not None:

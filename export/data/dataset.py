@@ -116,6 +116,18 @@ class Dataset:
     floor_rmse_stars: float | None = None
     """For synthetic data with a known answer: the RMSE of the planted truth on the test ratings,
     which no model can beat but by chance."""
+    sources: tuple[str, ...] = ()
+    """Where the ratings came from, for messages: the ratings file, or the training then the test file."""
+
+    @property
+    def described(self) -> str:
+        """The training data's name in messages."""
+        return self.sources[0] if self.sources else "the ratings"
+
+    @property
+    def test_described(self) -> str:
+        """The held-out data's name in messages: the test file, or the split ratings file."""
+        return self.sources[-1] if self.sources else "the ratings"
 
 
 def seen_csr(history: Interactions, n_users: int) -> tuple[np.ndarray, np.ndarray]:

@@ -173,7 +173,8 @@ def load_dataset(source: DataSource, config: RunConfig,
         if source.as_of is not None:
             raise UsageError("--as-of: synthetic ratings have no dates; give --ratings with a timestamp column")
         shape = ",".join(map(str, source.synthetic))
-        return build_dataset([frame], config, rng), {f"synthetic:{shape}": f"seed={config.seed}"}
+        return (dataclasses.replace(build_dataset([frame], config, rng), sources=(f"--synthetic {shape}",)),
+                {f"synthetic:{shape}": f"seed={config.seed}"})
     names = source.ratings_files()
     files = [read_ratings(name, source.options) for name in names]
     selection = ratings_as_of(files, source.as_of) if source.as_of is not None else {}
@@ -185,4 +186,5 @@ def load_dataset(source: DataSource, config: RunConfig,
         titles = read_items(items, source.item_columns, as_text=text_ids or source.options.string_ids)
     dataset = build_dataset([f.frame for f in files], config, rng, titles, scale)
     ordered = all(f.has_order for f in files)
-    return dataclasses.replace(dataset, ordered=ordered), {**checksums(files), **selection}
+    sources = tuple(f.source.described for f in files)
+    return dataclasses.replace(dataset, ordered=ordered, sources=sources), {**checksums(files), **selection}

@@ -15,7 +15,7 @@ from contract.errors import DataError, UsageError
 from contract.ids import fits_int32
 from contract.scale import RatingScale
 
-from .columns import ColumnMapping
+from .columns import RATING_ROLES, ColumnMapping
 from .readers import SourceTable, read_table
 
 DUPLICATE_POLICIES = ("error", "last", "mean")
@@ -58,6 +58,7 @@ class RatingsFile:
 def read_ratings(spec: str | Path, options: RatingsOptions = RatingsOptions()) -> RatingsFile:
     """Read and check one ratings file (any form ``readers.read_table`` takes)."""
     source = read_table(spec, names=options.columns.header_names("ratings"))
+    check_positions(source, options.columns)
     roles = options.columns.resolve(source.table.column_names, source.has_header, "ratings",
                                     ("user", "item", "rating"), source.described)
     order_column = options.order_by or roles.get("timestamp")
@@ -81,6 +82,19 @@ def read_ratings(spec: str | Path, options: RatingsOptions = RatingsOptions()) -
     frame = resolve_duplicates(frame, source, options.duplicates)
     time_column = roles.get("timestamp") if options.order_by is None else None
     return RatingsFile(frame, source, order_column is not None, roles["rating"], time_column)
+
+
+def check_positions(source: SourceTable, columns: ColumnMapping) -> None:
+    """DataError for a file without a header holding more fields than there are roles, unless
+    ``--columns`` says which to read: a reshaped export (a column inserted upstream) would
+    otherwise be read by position into the wrong roles without a word."""
+    width = source.table.num_columns
+    if source.has_header or columns.roles or width <= len(RATING_ROLES):
+        return
+    positions = ",".join(f"{role}={k}" for k, role in enumerate(RATING_ROLES))
+    raise DataError(f"{source.where(0)}: {width} fields in a file without a header; expected at most "
+                    f"{len(RATING_ROLES)} ({', '.join(RATING_ROLES)}); say which to read with --columns "
+                    f"(positions from 0, e.g. --columns {positions})")
 
 
 def _first(mask: pa.ChunkedArray | pa.Array | np.ndarray) -> int:
