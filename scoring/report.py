@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
+from contract import strict_json
 from contract.bundle_format import ITEMS, MANIFEST
 from contract.cli import run_cli
 from contract.paths import DEFAULT_EVALUATION, DEFAULT_OUTPUT_ROOT
@@ -34,6 +35,8 @@ EXAMPLE_USERS = 3
 
 def fmt(value: float) -> str:
     """The one way a number is printed on the page (the tests rely on it)."""
+    if value is None:
+        return "-"
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
@@ -52,6 +55,7 @@ def gather(run_dir: Path, evaluation: Path | None) -> dict[str, Any]:
         "examples": examples(run_dir, bundle_dir, run),
         "evaluation": None,
         "gate": bundle.get("gate"),
+        "data_checks": bundle.get("data_checks"),
         "drift": run.get("drift"),
     }
     if evaluation is not None and evaluation.is_file():
@@ -146,8 +150,8 @@ def _gate_section(gate: dict[str, Any] | None) -> list[str]:
     if gate["previous_bundle"] is None:
         return ["<h2>Model gate</h2><p>The first bundle: nothing to compare with; passed.</p>"]
     verdict = "passed" if gate["passed"] else "refused, published with --accept-worse"
-    rows = [[m, f.get("rmse", "-"), f.get("previous_rmse", "-"), f.get("ndcg_at_10", "-"),
-             f.get("previous_ndcg_at_10", "-"), f.get("pairs", "-"), f.get("users", "-"),
+    rows = [[m, f.get("rmse"), f.get("previous_rmse"), f.get("ndcg_at_10"),
+             f.get("previous_ndcg_at_10"), f.get("pairs"), f.get("users"),
              ("yes" if f["passed"] else "WORSE") if f.get("compared") else f.get("why", "-")]
             for m, f in gate["models"].items()]
     return [f"<h2>Model gate against bundle {html.escape(gate['previous_bundle'])}: {verdict}</h2>",
@@ -155,16 +159,39 @@ def _gate_section(gate: dict[str, Any] | None) -> list[str]:
             _table(["model", "RMSE", "previous RMSE", "NDCG@10", "previous NDCG@10", "pairs", "users", "passed"], rows)]
 
 
+def _data_section(checks: dict[str, Any] | None) -> list[str]:
+    """The bundle's training data against the data of the bundle it replaced."""
+    if not checks:
+        return []
+    def shown(profile: dict[str, Any], key: str) -> str:
+        if key not in profile:
+            return "-"
+        return " to ".join(map(fmt, profile[key])) if key == "rating_scale" else fmt(profile[key])
+
+    profile, before = checks["profile"], checks.get("previous_profile") or {}
+    rows = [[key.replace("_", " "), shown(profile, key), shown(before, key)]
+            for key in ("ratings", "users", "items", "user_ids", "item_ids", "rating_scale")]
+    if checks["compared_with"] is None:
+        verdict = "the first bundle: nothing to compare with"
+    elif checks["passed"]:
+        verdict = (f"within the limits (largest shrink allowed {fmt(checks['max_shrink'])}) against bundle "
+                   f"{checks['compared_with']}")
+    else:
+        verdict = f"changed, accepted with --accept-data-change: {'; '.join(checks['problems'])}"
+    return ["<h2>Training data checks</h2>", f"<p>{html.escape(verdict)}.</p>",
+            _table(["", "this bundle", "previous bundle"], rows)]
+
+
 def _drift_section(drift: dict[str, Any] | None) -> list[str]:
     """How this run's tables differ from the previous run's."""
     if not drift or drift.get("previous_run") is None:
         return ["<h2>Against the previous run</h2><p>The first run on this output root.</p>"] if drift else []
-    rows = [[m, f.get("topn_changed_share", "-"), f.get("prediction_mean_abs_change", "-"),
-             f.get("prediction_max_abs_change", "-"), f.get("coverage", "-"), f.get("previous_coverage", "-")]
+    rows = [[m, f.get("comparable_share"), f.get("topn_changed_share"), f.get("prediction_mean_abs_change"),
+             f.get("prediction_max_abs_change"), f.get("coverage"), f.get("previous_coverage"), f.get("why", "")]
             for m, f in drift["models"].items()]
     return [f"<h2>Against the previous run {html.escape(drift['previous_run'])}</h2>",
-            _table(["model", "users whose top-N changed", "mean |prediction change|", "largest |prediction change|",
-                    "catalogue coverage", "previous coverage"], rows)]
+            _table(["model", "share of the run comparable", "users whose top-N changed", "mean |prediction change|",
+                    "largest |prediction change|", "catalogue coverage", "previous coverage", "not comparable"], rows)]
 
 
 def render(data: dict[str, Any], images: dict[str, str]) -> str:
@@ -181,7 +208,7 @@ def render(data: dict[str, Any], images: dict[str, str]) -> str:
     parts.append(f"<p>Ratings from {scale['low']:g} to {scale['high']:g}.</p>")
     parts.append(_table(["model", "RMSE", "MAE", "RMSE [0, 1]", "untuned reference RMSE [0, 1] (introductory article)"],
                         rows))
-    parts += _gate_section(data.get("gate")) + _drift_section(data.get("drift"))
+    parts += _data_section(data.get("data_checks")) + _gate_section(data.get("gate")) + _drift_section(data.get("drift"))
     if not images:
         parts.append("<p><em>Plots are left out: matplotlib is not installed (pip install '.[report]').</em></p>")
     titles = {"learning_curves": "Learning curves", "predicted_vs_true": "Predicted vs true ratings",
@@ -215,7 +242,7 @@ def write_report(run_dir: Path, evaluation: Path | None = DEFAULT_EVALUATION) ->
     """Write ``report.json`` and ``report.html`` into ``run_dir`` (each by an atomic rename)."""
     data = gather(run_dir, evaluation)
     page = render(data, figures(data))
-    for name, text in ((REPORT_JSON, json.dumps(data, indent=1, sort_keys=True)), (REPORT_HTML, page)):
+    for name, text in ((REPORT_JSON, strict_json.dumps(data, indent=1, sort_keys=True)), (REPORT_HTML, page)):
         tmp = run_dir / f".{name}.tmp"
         tmp.write_text(text, encoding="utf-8")
         tmp.replace(run_dir / name)

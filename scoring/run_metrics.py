@@ -13,8 +13,9 @@ def drift_samples(drift: dict[str, Any]) -> list[Sample]:
         for key, help_text in (("topn_changed_share", "share of users whose top-N list changed since the last run"),
                                ("prediction_mean_abs_change", "mean |prediction change| since the last run"),
                                ("prediction_max_abs_change", "largest |prediction change| since the last run"),
+                               ("comparable_share", "share of the run's users or pairs the last run also held"),
                                ("coverage", "share of the catalogue in any top-N list")):
-            if key in figures:
+            if figures.get(key) is not None:
                 out.append(Sample(f"drift_{key}" if key != "coverage" else "catalogue_coverage", figures[key],
                                   {"model": model}, help_text))
     return out
