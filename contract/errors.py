@@ -34,6 +34,10 @@ class TrainingError(RecJobError):
     """Training could not finish (a worker process died)."""
 
 
+class SparkJobError(RecJobError):
+    """A Spark job failed: one of its tasks failed as many times as Spark allows."""
+
+
 class BundleError(RecJobError):
     """A model bundle is missing a file, corrupted, or of a schema this code does not read."""
 

@@ -5,6 +5,7 @@ them (``spark_engine``); either way the run is verified and published here.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -14,8 +15,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 
+from contract import strict_json
 from contract.bundle_format import MANIFEST
 from contract.checksums import sha256_file
 from contract.errors import PublishError, UsageError
@@ -27,11 +30,12 @@ from contract.retention import DEFAULT_KEEP, prune
 from contract.tables import RUN_SCHEMA_VERSION, TABLE_NAMES
 
 from .bundle import Bundle, load_bundle, read_manifest
-from .drift import DriftLimits, check_limits, run_drift
+from .drift import DriftLimits, check_limits, log_drift, run_drift
 from .engine import ModelScorer
 from .model_pass import PassSettings, score_span
 from .run_manifest import ModelResult, run_manifest, verify_tables
-from .spark_engine import SparkOptions, preflight, task_spec, write_tables
+from .spark_attempts import attempts
+from .spark_engine import JOB_GROUP, SparkOptions, preflight, task_spec, write_tables
 from .spark_engine import session as spark_session
 from .writer import PartitionWriter, provenance
 
@@ -91,9 +95,8 @@ class ScoringOptions:
 
 def validate_options(options: ScoringOptions, bundle: Bundle) -> None:
     """UsageError for options that cannot work with this bundle."""
-    if not 1 <= options.top_n <= bundle.n_items:
-        raise UsageError(f"--top-n: expected an integer from 1 to the catalogue size {bundle.n_items}, "
-                         f"got {options.top_n}")
+    if options.top_n < 1:
+        raise UsageError(f"--top-n: expected a positive integer, got {options.top_n}")
     unknown = sorted(set(options.tables) - set(TABLE_NAMES))
     if not options.tables or unknown:
         raise UsageError(f"--tables: unknown name {unknown or 'none'}; expected a comma-separated subset of "
@@ -141,8 +144,10 @@ def inputs_hash(bundle: Bundle, options: ScoringOptions) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
-def _score_with_spark(bundle: Bundle, options: ScoringOptions, staging: Path, run_id: str) -> dict[str, ModelResult]:
-    """The tables written by Spark's tasks, each checking its users' reference pairs."""
+def _score_with_spark(bundle: Bundle, options: ScoringOptions, staging: Path,
+                      run_id: str) -> tuple[dict[str, ModelResult], dict[str, Any]]:
+    """The tables written by Spark's tasks, each checking its users' reference pairs, and what
+    Spark did with the tasks (failed attempts, retried tasks, lost executors)."""
     t = time.perf_counter()
     spark = spark_session(options.spark)
     seconds = {"spark_start": time.perf_counter() - t}
@@ -157,10 +162,16 @@ def _score_with_spark(bundle: Bundle, options: ScoringOptions, staging: Path, ru
         result.seconds.update(seconds)
     log.info("spark: %s written in %.2f s (session start %.2f s, preflight %.2f s)", ", ".join(options.tables),
              seconds["spark_jobs"], seconds["spark_start"], seconds["spark_preflight"])
-    return results
+    record = attempts(spark, JOB_GROUP).record()
+    if record["failed_task_attempts"] or record["lost_executors"]:
+        log.warning("spark: %d task attempt(s) failed and were retried (tasks %s); %s executor(s) lost",
+                    record["failed_task_attempts"], record["retried_tasks"], record["lost_executors"],
+                    extra={"stage": "spark", "figures": record})
+    return results, {"spark": record}
 
 
-def _score_all(bundle: Bundle, options: ScoringOptions, staging: Path, run_id: str) -> dict[str, ModelResult]:
+def _score_all(bundle: Bundle, options: ScoringOptions, staging: Path,
+               run_id: str) -> tuple[dict[str, ModelResult], dict[str, Any]]:
     results: dict[str, ModelResult] = {}
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="table-writer") as pool:
         for model in bundle.models:
@@ -172,7 +183,7 @@ def _score_all(bundle: Bundle, options: ScoringOptions, staging: Path, run_id: s
             log.info("%s: %s rows, parity %.2e (ratings), %.2e (logits) over %d pairs, %.2f s",
                      model, r.rows, r.parity_max_abs_diff, r.parity_logit_max_abs_diff, r.parity_pairs,
                      r.seconds["total"])
-    return results
+    return results, {}
 
 
 def run_scoring(options: ScoringOptions) -> Path:
@@ -180,6 +191,10 @@ def run_scoring(options: ScoringOptions) -> Path:
     started = time.perf_counter()
     bundle = load_bundle(options.bundle, chosen_models(options, Path(options.bundle)))
     validate_options(options, bundle)
+    if options.top_n > bundle.n_items:
+        log.info("--top-n %d: the catalogue holds %d items, so each list holds at most %d", options.top_n,
+                 bundle.n_items, bundle.n_items)
+        options = dataclasses.replace(options, top_n=bundle.n_items)
     failpoint("after_bundle_load")
     root = prepare_root(options.output_root)
     digest = inputs_hash(bundle, options)
@@ -195,7 +210,7 @@ def run_scoring(options: ScoringOptions) -> Path:
         failpoint("after_staging_created")
         try:
             score = _score_with_spark if options.engine == "spark" else _score_all
-            results = score(bundle, options, staging, run_id)
+            results, engine_record = score(bundle, options, staging, run_id)
             failpoint("after_all_models")
             counts = verify_tables(staging, bundle, options.tables, options.top_n)
             failpoint("after_verify")
@@ -203,8 +218,9 @@ def run_scoring(options: ScoringOptions) -> Path:
             log_drift(drift)
             manifest = run_manifest(run_id, created, digest, bundle, options, results, counts, staging,
                                     {"load": load_seconds, "total": time.perf_counter() - started}, drift)
+            manifest.update(engine_record)
             check_limits(drift, options.limits)
-            (staging / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
+            (staging / "manifest.json").write_text(strict_json.dumps(manifest, indent=2, sort_keys=True))
             failpoint("after_manifest")
             if options.report:
                 _write_report(staging)
@@ -220,13 +236,6 @@ def run_scoring(options: ScoringOptions) -> Path:
     log.info("published %s (%.2f s)", final, time.perf_counter() - started,
              extra={"stage": "published", "figures": {"run_id": run_id, "seconds": round(time.perf_counter() - started, 3)}})
     return final
-
-
-def log_drift(drift: dict) -> None:
-    for model, figures in drift["models"].items():
-        log.info("%s against run %s: top-N changed for %.2f%% of users, predictions moved %.4g on average",
-                 model, drift["previous_run"], 100 * figures.get("topn_changed_share", 0.0),
-                 figures.get("prediction_mean_abs_change", 0.0), extra={"stage": "drift", "figures": figures})
 
 
 def _prune(root: Path, keep: int) -> None:

@@ -13,6 +13,7 @@ Nothing here needs pandas.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import signal
@@ -27,18 +28,25 @@ from typing import Any
 
 import pyarrow as pa
 
-from contract.errors import BundleError, UsageError, VerificationError
+from contract.errors import BundleError, RecJobError, UsageError, VerificationError
 from contract.failpoints import ENVIRONMENT_VARIABLE
 from contract.pairs import user_ranges
 
 from .bundle import Bundle, load_bundle
 from .engine import ModelScorer
 from .model_pass import PassSettings, score_span
+from .spark_attempts import attempts, job_failure
 from .run_manifest import ModelResult
 from .writer import PartitionWriter, provenance
 
+log = logging.getLogger(__name__)
+
 TASK_FAILPOINT = "spark_task_first_attempt"
 """``RECJOB_FAILPOINT`` value that kills the Python worker of the first task on its first attempt."""
+TASK_FAILPOINT_ALWAYS = "spark_task_every_attempt"
+"""``RECJOB_FAILPOINT`` value that kills the Python worker of the first task on every attempt."""
+JOB_GROUP = "recjob-scoring"
+"""Spark job group of the scoring jobs, whose tasks' attempts the run counts."""
 
 
 @dataclass(frozen=True)
@@ -90,7 +98,9 @@ def session(options: SparkOptions) -> Any:
     warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas")
     try:
         spark = builder.getOrCreate()
-        spark.sparkContext.setLogLevel("ERROR")
+        # Spark's own log (its traces of failed tasks among it) only with --verbose: a failure
+        # ends the run with one error line, the attempts are counted in the manifest.
+        spark.sparkContext.setLogLevel("WARN" if log.isEnabledFor(logging.DEBUG) else "OFF")
         return spark
     except Exception as exc:  # noqa: BLE001 - the JVM's start-up failures come in many types
         raise UsageError(f"--engine spark: Spark did not start ({str(exc).splitlines()[0][:300]}); it needs "
@@ -153,13 +163,15 @@ def _scorer(spec: TaskSpec, model: str) -> tuple[Bundle, ModelScorer]:
 
 
 def _maybe_die() -> None:
-    """The retry test's failpoint: the first task's first attempt kills its own Python worker,
-    after it has written its part files."""
-    if os.environ.get(ENVIRONMENT_VARIABLE) != TASK_FAILPOINT:
+    """The retry tests' failpoints: the first task's first attempt (or every attempt) kills its
+    own Python worker, after it has written its part files."""
+    point = os.environ.get(ENVIRONMENT_VARIABLE)
+    if point not in (TASK_FAILPOINT, TASK_FAILPOINT_ALWAYS):
         return
     from pyspark import TaskContext
     context = TaskContext.get()
-    if context is not None and context.partitionId() == 0 and context.attemptNumber() == 0:
+    if context is not None and context.partitionId() == 0 and (
+            point == TASK_FAILPOINT_ALWAYS or context.attemptNumber() == 0):
         os.kill(os.getpid(), signal.SIGKILL)
 
 
@@ -291,31 +303,45 @@ def task_spec(spark: Any, bundle: Bundle, tables: tuple[str, ...], settings: Pas
 def write_tables(spark: Any, bundle: Bundle, spec: TaskSpec, writer: str = "tasks") -> dict[str, ModelResult]:
     """Score every model's users in Spark tasks and write each table under
     ``staging/<table>/model=<m>/``; the figures of each model's spans, where the tasks report
-    them ("tasks" writer; Spark's writer returns the rows alone, each task having checked parity)."""
-    from pyspark.sql.pandas.types import from_arrow_schema
-
+    them ("tasks" writer; Spark's writer returns the rows alone, each task having checked parity).
+    A failed job is SparkJobError, one line naming the task, its attempts and the cause; Spark's
+    own report goes to the debug log."""
     staging = Path(spec.staging)
     frame = _spans_frame(spark, task_spans(bundle, spec.settings.pairs_per_call, spark.sparkContext.defaultParallelism))
+    spark.sparkContext.setJobGroup(JOB_GROUP, "recommender scoring")
     try:
-        if writer == "tasks":
-            rows = frame.mapInArrow(lambda batches: write_span_parts(batches, spec),
-                                    from_arrow_schema(REPORT_SCHEMA)).collect()
-            return _committed(bundle, spec, [(r.model, r.start, r.stop, json.loads(r.report)) for r in rows])
-        for table in spec.tables:
-            schema = pa.schema([pa.field("model", pa.string(), nullable=False), *bundle.table_schema(table)])
-
-            def run(batches: Iterator[pa.RecordBatch], table: str = table,
-                    schema: pa.Schema = schema) -> Iterator[pa.RecordBatch]:
-                return span_table_rows(batches, spec, table, schema)
-
-            (frame.mapInArrow(run, from_arrow_schema(schema)).write.mode("errorifexists").partitionBy("model")
-             .option("compression", "zstd").parquet(str(staging / table)))
-            _remove_writer_files(staging / table)
-        return {m: ModelResult(parity_max_abs_diff=None, parity_logit_max_abs_diff=None,
-                               parity_pairs=int(len(bundle.references[m].users)), seconds={}) for m in bundle.models}
+        return _run_jobs(spark, bundle, spec, frame, writer)
+    except RecJobError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - Py4JJavaError, PySpark's captured exceptions and more
+        log.debug("Spark's own report of the failure", exc_info=True)
+        raise job_failure(attempts(spark, JOB_GROUP), exc) from None
     finally:
         for archive in staging.glob(f"{SHIPPED_PREFIX}*.zip"):
             archive.unlink()
+
+
+def _run_jobs(spark: Any, bundle: Bundle, spec: TaskSpec, frame: Any, writer: str) -> dict[str, ModelResult]:
+    """The scoring jobs themselves, with either writer."""
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    staging = Path(spec.staging)
+    if writer == "tasks":
+        rows = frame.mapInArrow(lambda batches: write_span_parts(batches, spec),
+                                from_arrow_schema(REPORT_SCHEMA)).collect()
+        return _committed(bundle, spec, [(r.model, r.start, r.stop, json.loads(r.report)) for r in rows])
+    for table in spec.tables:
+        schema = pa.schema([pa.field("model", pa.string(), nullable=False), *bundle.table_schema(table)])
+
+        def run(batches: Iterator[pa.RecordBatch], table: str = table,
+                schema: pa.Schema = schema) -> Iterator[pa.RecordBatch]:
+            return span_table_rows(batches, spec, table, schema)
+
+        (frame.mapInArrow(run, from_arrow_schema(schema)).write.mode("errorifexists").partitionBy("model")
+         .option("compression", "zstd").parquet(str(staging / table)))
+        _remove_writer_files(staging / table)
+    return {m: ModelResult(parity_max_abs_diff=None, parity_logit_max_abs_diff=None,
+                           parity_pairs=int(len(bundle.references[m].users)), seconds={}) for m in bundle.models}
 
 
 def _committed(bundle: Bundle, spec: TaskSpec, reports: list[tuple[str, int, int, dict]]) -> dict[str, ModelResult]:
