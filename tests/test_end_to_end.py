@@ -5,6 +5,7 @@ import json
 import shutil
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
@@ -132,6 +133,27 @@ def test_verify_fails_on_a_tampered_table(scored, tmp_path):
     assert "differs from torch" in result.stderr and "model=mf" in result.stderr
 
 
+def test_verify_fails_on_a_list_in_the_wrong_order(scored, tmp_path):
+    # Ranks 1 and 2 of one user swapped, each row keeping its own item's prediction and logit: only
+    # the comparison of the lists with torch's can tell.
+    run = tmp_path / "run"
+    shutil.copytree(scored / "latest", run)
+    path = run / "recommendations" / "model=mf" / "part-00000.parquet"
+    table = pq.read_table(path)
+    frame = table.to_pandas()
+    logits = frame.pivot(index="user_id", columns="rank", values="logit")
+    user = int((logits[1] - logits[2]).idxmax())   # the clearest gap between first and second
+    first = frame.index[(frame["user_id"] == user) & (frame["rank"] == 1)][0]
+    second = frame.index[(frame["user_id"] == user) & (frame["rank"] == 2)][0]
+    frame.loc[[first, second], "rank"] = np.array([2, 1], np.int16)
+    frame = frame.sort_values(["user_id", "rank"]).reset_index(drop=True)
+    pq.write_table(pa.Table.from_pandas(frame, schema=table.schema, preserve_index=False), path)
+    result = run_cli("evaluation.verify", "--run", str(run))
+    assert result.returncode == 1, result.stderr
+    assert f"user_id {user} rank " in result.stderr and "torch ranks item_id" in result.stderr
+    assert "model=mf" in result.stderr
+
+
 def test_torch_weights_that_do_not_fit_the_model_are_named(trained, tmp_path):
     import torch
     from evaluation.torch_models import load_torch_model
@@ -185,8 +207,7 @@ def test_a_failed_run_leaves_latest_untouched(scored, trained, tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--top-n", "0"], "--top-n: expected an integer from 1 to the catalogue size 60"),
-    (["--top-n", "61"], "--top-n"),
+    (["--top-n", "0"], "--top-n: expected a positive integer, got 0"),
     (["--models", "mf,svd"], "--models: unknown name ['svd']"),
     (["--chunk-pairs", "0"], "--chunk-pairs and --threads: expected positive integers"),
 ])

@@ -37,3 +37,28 @@ def test_nan_and_shape_mismatch_fail():
         check_parity("lstm", expected, np.array([0, np.nan, 0], np.float32), USERS, ITEMS, "ctx", logits=True)
     with pytest.raises(ParityError, match="shape"):
         check_parity("lstm", expected, np.zeros(2, np.float32), USERS, ITEMS, "ctx")
+
+
+@pytest.mark.slow
+def test_export_refuses_graphs_off_by_1e4_and_publishes_nothing(synthetic_dir, tmp_path, monkeypatch):
+    # Torch's reference moved by 1e-4 on [0, 1]: ten times the tolerance, so every graph differs.
+    import dataclasses
+
+    from export import bundle as bundle_module
+    from export.config import RunConfig
+    from export.data.loading import DataSource
+    from export.pipeline import train_and_export
+
+    real = bundle_module.torch_reference
+
+    def moved(*args, **kwargs):
+        reference = real(*args, **kwargs)
+        return dataclasses.replace(reference, unit_ratings=reference.unit_ratings + np.float32(1e-4))
+
+    monkeypatch.setattr(bundle_module, "torch_reference", moved)
+    config = RunConfig(models=("mf",), seed=3).replace_training(max_epochs=2, batch_size=128)
+    artifacts = tmp_path / "artifacts"
+    with pytest.raises(ParityError, match=r"export parity, pairwise graph: model 'mf' differs from the torch "
+                                          r"reference by 0\.0001"):
+        train_and_export(config, DataSource(data_dir=synthetic_dir), artifacts, jobs=1)
+    assert not (artifacts / "latest").exists() and not any(p.name != ".lock" for p in artifacts.iterdir())

@@ -13,7 +13,7 @@ import pytest
 
 from conftest import run_cli
 from contract.failpoints import ENVIRONMENT_VARIABLE
-from scoring.spark_engine import TASK_FAILPOINT
+from scoring.spark_engine import TASK_FAILPOINT, TASK_FAILPOINT_ALWAYS
 
 pytestmark = pytest.mark.slow
 
@@ -78,13 +78,20 @@ def test_a_killed_python_worker_is_retried_and_loses_or_duplicates_no_row(traine
     result = spark_run(trained, tmp_path, "local[2,2]", {ENVIRONMENT_VARIABLE: TASK_FAILPOINT})
     assert result.returncode == 0, result.stderr
     assert_same_tables(tables(tmp_path / "latest"), local_tables)
+    spark = json.loads((tmp_path / "latest" / "manifest.json").read_text())["spark"]
+    assert spark["failed_task_attempts"] == 1 and spark["retried_tasks"] == [0] and spark["lost_executors"] == 0
+    assert "1 task attempt(s) failed and were retried (tasks [0])" in result.stderr
 
 
-def test_a_failed_spark_job_publishes_nothing(trained, scored, tmp_path):
+def test_a_job_that_fails_every_attempt_ends_with_one_line_and_publishes_nothing(trained, scored, tmp_path):
     shutil.copytree(scored, tmp_path / "out", symlinks=True)
     before = (tmp_path / "out" / "latest").resolve()
-    result = spark_run(trained, tmp_path / "out", "local[2]", {ENVIRONMENT_VARIABLE: TASK_FAILPOINT})
+    result = spark_run(trained, tmp_path / "out", "local[2,2]", {ENVIRONMENT_VARIABLE: TASK_FAILPOINT_ALWAYS})
     assert result.returncode == 1
+    (error,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert error == "error: spark: task 0 failed 2 times: Python worker exited unexpectedly (crashed)."
+    assert "Traceback" not in result.stderr and "Py4JJavaError" not in result.stderr
+    assert not [line for line in result.stderr.splitlines() if line.lstrip().startswith("at org.apache")]
     assert (tmp_path / "out" / "latest").resolve() == before
     assert not list((tmp_path / "out").glob(".staging-*"))
 
