@@ -194,9 +194,10 @@ def test_models_that_cannot_be_compared_are_kept_beside_unless_the_change_is_acc
 
 # -- the model gate and retention ---------------------------------------------------------------
 
-def test_retention_never_removes_latest_when_a_refused_bundle_is_newer(roots, synthetic_dir):
-    artifacts, output, before, _ = roots
-    refused = export(artifacts, output, "--data-dir", str(synthetic_dir), *UNDERTRAINED, "--keep", "1")
+def test_retention_never_removes_latest_when_a_refused_bundle_is_newer(roots, synthetic_dir, tmp_path):
+    artifacts, _, before, _ = roots
+    no_runs = tmp_path / "no-runs"   # no scoring run protects the bundle: only its being latest does
+    refused = export(artifacts, no_runs, "--data-dir", str(synthetic_dir), *UNDERTRAINED, "--keep", "1")
     assert refused.returncode == 3, refused.stderr
     assert_kept(artifacts, before, new_folders=1)   # the older latest survives --keep 1
 
