@@ -14,6 +14,7 @@ import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -34,7 +35,8 @@ from export.training.metrics import rating_errors
 from export.training.workers import jobs_option, train_models
 
 from . import baselines
-from .ranking import most_popular_scores, random_scores, ranking_metrics, top_n_from_matrix
+from .peers import PEERS, Peer, implicit_available, interactions_matrix, tune
+from .ranking import RECALL_AT, most_popular_scores, random_scores, ranking_metrics, top_n_from_matrix
 
 log = logging.getLogger(__name__)
 
@@ -70,9 +72,48 @@ def logit_matrix(trained: Any, dataset: Dataset, chunk: int = 256) -> np.ndarray
     return out
 
 
+Cut = Callable[[pd.DataFrame], tuple[pd.DataFrame, pd.DataFrame]]
+"""How a split's training data is cut into a fitting part and a validation part for tuning the
+peers: the same way as the split itself (random for folds, each user's latest for temporal)."""
+
+
+def random_cut(fraction: float, seed: int) -> Cut:
+    """A seeded random ``fraction`` of the ratings held out."""
+    def cut(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+        held = np.zeros(len(frame), bool)
+        held[np.random.default_rng(seed).permutation(len(frame))[:int(round(fraction * len(frame)))]] = True
+        return frame[~held], frame[held]
+    return cut
+
+
+def temporal_cut(fraction: float) -> Cut:
+    """Each user's latest ``fraction`` of ratings held out, as ``temporal_split``."""
+    return lambda frame: temporal_split(frame, fraction)
+
+
+def peer_scores(train: pd.DataFrame, dataset: Dataset, cut: Cut, seed: int,
+                peers: tuple[Peer, ...]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Each peer tuned on ``cut`` of the split's training data, then fitted on all of it: its
+    scores for every user x item, and the settings chosen with their validation figures."""
+    vocab, scale = dataset.vocab, dataset.scale
+    fit_frame, validation_frame = cut(train)
+    fit = Interactions.from_frame(fit_frame, vocab, scale)
+    validation = Interactions.from_frame(validation_frame, vocab, scale)
+    everything = interactions_matrix(Interactions.from_frame(train, vocab, scale), vocab.n_users, vocab.n_items)
+    scores, record = {}, {}
+    for peer in peers:
+        t = time.perf_counter()
+        best, figures = tune(peer, fit, validation, vocab.n_users, vocab.n_items, RELEVANT_STARS, seed)
+        scores[peer.name] = peer.scores(everything, best, seed)
+        record[peer.name] = {"setting": best, "validation_ndcg_at_10": figures,
+                             "seconds": round(time.perf_counter() - t, 1)}
+    return scores, record
+
+
 def evaluate_split(name: str, train: pd.DataFrame, test: pd.DataFrame, config: RunConfig,
-                   use_surprise: bool, jobs: int | None = None) -> dict[str, Any]:
-    """Every model and baseline on one split."""
+                   use_surprise: bool, jobs: int | None = None, cut: Cut | None = None,
+                   peers: tuple[Peer, ...] = ()) -> dict[str, Any]:
+    """Every model, baseline and top-N peer on one split (the peers tuned on ``cut``)."""
     started = time.perf_counter()
     dataset = build_dataset([train, test], config, np.random.default_rng(child_seed(config.seed, "split")))
     vocab, test_i = dataset.vocab, dataset.test
@@ -104,8 +145,11 @@ def evaluate_split(name: str, train: pd.DataFrame, test: pd.DataFrame, config: R
         result["learning_curves"][model_name] = trained.fit.epochs
         candidates[model_name] = logit_matrix(trained, dataset)
         result["histograms"][model_name] = trained.histogram
+    if peers:
+        scores, result["peers"] = peer_scores(train, dataset, cut or random_cut(0.2, config.seed), config.seed, peers)
+        candidates.update(scores)
     for label, scores in candidates.items():
-        recommended = top_n_from_matrix(scores, indptr, seen, TOP_K)
+        recommended = top_n_from_matrix(scores, indptr, seen, RECALL_AT)
         result["ranking"][label] = {kind: ranking_metrics(recommended, rel, vocab.n_items, popularity, TOP_K)
                                     for kind, rel in relevant.items()}
     result["seconds"] = round(time.perf_counter() - started, 1)
@@ -130,6 +174,9 @@ def run_evaluation(args: argparse.Namespace) -> dict[str, Any]:
     use_surprise = not args.no_surprise and baselines.surprise_available()
     if not args.no_surprise and not use_surprise:
         log.warning("Surprise is not installed (pip install '.[eval]'); its baselines are left out")
+    peers = () if args.no_peers else tuple(p for p in PEERS if not p.needs_implicit or implicit_available())
+    if not args.no_peers and len(peers) < len(PEERS):
+        log.warning("implicit is not installed (pip install '.[eval]'); its ALS, BPR and item-kNN are left out")
     report: dict[str, Any] = {"created_utc": datetime.now(timezone.utc).isoformat(), "seed": args.seed,
                               "top_k": TOP_K, "relevant_stars": RELEVANT_STARS,
                               "untuned_reference_rmse_unit": {m: registry.get(m).untuned_reference_rmse
@@ -144,12 +191,14 @@ def run_evaluation(args: argparse.Namespace) -> dict[str, Any]:
         frame = read_ratings(DataSource(data_dir=args.data_dir, cache_dir=args.cache_dir).ratings_files()[0]).frame
         splits = kfold_splits(frame, args.folds, args.seed) if args.folds > 1 else []
     if splits:
-        results = [evaluate_split(name, tr, te, config, use_surprise, jobs) for name, tr, te in splits]
+        cut = random_cut(1 / max(args.folds, 2), args.seed)
+        results = [evaluate_split(name, tr, te, config, use_surprise, jobs, cut, peers) for name, tr, te in splits]
         report["protocols"]["cross_validation"] = {"splits": results, "mean_rating": mean_over(results, "rating"),
                                                    "mean_ranking": mean_over(results, "ranking")}
     if args.temporal_fraction > 0 and not args.train_file:
         train, test = temporal_split(frame, args.temporal_fraction)
-        result = evaluate_split("temporal", train, test, config, use_surprise, jobs)
+        result = evaluate_split("temporal", train, test, config, use_surprise, jobs,
+                                temporal_cut(args.temporal_fraction), peers)
         report["protocols"]["temporal"] = {"splits": [result], "mean_rating": result["rating"],
                                            "mean_ranking": result["ranking"]}
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -167,11 +216,12 @@ def print_summary(report: dict[str, Any]) -> None:
         print(f"  {'method':22s} {'RMSE':>7s} {'MAE':>7s} {'RMSE[0,1]':>9s}")
         for method, m in body["mean_rating"].items():
             print(f"  {method:22s} {m['rmse_stars']:7.4f} {m['mae_stars']:7.4f} {m['rmse_unit']:9.4f}")
-        print(f"  {'top-10 (rated >= 4)':22s} {'P':>6s} {'R':>6s} {'NDCG':>6s} {'MAP':>6s} {'HR':>6s} {'cov':>6s} {'pop':>6s}")
+        print(f"  {'top-10 (rated >= 4)':22s} {'P':>6s} {'R':>6s} {'NDCG':>6s} {'MAP':>6s} {'HR':>6s} {'R@20':>6s} "
+              f"{'cov':>6s} {'pop':>6s}")
         for method, kinds in body["mean_ranking"].items():
             m = kinds["rated_4_plus"]
             print(f"  {method:22s} {m['precision']:6.4f} {m['recall']:6.4f} {m['ndcg']:6.4f} {m['map']:6.4f} "
-                  f"{m['hit_rate']:6.4f} {m['coverage']:6.4f} {m['mean_popularity']:6.1f}")
+                  f"{m['hit_rate']:6.4f} {m['recall_at_20']:6.4f} {m['coverage']:6.4f} {m['mean_popularity']:6.1f}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -186,6 +236,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_DATA_DIR, help="download cache (default: %(default)s)")
     add_training_options(parser)
     parser.add_argument("--no-surprise", action="store_true", help="leave out the Surprise baselines")
+    parser.add_argument("--no-peers", action="store_true",
+                        help="leave out the top-N peers (EASE, and implicit's ALS, BPR and item-kNN)")
     parser.add_argument("--out", type=Path, default=DEFAULT_EVALUATION, help="JSON output (default: %(default)s)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     args = parser.parse_args(argv)

@@ -9,6 +9,10 @@ from scoring.topn import mask_seen, top_n
 from export.data.dataset import Interactions
 
 
+RECALL_AT = 20
+"""The longer list recall is also reported for."""
+
+
 def top_n_from_matrix(scores: np.ndarray, indptr: np.ndarray, items: np.ndarray, n: int) -> np.ndarray:
     """Top-N item indices per user (-1 where a user has fewer unseen items), scoring's own rules."""
     chosen, valid = top_n(mask_seen(scores, indptr, items), n)
@@ -20,17 +24,17 @@ def ranking_metrics(recommended: np.ndarray, relevant: Interactions, n_items: in
     """Mean metrics@k over users with at least one relevant held-out item.
 
     ``recommended`` [n_users, >=k] item indices (-1 for none); ``relevant`` the held-out
-    ratings that count as relevant; ``popularity`` training ratings per item.
+    ratings that count as relevant; ``popularity`` training ratings per item. With at least
+    ``RECALL_AT`` columns, ``recall_at_20`` too (recall over the longer list).
     """
-    recs = recommended[:, :k]
-    n_users = recs.shape[0]
+    n_users = recommended.shape[0]
     truth = np.zeros((n_users, n_items), bool)
     truth[relevant.users, relevant.items] = True
     n_relevant = truth.sum(axis=1)
     users = np.flatnonzero(n_relevant > 0)
-    safe = np.where(recs >= 0, recs, 0)
-    hits = np.take_along_axis(truth, safe, axis=1) & (recs >= 0)
-    hits, n_rel = hits[users], n_relevant[users]
+    every_hit = np.take_along_axis(truth, np.where(recommended >= 0, recommended, 0), axis=1) & (recommended >= 0)
+    recs = recommended[:, :k]
+    hits, n_rel = every_hit[users, :k], n_relevant[users]
     discounts = 1.0 / np.log2(np.arange(2, k + 2))
     dcg = (hits * discounts).sum(axis=1)
     ideal = np.cumsum(discounts)[np.minimum(n_rel, k) - 1]
@@ -46,6 +50,8 @@ def ranking_metrics(recommended: np.ndarray, relevant: Interactions, n_items: in
         "coverage": float(len(np.unique(shown)) / n_items),
         "mean_popularity": float(popularity[shown].mean()) if shown.size else 0.0,
         "users": int(len(users)),
+        **({"recall_at_20": float((every_hit[users, :RECALL_AT].sum(axis=1) / n_rel).mean())}
+           if recommended.shape[1] >= RECALL_AT else {}),
     }
 
 

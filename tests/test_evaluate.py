@@ -33,11 +33,16 @@ def test_evaluate_writes_every_method_for_both_protocols(synthetic_dir, tmp_path
     cv = report["protocols"]["cross_validation"]
     assert len(cv["splits"]) == 2
     assert set(cv["mean_rating"]) == {"global_mean", "user_item_bias", "mf", "dense"}
-    assert set(cv["mean_ranking"]) == {"most_popular", "random", "mf", "dense"}
+    assert set(cv["mean_ranking"]) == {"most_popular", "random", "mf", "dense", "ease", "implicit_als", "implicit_bpr",
+                                       "item_knn"}
+    for split in cv["splits"] + report["protocols"]["temporal"]["splits"]:
+        assert set(split["peers"]) == {"ease", "implicit_als", "implicit_bpr", "item_knn"}
+        assert all(p["setting"] and p["validation_ndcg_at_10"] for p in split["peers"].values())
     for methods in (cv["mean_ranking"], report["protocols"]["temporal"]["mean_ranking"]):
         for metrics in methods.values():
             for kind in ("rated_4_plus", "any_held_out"):
                 m = metrics[kind]
                 assert 0 <= m["precision"] <= 1 and 0 <= m["ndcg"] <= 1 and 0 <= m["coverage"] <= 1
+                assert m["recall"] <= m["recall_at_20"] <= 1
     assert cv["mean_rating"]["user_item_bias"]["rmse_stars"] < cv["mean_rating"]["global_mean"]["rmse_stars"]
     assert "cross_validation: mean over 2 split(s)" in result.stdout
