@@ -25,6 +25,11 @@ class RatingScale:
     def span(self) -> float:
         return self.high - self.low
 
+    @property
+    def midpoint(self) -> float:
+        """The middle of the scale: a predicted rating below it says the user will not like the item."""
+        return (self.low + self.high) / 2
+
     def to_unit(self, ratings: Values) -> Values:
         """Ratings on the training scale [0, 1]."""
         return (ratings - self.low) / self.span

@@ -57,6 +57,7 @@ def gather(run_dir: Path, evaluation: Path | None) -> dict[str, Any]:
         "gate": bundle.get("gate"),
         "data_checks": bundle.get("data_checks"),
         "drift": run.get("drift"),
+        "recommended_below_midpoint": run.get("recommended_below_midpoint", {}),
     }
     if evaluation is not None and evaluation.is_file():
         report = json.loads(evaluation.read_text())
@@ -208,6 +209,10 @@ def render(data: dict[str, Any], images: dict[str, str]) -> str:
     parts.append(f"<p>Ratings from {scale['low']:g} to {scale['high']:g}.</p>")
     parts.append(_table(["model", "RMSE", "MAE", "RMSE [0, 1]", "untuned reference RMSE [0, 1] (introductory article)"],
                         rows))
+    below = data.get("recommended_below_midpoint") or {}
+    if below:
+        parts.append("<h2>Coherence of the lists</h2><p>Share of recommended items whose predicted rating is below "
+                     "the middle of the scale.</p>" + _table(["model", "share"], [[m, s] for m, s in below.items()]))
     parts += _data_section(data.get("data_checks")) + _gate_section(data.get("gate")) + _drift_section(data.get("drift"))
     if not images:
         parts.append("<p><em>Plots are left out: matplotlib is not installed (pip install '.[report]').</em></p>")

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import onnxruntime
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from contract.bundle_format import MANIFEST, PARITY_TOLERANCE
@@ -73,6 +75,20 @@ def verify_tables(run_dir: Path, bundle: Bundle, tables: tuple[str, ...], top_n:
     return counts
 
 
+def below_midpoint(run_dir: Path, bundle: Bundle, tables: tuple[str, ...]) -> dict[str, float | None]:
+    """Per model, the share of recommended items whose predicted rating is below the scale's
+    midpoint: a list that recommends what its own model says the user will dislike reads as a bug."""
+    if "recommendations" not in tables:
+        return {}
+    shares: dict[str, float | None] = {}
+    for model in bundle.models:
+        folder = table_file(run_dir, "recommendations", model).parent
+        predictions = ds.dataset(folder, format="parquet").to_table(columns=["prediction"]).column("prediction")
+        shares[model] = (float(pc.mean(pc.less(predictions, bundle.scale.midpoint).cast(pa.float64())).as_py())
+                         if len(predictions) else None)
+    return shares
+
+
 def run_manifest(run_id: str, created: datetime, digest: str, bundle: Bundle, options: "ScoringOptions",
                  results: dict[str, ModelResult], counts: dict[str, dict[str, int]], staging: Path,
                  seconds: dict[str, float], drift: dict[str, Any]) -> dict[str, Any]:
@@ -105,6 +121,7 @@ def run_manifest(run_id: str, created: datetime, digest: str, bundle: Bundle, op
         "files": files,
         "model_versions": {m: bundle.model_version(m) for m in bundle.models},
         "drift": drift,
+        "recommended_below_midpoint": below_midpoint(staging, bundle, options.tables),
         "ranking": "recommendations are ranked by the model's 'logit' output (that the user rates the item "
                    "at all); ties by smaller item_id",
     }

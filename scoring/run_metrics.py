@@ -37,6 +37,9 @@ def run_samples(manifest: dict[str, Any]) -> list[Sample]:
             out.append(Sample("parity_max_abs_diff", parity["max_abs_diff"], {"model": model},
                               "largest |onnxruntime - torch| at the reference pairs, [0, 1] scale"))
     out += drift_samples(manifest.get("drift", {}))
+    out += [Sample("recommended_below_midpoint_share", share, {"model": model},
+                   "share of recommended items predicted below the rating scale's midpoint")
+            for model, share in manifest.get("recommended_below_midpoint", {}).items() if share is not None]
     out.append(Sample("published", 1, {"run_id": manifest["run_id"], "bundle_id": manifest["bundle"]["bundle_id"]},
                       "the run last published"))
     return out
