@@ -81,6 +81,15 @@ def test_top_n_excludes_history_and_is_ranked(scored, trained, synthetic_dir):
         np.testing.assert_allclose(group["prediction"].to_numpy(), stored)
 
 
+def test_the_manifest_gives_each_model_s_share_of_recommendations_predicted_below_the_midpoint(scored):
+    recs = read(scored / "latest", "recommendations")
+    shares = manifest((scored / "latest").resolve())["recommended_below_midpoint"]
+    assert set(shares) == set(MODEL_NAMES)
+    for model, share in shares.items():
+        mine = recs[recs["model"] == model]
+        assert share == pytest.approx(float((mine["prediction"] < 3.0).mean()))
+
+
 def test_a_top_n_only_run_writes_the_same_recommendations(scored, trained, tmp_path):
     # Top-N-only runs rank with the ranking graphs and rate the chosen pairs with the pairwise graphs.
     out = tmp_path / "recs-only"
