@@ -37,7 +37,7 @@ UNIT_RATING = "unit_rating"
 RATING = "rating"
 """Graph output: the predicted rating on the data's rating scale, clipped to it; the tables hold it."""
 LOGIT = "logit"
-"""Graph output: the ranking head's logit that the user rates the item at all; top-N is ordered by it."""
+"""Graph output: the ranking head's logit that the user picks the item and rates it highly; top-N is ordered by it."""
 PAIR_OUTPUTS = (UNIT_RATING, RATING, LOGIT)
 """Outputs of the pairwise and all-items graphs."""
 RANKING_OUTPUTS = (LOGIT,)

@@ -114,12 +114,12 @@ class Peer:
 
 
 PEERS = (
-    Peer("ease", ease_scores, _grid(l2=(50.0, 100.0, 200.0, 400.0, 800.0, 1600.0)), needs_implicit=False),
-    Peer("implicit_als", als_scores, _grid(factors=(32, 64, 128), regularization=(0.01, 0.1, 1.0),
+    Peer("ease", ease_scores, _grid(l2=(50.0, 100.0, 200.0, 400.0, 800.0, 1600.0, 3200.0)), needs_implicit=False),
+    Peer("implicit_als", als_scores, _grid(factors=(16, 32, 64), regularization=(0.1, 1.0, 10.0),
                                            alpha=(1.0, 5.0, 20.0), iterations=(15,))),
-    Peer("implicit_bpr", bpr_scores, _grid(factors=(32, 64, 128), learning_rate=(0.01, 0.05),
+    Peer("implicit_bpr", bpr_scores, _grid(factors=(32, 64, 128), learning_rate=(0.005, 0.01, 0.05),
                                            regularization=(0.001, 0.01), iterations=(100,))),
-    Peer("item_knn", item_knn_scores, _grid(neighbours=(10, 20, 50, 100, 200, 400))),
+    Peer("item_knn", item_knn_scores, _grid(neighbours=(50, 100, 200, 400, 800, 1600))),
 )
 """The peers, with the grids docs/evaluation.md states."""
 

@@ -5,7 +5,7 @@ Both bundles' models are evaluated on the new bundle's held-out ratings, each th
 ONNX graphs with the scoring engine, on the same pairs and the same users: RMSE on the rating
 scale over the held-out pairs both bundles know, and NDCG@10 of top-10 lists over the items both
 know, leaving out each user's training items, a held-out item counting as relevant (the ranking
-predicts that a user rates an item at all). A model is refused when a figure is worse by more
+predicts that a user picks an item). A model is refused when a figure is worse by more
 than the allowed share and the held-out sample can tell the difference from chance (a paired
 one-sided test at 95%, per pair for RMSE, per user for NDCG): a few hundred new ratings would
 otherwise refuse good bundles at random. Users or items the old bundle does not know are

@@ -28,9 +28,17 @@ class TrainingConfig:
     weight_decay: float = 0.0
     """Adam weight decay on the dense layers' weights (scaled down for large sets: ``reference_ratings``)."""
     rank_weight: float = 0.5
-    """Weight of the ranking head's loss: binary cross-entropy of rated pairs (label 1) against
-    as many uniformly sampled items (label 0), added to the rating MSE. Where the head reads the
-    rating representation detached it changes the ranking only, not the ratings."""
+    """Weight of the ranking head's loss, added to the rating MSE: a softmax cross-entropy of each
+    rated pair's logit against those of ``rank_negatives`` uniformly sampled items (the rated item
+    is the one to pick). Where the head reads the rating representation detached it changes the
+    ranking only, not the ratings."""
+    rank_negatives: int = 8
+    """Sampled items each rated item competes with in the ranking loss: more approach a softmax
+    over the whole catalogue (a top-N objective) at a cost of one ranking-head lookup each."""
+    rank_positive_min: float = 0.5
+    """Smallest rating on [0, 1] whose pair the ranking loss learns to rank first (0.5: the
+    scale's midpoint): the lists then hold what users rate highly, not what they rate at all, so
+    that they do not recommend what the same model predicts they will dislike. 0: every rating."""
     batch_size: int | None = None
     """Ratings per mini-batch; None: ``batch_size_for`` the training set (1,024 up to about 128K
     training ratings, larger for larger sets)."""
@@ -132,6 +140,10 @@ class TrainingConfig:
             raise ConfigError(f"training rank_cut_min_gain: expected a number in [0, 1), got {self.rank_cut_min_gain!r}")
         if not 0 <= self.min_improvement < 1:
             raise ConfigError(f"training min_improvement: expected a number in [0, 1), got {self.min_improvement!r}")
+        if self.rank_negatives < 1:
+            raise ConfigError(f"training rank_negatives: expected a positive integer, got {self.rank_negatives!r}")
+        if not 0 <= self.rank_positive_min <= 1:
+            raise ConfigError(f"training rank_positive_min: expected a number in [0, 1], got {self.rank_positive_min!r}")
         for name in ("embedding_decay", "bias_decay", "weight_decay", "rank_weight", "continue_epochs", "time_budget_s",
                      "decay_steps", "plateau_step_floor"):
             if getattr(self, name) is not None and getattr(self, name) < 0:

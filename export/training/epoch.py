@@ -38,12 +38,15 @@ def batch_loss(model: nn.Module, objective: Objective, batch: Inputs, targets: t
     if not config.rank_weight:
         mse = torch.mean((family.outputs(model, batch)[0] - targets) ** 2)
         return mse, mse
-    sampled = torch.randint(0, objective.n_items, targets.shape, generator=generator).to(targets.device)
-    unit, rated_logits, sampled_logits = family.sampled_outputs(model, batch, sampled)
+    sampled = torch.randint(0, objective.n_items, (config.rank_negatives, *targets.shape),
+                            generator=generator).to(targets.device)
+    unit, rated_logits, sampled_logits = family.sampled_outputs(model, batch, sampled[0])
     mse = torch.mean((unit - targets) ** 2)
-    logits = torch.cat([rated_logits, sampled_logits])
-    labels = torch.cat([torch.ones_like(targets), torch.zeros_like(targets)])
-    return mse + config.rank_weight * nn.functional.binary_cross_entropy_with_logits(logits, labels), mse
+    more = [family.logits(model, family.with_items(batch, items)) for items in sampled[1:]]
+    logits = torch.stack([rated_logits, sampled_logits, *more], dim=1)   # the rated item first
+    picked = nn.functional.cross_entropy(logits, torch.zeros_like(targets, dtype=torch.long), reduction="none")
+    liked = (targets >= config.rank_positive_min).to(picked.dtype)
+    return mse + config.rank_weight * (picked * liked).sum() / liked.sum().clamp_min(1), mse
 
 
 def train_epoch(model: nn.Module, objective: Objective, train: tuple[TrainingRows, torch.Tensor],
