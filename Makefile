@@ -44,7 +44,7 @@ score: train  ## score every user-item pair and publish Parquet tables under out
 verify: $(STAMP)  ## compare every row of output/latest with the torch models
 	$(PY) -m evaluation.verify
 
-evaluate: data $(EVAL_STAMP)  ## 5-fold CV + temporal hold-out vs baselines and Surprise (~7 min)
+evaluate: data $(EVAL_STAMP)  ## 5-fold CV + temporal hold-out vs baselines, Surprise and top-N peers
 	$(PY) -m evaluation $(EVAL_ARGS)
 
 report: $(STAMP)  ## (re)write output/latest/report.html, with make evaluate's results if present
