@@ -91,15 +91,18 @@ def temporal_cut(fraction: float) -> Cut:
     return lambda frame: temporal_split(frame, fraction)
 
 
-def peer_scores(train: pd.DataFrame, dataset: Dataset, cut: Cut, seed: int,
-                peers: tuple[Peer, ...]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Each peer tuned on ``cut`` of the split's training data, then fitted on all of it: its
-    scores for every user x item, and the settings chosen with their validation figures."""
+def peer_scores(train: pd.DataFrame, dataset: Dataset, cut: Cut, seed: int, peers: tuple[Peer, ...],
+                full_train: Interactions | None = None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Each peer tuned on ``cut`` of the split's training data, then fitted on all of it
+    (``full_train``: ``train`` in index space, when the caller has it): its scores for every
+    user x item, and the settings chosen with their validation figures."""
     vocab, scale = dataset.vocab, dataset.scale
     fit_frame, validation_frame = cut(train)
     fit = Interactions.from_frame(fit_frame, vocab, scale)
     validation = Interactions.from_frame(validation_frame, vocab, scale)
-    everything = interactions_matrix(Interactions.from_frame(train, vocab, scale), vocab.n_users, vocab.n_items)
+    if full_train is None:
+        full_train = Interactions.from_frame(train, vocab, scale)
+    everything = interactions_matrix(full_train, vocab.n_users, vocab.n_items)
     scores, record = {}, {}
     for peer in peers:
         t = time.perf_counter()
@@ -146,7 +149,8 @@ def evaluate_split(name: str, train: pd.DataFrame, test: pd.DataFrame, config: R
         candidates[model_name] = logit_matrix(trained, dataset)
         result["histograms"][model_name] = trained.histogram
     if peers:
-        scores, result["peers"] = peer_scores(train, dataset, cut or random_cut(0.2, config.seed), config.seed, peers)
+        scores, result["peers"] = peer_scores(train, dataset, cut or random_cut(0.2, config.seed), config.seed, peers,
+                                              full_train)
         candidates.update(scores)
     for label, scores in candidates.items():
         recommended = top_n_from_matrix(scores, indptr, seen, RECALL_AT)
