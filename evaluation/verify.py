@@ -22,7 +22,7 @@ from contract.parity import allowed_difference
 from contract.paths import DEFAULT_OUTPUT_ROOT
 from contract.publish import LATEST
 from scoring.bundle import Bundle, load_bundle
-from scoring.topn import mask_seen, top_n
+from scoring.topn import candidates_for, coherent_first, mask_seen, top_n
 from scoring.writer import table_file
 
 from .torch_models import torch_outputs
@@ -66,7 +66,9 @@ def verify_recommendations(run_dir: Path, bundle: Bundle, model: str, unit: np.n
     users = index_of(bundle.user_ids, table["user_id"].to_numpy(), VerificationError, f"{path}: column 'user_id'")
     items = index_of(bundle.item_ids, table["item_id"].to_numpy(), VerificationError, f"{path}: column 'item_id'")
     masked = mask_seen(logits, bundle.seen_indptr, bundle.seen_items)
-    expected, valid = top_n(masked, n)
+    candidates, real = top_n(masked, candidates_for(n))
+    rated = bundle.scale.clipped_rating(np.take_along_axis(unit, candidates, 1))
+    expected, valid, _ = coherent_first(candidates, real, rated, bundle.coherence_midpoint, n)
     if len(table) != int(valid.sum()):
         raise VerificationError(f"{path}: {len(table)} rows; torch gives {int(valid.sum())} recommendations")
     ranks = table["rank"].to_numpy().astype(np.int64) - 1

@@ -88,6 +88,11 @@ class Bundle:
     def scale(self) -> RatingScale:
         return scale_of(self.manifest)
 
+    @property
+    def coherence_midpoint(self) -> float | None:
+        """The rating a recommended item's prediction should reach (``topn.coherent_first``)."""
+        return self.scale.midpoint
+
     def table_schema(self, table: str) -> pa.Schema:
         """The schema of one of the run's tables, its id columns typed as this bundle's ids."""
         return table_schema(table, self.user_id_array.type, self.item_id_array.type)

@@ -12,7 +12,7 @@ from contract.errors import VerificationError
 from .bundle import Bundle
 from .engine import ModelScorer, Outputs
 from .run_manifest import ModelResult
-from .topn import mask_seen, top_n
+from .topn import candidates_for, coherent_first, mask_seen, needs_more_ratings, top_n
 from .writer import TableWriter, arrow_array
 
 
@@ -63,31 +63,49 @@ def prediction_columns(bundle: Bundle, start: int, stop: int, outputs: Outputs) 
 def recommendation_columns(bundle: Bundle, scorer: ModelScorer, start: int, stop: int, outputs: Outputs, n: int,
                            seconds: dict[str, float]) -> dict[str, pa.Array]:
     """The recommendations table's rows for users ``[start, stop)``: each user's best ``n`` unseen
-    items by logit, rated from ``outputs`` or, for ranking-only outputs, by the pairwise graph.
-    Time spent is added to ``seconds`` ("top_n", "onnxruntime_pairs")."""
+    items by logit under the coherence rule (``topn.coherent_first``), rated from ``outputs`` or,
+    for ranking-only outputs, by the pairwise graph. Time spent is added to ``seconds`` ("top_n",
+    "onnxruntime_pairs")."""
     t = time.perf_counter()
     indptr = bundle.seen_indptr[start:stop + 1]
     # The logit chunk is the caller's alone and its seen entries are never read again.
     masked = mask_seen(outputs.logit, indptr - indptr[0], bundle.seen_items[indptr[0]:indptr[-1]], copy=False)
-    items, valid = top_n(masked, n)
+    candidates, real = top_n(masked, candidates_for(n))
+    rating = np.full(candidates.shape, np.nan, np.float32)
+    seconds["top_n"] += time.perf_counter() - t
+    if outputs.rating is not None:
+        rows, columns = np.nonzero(real)
+        rating[rows, columns] = outputs.rating[rows, candidates[rows, columns]]
+    else:   # the best n first; the other candidates only of lists that hold one predicted disliked
+        t = time.perf_counter()
+        first = real & (np.arange(candidates.shape[1]) < n)
+        _rate(bundle, scorer, start, candidates, first, rating)
+        more = needs_more_ratings(rating, real, bundle.coherence_midpoint, n)
+        _rate(bundle, scorer, start, candidates, real & ~first & more[:, None], rating)
+        seconds["onnxruntime_pairs"] += time.perf_counter() - t
+    t = time.perf_counter()
+    items, valid, picked = coherent_first(candidates, real, rating, bundle.coherence_midpoint, n)
     rows, ranks = np.nonzero(valid)
     chosen = items[rows, ranks]
     seconds["top_n"] += time.perf_counter() - t
-    if outputs.rating is not None:
-        rating = outputs.rating[rows, chosen]
-    else:
-        t = time.perf_counter()
-        rated = scorer.rate_pairs(start + rows, chosen)
-        check_finite(scorer.model, bundle, "unit_rating", rated.unit_rating, start + rows, chosen)
-        rating = rated.rating
-        seconds["onnxruntime_pairs"] += time.perf_counter() - t
     return {
         "user_id": ids(bundle.user_ids, bundle.user_id_array, start + rows),
         "rank": arrow_array((ranks + 1).astype(np.int16)),
         "item_id": ids(bundle.item_ids, bundle.item_id_array, chosen),
-        "prediction": arrow_array(rating),
+        "prediction": arrow_array(rating[rows, picked[rows, ranks]]),
         "logit": arrow_array(masked[rows, chosen]),
     }
+
+
+def _rate(bundle: Bundle, scorer: ModelScorer, start: int, candidates: np.ndarray, which: np.ndarray,
+          rating: np.ndarray) -> None:
+    """Fill ``rating`` where ``which`` with the pairwise graph's ratings of those candidates."""
+    rows, columns = np.nonzero(which)
+    if not len(rows):
+        return
+    rated = scorer.rate_pairs(start + rows, candidates[rows, columns])
+    check_finite(scorer.model, bundle, "unit_rating", rated.unit_rating, start + rows, candidates[rows, columns])
+    rating[rows, columns] = rated.rating
 
 
 class ChunkSink:

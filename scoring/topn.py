@@ -59,3 +59,35 @@ def top_n(masked: np.ndarray, n: int, block: int = BLOCK) -> tuple[np.ndarray, n
     starts = np.searchsorted(cand_rows[order], np.arange(rows))
     picks = order[starts[:, None] + np.arange(k)[None, :]]
     return columns[picks].astype(np.int64), np.isfinite(values[picks])
+
+
+def candidates_for(n: int) -> int:
+    """Best unseen items by logit that the coherence rule (``coherent_first``) picks ``n`` from."""
+    return 2 * n
+
+
+def needs_more_ratings(ratings: np.ndarray, valid: np.ndarray, midpoint: float | None, n: int) -> np.ndarray:
+    """Rows whose best ``n`` candidates (rated in ``ratings``) hold one predicted below
+    ``midpoint``: only their other candidates change what ``coherent_first`` picks, so only
+    theirs need rating."""
+    if midpoint is None:
+        return np.zeros(len(ratings), bool)
+    return (valid[:, :n] & (ratings[:, :n] < midpoint)).any(axis=1)
+
+
+def coherent_first(items: np.ndarray, valid: np.ndarray, ratings: np.ndarray, midpoint: float | None,
+                   n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The coherence rule: of each row's candidates (``items`` [B, C], best logit first, ``valid``
+    where real), those whose predicted ``ratings`` reach ``midpoint`` come first, then the rest,
+    each group in logit order; the first ``n``. A list holds an item its model predicts the user
+    will dislike only when too few candidates are predicted liked. ``midpoint`` None: logit order.
+    Candidates past the first ``n`` of a row without ``needs_more_ratings`` may be left unrated
+    (NaN): they are never picked.
+
+    Returns ``items``, ``valid`` and the column of each pick in the candidates, [B, min(n, C)] each.
+    """
+    group = np.where(valid, 0, 2)
+    if midpoint is not None:
+        group = np.where(valid & (ratings < midpoint), 1, group)
+    order = np.argsort(group, axis=1, kind="stable")[:, :n]
+    return np.take_along_axis(items, order, 1), np.take_along_axis(valid, order, 1), order

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from scoring.topn import mask_seen, top_n
+from scoring.topn import candidates_for, coherent_first, mask_seen, needs_more_ratings, top_n
 
 
 def brute_force(scores: np.ndarray, seen: list[list[int]], n: int) -> list[list[int]]:
@@ -66,3 +66,28 @@ def test_matches_a_full_sort(data, rows, cols, n, block):
     scores = data.draw(arrays(np.float32, (rows, cols), elements=values))
     seen = [sorted(data.draw(st.sets(st.integers(0, cols - 1), max_size=cols))) for _ in range(rows)]
     assert selected(scores, seen, n, block) == brute_force(scores, seen, n)
+
+
+def test_the_coherence_rule_puts_items_predicted_liked_first_in_logit_order():
+    # Candidates best logit first; ratings below the midpoint (3) go after every liked one.
+    candidates = np.array([[7, 3, 5, 1, 9], [2, 4, 6, 8, 0]])
+    valid = np.array([[True] * 5, [True, True, True, False, False]])
+    ratings = np.array([[2.9, 4.0, 3.0, 1.0, 3.5], [1.0, 2.0, 4.5, 5.0, 5.0]], np.float32)
+    items, ok, picked = coherent_first(candidates, valid, ratings, 3.0, 4)
+    assert items.tolist() == [[3, 5, 9, 7], [6, 2, 4, 8]]
+    assert ok.tolist() == [[True] * 4, [True, True, True, False]]
+    assert np.take_along_axis(candidates, picked, 1).tolist() == items.tolist()
+    # No midpoint (no rating scale to speak of): the logit order, cut to n.
+    items, ok, _ = coherent_first(candidates, valid, ratings, None, 3)
+    assert items.tolist() == [[7, 3, 5], [2, 4, 6]]
+
+
+def test_the_rule_picks_from_twice_as_many_candidates_and_rates_past_n_only_where_it_must():
+    assert [candidates_for(n) for n in (1, 10)] == [2, 20]
+    ratings = np.array([[4.0, 3.5, np.nan, np.nan], [4.0, 2.0, np.nan, np.nan], [4.0, 5.0, 1.0, np.nan]], np.float32)
+    valid = np.array([[True] * 4, [True] * 4, [True, True, True, False]])
+    assert needs_more_ratings(ratings, valid, 3.0, 2).tolist() == [False, True, False]
+    assert not needs_more_ratings(ratings, valid, None, 2).any()
+    # A row whose best n are all liked keeps them whatever its unrated candidates would be.
+    items, _, _ = coherent_first(np.array([[5, 6, 7, 8]]), valid[:1], ratings[:1], 3.0, 2)
+    assert items.tolist() == [[5, 6]]
