@@ -122,6 +122,6 @@ def graph_input_problem(kind: str, inputs: list[str]) -> str | None:
         return f"inputs {unknown} are not feeds this code can build ({sorted(FEEDS)})"
     if kind != "pairwise" and any(name in PAIR_FEEDS for name in inputs):
         return f"a {kind} graph cannot take the per-pair inputs {list(PAIR_FEEDS)}"
-    if "user" not in inputs:
-        return "every graph takes the input 'user'"
+    if not inputs:
+        return "a graph takes at least one input (its batch of users)"
     return None

@@ -30,9 +30,13 @@ from export.config import RunConfig, child_seed
 from export.data.dataset import Dataset, Interactions, seen_csr
 from export.data.loading import DataSource, build_dataset
 from export.data.ratings_file import read_ratings
+from export.data.sequences import user_context
 from export.models import registry
 from export.training.metrics import rating_errors
 from export.training.workers import jobs_option, train_models
+from scoring.feeds import build_feeds
+from scoring.topn import candidates_for, coherent_first, mask_seen, top_n
+from export.training.validation import predict_in_batches
 
 from . import baselines
 from .peers import PEERS, Peer, implicit_available, interactions_matrix, tune
@@ -61,15 +65,37 @@ def temporal_split(frame: pd.DataFrame, fraction: float) -> tuple[pd.DataFrame, 
 
 
 def logit_matrix(trained: Any, dataset: Dataset, chunk: int = 256) -> np.ndarray:
-    """Ranking logits for every user x item from the model's ranking graph (the scoring maths)."""
+    """Ranking logits for every user x item from the model's ranking graph, fed as the scoring job
+    feeds it (each user's latest ratings of the scoring-time history as context)."""
     vocab = dataset.vocab
-    graph = registry.get(trained.name).graphs(trained.module, dataset.scale)["ranking"]
+    family = registry.get(trained.name)
+    graph = family.graphs(trained.module, dataset.scale)["ranking"]
+    context = user_context(dataset.history, vocab.n_users, vocab.n_items, family.context_length(trained.config))
     out = np.empty((vocab.n_users, vocab.n_items), np.float32)
     with torch.no_grad():
         for start in range(0, vocab.n_users, chunk):
-            users = torch.arange(start, min(start + chunk, vocab.n_users))
-            out[start:start + len(users)] = graph(users).numpy()
+            users = np.arange(start, min(start + chunk, vocab.n_users))
+            feeds = build_feeds(family.ranking_inputs, users, None, context)
+            out[start:start + len(users)] = graph(*(torch.as_tensor(feeds[n]) for n in family.ranking_inputs)).numpy()
     return out
+
+
+def model_lists(trained: Any, dataset: Dataset, logits: np.ndarray, indptr: np.ndarray, seen: np.ndarray,
+                n: int) -> tuple[np.ndarray, float]:
+    """Each user's top-``n`` list by the scoring job's rules, the coherence rule included (its
+    candidates rated by the torch model), -1 where a user has fewer unseen items; and the share
+    of listed items predicted below the scale's midpoint."""
+    family, scale = registry.get(trained.name), dataset.scale
+    candidates, real = top_n(mask_seen(logits, indptr, seen), candidates_for(n))
+    context = user_context(dataset.history, dataset.vocab.n_users, dataset.vocab.n_items,
+                           family.context_length(trained.config))
+    users = np.repeat(np.arange(candidates.shape[0]), candidates.shape[1])
+    inputs = family.pair_inputs(users, candidates.reshape(-1), context)
+    rated = scale.clipped_rating(predict_in_batches(trained.module, family.predict, inputs).numpy())
+    rated = rated.reshape(candidates.shape)
+    chosen, valid, picked = coherent_first(candidates, real, rated, scale.midpoint, n)
+    below = np.take_along_axis(rated, picked, 1)[valid] < scale.midpoint
+    return np.where(valid, chosen, -1), float(below.mean()) if below.size else 0.0
 
 
 Cut = Callable[[pd.DataFrame], tuple[pd.DataFrame, pd.DataFrame]]
@@ -143,7 +169,8 @@ def evaluate_split(name: str, train: pd.DataFrame, test: pd.DataFrame, config: R
     relevant = {"rated_4_plus": test_i.take(np.flatnonzero(test_i.ratings >= RELEVANT_STARS)), "any_held_out": test_i}
     candidates = {"most_popular": most_popular_scores(full_train, vocab.n_users, vocab.n_items),
                   "random": random_scores(vocab.n_users, vocab.n_items, np.random.default_rng(config.seed))}
-    for model_name, trained in zip(config.models, train_models(dataset, config, jobs)):
+    trained_models = train_models(dataset, config, jobs)
+    for model_name, trained in zip(config.models, trained_models):
         result["rating"][model_name] = trained.test_metrics
         result["learning_curves"][model_name] = trained.fit.epochs
         candidates[model_name] = logit_matrix(trained, dataset)
@@ -152,10 +179,20 @@ def evaluate_split(name: str, train: pd.DataFrame, test: pd.DataFrame, config: R
         scores, result["peers"] = peer_scores(train, dataset, cut or random_cut(0.2, config.seed), config.seed, peers,
                                               full_train)
         candidates.update(scores)
+    trained_by_name = dict(zip(config.models, trained_models))
     for label, scores in candidates.items():
-        recommended = top_n_from_matrix(scores, indptr, seen, RECALL_AT)
-        result["ranking"][label] = {kind: ranking_metrics(recommended, rel, vocab.n_items, popularity, TOP_K)
-                                    for kind, rel in relevant.items()}
+        lists, below = {}, None
+        for n in (TOP_K, RECALL_AT):
+            if label in trained_by_name:
+                lists[n], below = model_lists(trained_by_name[label], dataset, scores, indptr, seen, n)
+            else:
+                lists[n] = top_n_from_matrix(scores, indptr, seen, n)
+        result["ranking"][label] = {}
+        for kind, rel in relevant.items():
+            metrics = ranking_metrics(lists[TOP_K], rel, vocab.n_items, popularity, TOP_K)
+            metrics["recall_at_20"] = ranking_metrics(lists[RECALL_AT], rel, vocab.n_items, popularity,
+                                                      TOP_K)["recall_at_20"]
+            result["ranking"][label][kind] = metrics if below is None else {**metrics, "below_midpoint": below}
     result["seconds"] = round(time.perf_counter() - started, 1)
     summary = ", ".join(f"{m} {result['rating'][m]['rmse_stars']:.4f}" for m in config.models)
     log.info("%s done in %.0f s: RMSE %s; NDCG@10 %s", name, result["seconds"], summary,

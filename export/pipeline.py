@@ -40,16 +40,28 @@ def reusable_bundle(artifacts: Path, fingerprint: str) -> Path | None:
 
 
 def models_for_data(config: RunConfig, dataset: Dataset, models_given: bool) -> RunConfig:
-    """The models that can train on ``dataset``: without an order of each user's ratings, those
-    that need one are left out with a warning, or refused when ``--models`` asked for them."""
+    """The models that can train on ``dataset``: those that need an order of each user's ratings
+    the data lacks, or that accept fewer items than its catalogue, are left out with a warning,
+    or refused (exit 2) when ``--models`` asked for them."""
+    reasons = {}
     unordered = [m for m in config.models if registry.get(m).needs_order] if not dataset.ordered else []
-    if not unordered:
+    if unordered:
+        reasons[tuple(unordered)] = (
+            f"the ratings have no timestamp, and {', '.join(unordered)} reads each user's ratings in time order: "
+            "map a time column with --columns timestamp=NAME or order by any column with --order-by NAME")
+    n_items = dataset.vocab.n_items
+    for name in config.models:
+        limit = registry.get(name).catalogue_limit(config.model_config(name))
+        if limit is not None and n_items > limit:
+            reasons[(name,)] = (f"the catalogue has {n_items:,} items, and {name} accepts at most {limit:,} "
+                                f"(its cost grows with the catalogue squared)")
+    if not reasons:
         return config
-    advice = (f"the ratings have no timestamp, and {', '.join(unordered)} reads each user's ratings in time "
-              "order: map a time column with --columns timestamp=NAME or order by any column with --order-by NAME")
+    left_out = [m for names in reasons for m in names]
+    advice = "; ".join(reasons.values())
     if models_given:
-        raise UsageError(f"--models: {advice}, or leave {', '.join(unordered)} out")
-    kept = tuple(m for m in config.models if m not in unordered)
+        raise UsageError(f"--models: {advice}; leave {', '.join(left_out)} out")
+    kept = tuple(m for m in config.models if m not in left_out)
     if not kept:
         raise UsageError(f"--models: {advice}")
     log.warning("%s; training %s only", advice, ", ".join(kept))

@@ -31,8 +31,8 @@ def bias_registered():
 
 
 def test_a_registered_family_becomes_a_model_name_and_counts_in_the_fingerprint(bias_registered):
-    assert registry.names() == ("mf", "dense", "lstm", "bias")
-    assert RunConfig().models == ("mf", "dense", "lstm", "bias")
+    assert registry.names() == ("mf", "dense", "lstm", "item_ae", "bias")
+    assert RunConfig().models == ("mf", "dense", "lstm", "item_ae", "bias")
     assert code_fingerprint(models=("mf", "bias")) != code_fingerprint(models=("mf",))
 
 

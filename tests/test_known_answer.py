@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
+from evaluation.evaluate import logit_matrix, model_lists
 from export.config import RunConfig
 from export.data.dataset import seen_csr
 from export.data.loading import build_dataset
@@ -18,11 +18,12 @@ from scoring.topn import mask_seen, top_n
 pytestmark = pytest.mark.slow
 
 N_USERS, N_ITEMS, N_BLOCKS, NOISE, TOP = 200, 160, 4, 0.3, 5
-MARGIN = 0.12
+MARGIN = {"mf": 0.12, "dense": 0.12, "lstm": 0.12, "item_ae": 0.35}
 """How far above the planted noise floor each model's test RMSE may land (measured: MF 0.089, the
-dense net 0.032, the LSTM 0.085)."""
+dense net 0.032, the LSTM 0.085; the item autoencoder 0.31: its rating is the biases plus an
+average of the user's residuals over similar items, which a planted low-rank taste is not)."""
 MIN_OWN = 0.93
-"""Share of all top-N slots that must hold own-block items (measured: 1.0 for all three; the dense
+"""Share of all top-N slots that must hold own-block items (measured: 1.0 for mf, dense, lstm; the dense
 net's ranking head shares its embeddings with the rating and stops when the rating does, so it is
 the one that would fall short first)."""
 
@@ -44,11 +45,9 @@ def test_every_model_finds_the_planted_blocks(planted, name):
     vocab, test = dataset.vocab, dataset.test
     floor = truth.rmse(vocab.user_ids[test.users], vocab.item_ids[test.items], test.ratings)
     assert floor == pytest.approx(NOISE, abs=0.05)
-    assert trained.test_metrics["rmse_stars"] < floor + MARGIN, (trained.test_metrics, floor)
+    assert trained.test_metrics["rmse_stars"] < floor + MARGIN[name], (trained.test_metrics, floor)
 
-    graph = registry.get(name).graphs(trained.module, dataset.scale)["ranking"]
-    with torch.no_grad():
-        logits = graph(torch.arange(vocab.n_users)).numpy()
+    logits = logit_matrix(trained, dataset)   # the ranking graph, fed as the scoring job feeds it
     indptr, seen = seen_csr(dataset.history, vocab.n_users)
     items, valid = top_n(mask_seen(logits, indptr, seen), TOP)
     assert valid.all()
@@ -56,6 +55,10 @@ def test_every_model_finds_the_planted_blocks(planted, name):
     item_blocks = truth.item_block[vocab.item_ids[items] - 1]
     own = item_blocks == user_blocks[:, None]
     assert own.mean() >= MIN_OWN, own.mean()
+    # ... and the scoring job's lists, the coherence rule applied, come from it as often.
+    lists, _ = model_lists(trained, dataset, logits, indptr, seen, TOP)
+    assert (lists >= 0).all()
+    assert (truth.item_block[vocab.item_ids[lists] - 1] == user_blocks[:, None]).mean() >= MIN_OWN
 
 
 def test_the_dense_net_learns_the_blocks_from_every_seed(planted):
@@ -67,4 +70,4 @@ def test_the_dense_net_learns_the_blocks_from_every_seed(planted):
     floor = truth.rmse(vocab.user_ids[test.users], vocab.item_ids[test.items], test.ratings)
     for seed in range(1, 9):
         trained = train_model("dense", dataset, config, seed=seed)
-        assert trained.test_metrics["rmse_stars"] < floor + MARGIN, (seed, trained.test_metrics, trained.fit.cuts)
+        assert trained.test_metrics["rmse_stars"] < floor + MARGIN["dense"], (seed, trained.test_metrics, trained.fit.cuts)

@@ -22,6 +22,7 @@ from contract.failpoints import ENVIRONMENT_VARIABLE
 from contract.publish import RootLock
 from contract.tables import RUN_SCHEMA_VERSION
 from export.bundle import bundles_in_use
+from export.models import registry
 
 pytestmark = pytest.mark.slow
 
@@ -88,7 +89,7 @@ def test_a_rerun_on_the_same_bundle_changes_nothing(trained, scored, tmp_path):
     assert result.returncode == 0, result.stderr
     drift = json.loads((root / "latest" / "manifest.json").read_text())["drift"]
     assert drift["previous_run"] == (scored / "latest").resolve().name
-    assert set(drift["models"]) == {"mf", "dense", "lstm"}
+    assert set(drift["models"]) == set(registry.names())
     for figures in drift["models"].values():
         assert figures["users_compared"] > 0 and figures["pairs_compared"] > 0
         assert figures["topn_changed_share"] == 0 and figures["prediction_max_abs_change"] == 0
@@ -107,14 +108,17 @@ def test_a_threshold_refuses_a_run_whose_lists_changed_too_much(gated, scored, t
     allowed = score(changed, root, "--max-topn-change", "1")
     assert allowed.returncode == 0, allowed.stderr
     drift = json.loads((root / "latest" / "manifest.json").read_text())["drift"]
-    assert all(f["topn_changed_share"] > 0.05 and f["prediction_mean_abs_change"] > 0 for f in drift["models"].values())
+    # --max-epochs 1 undertrains the families trained by epochs; a closed-form one is solved alike.
+    trained_by_epochs = {m: f for m, f in drift["models"].items() if not registry.get(m).closed_form}
+    assert trained_by_epochs and all(f["topn_changed_share"] > 0.05 and f["prediction_mean_abs_change"] > 0
+                                     for f in trained_by_epochs.values())
 
 
 def test_every_parquet_file_says_which_run_bundle_and_model_wrote_it(scored):
     run = (scored / "latest").resolve()
     manifest = json.loads((run / "manifest.json").read_text())
     files = sorted(run.rglob("*.parquet"))
-    assert len(files) == 6
+    assert len(files) == 2 * len(registry.names())   # two tables per model
     for path in files:
         meta = {k.decode(): v.decode() for k, v in pq.read_schema(path).metadata.items()}
         model = path.parent.name.removeprefix("model=")
@@ -213,7 +217,7 @@ def test_a_refused_bundle_s_metrics_carry_the_gate(gated):
     assert families["recjob_export_gate_passed"].samples[0].value == 0
     rmse = {s.labels["model"]: s.value for s in families["recjob_export_gate_rmse"].samples}
     before = {s.labels["model"]: s.value for s in families["recjob_export_gate_previous_rmse"].samples}
-    assert set(rmse) == {"mf", "dense", "lstm"} and any(rmse[m] > before[m] for m in rmse)
+    assert set(rmse) == set(registry.names()) and any(rmse[m] > before[m] for m in rmse)
 
 
 def test_as_of_trains_on_the_ratings_up_to_then_and_reuses_an_unchanged_selection(synthetic_dir, tmp_path):

@@ -74,7 +74,7 @@ def test_without_a_timestamp_the_lstm_is_left_out_or_refused_or_ordered(tmp_path
     left_out = run_cli("export", "--ratings", str(path), "--artifacts", str(artifacts), *QUICK)
     assert left_out.returncode == 0, left_out.stderr
     assert "lstm reads each user's ratings in time order" in left_out.stderr
-    assert json.loads((artifacts / "latest" / "manifest.json").read_text())["model_names"] == ["mf", "dense"]
+    assert json.loads((artifacts / "latest" / "manifest.json").read_text())["model_names"] == ["mf", "dense", "item_ae"]
     refused = run_cli("export", "--ratings", str(path), "--artifacts", str(tmp_path / "a2"), "--models", "lstm", *QUICK)
     assert refused.returncode == 2 and "--order-by NAME" in refused.stderr and not (tmp_path / "a2" / "latest").exists()
     ordered = run_cli("export", "--ratings", str(path), "--order-by", "seq", "--artifacts", str(tmp_path / "a3"),

@@ -9,6 +9,7 @@ import duckdb
 import pytest
 
 from conftest import ROOT, run_cli
+from export.models import registry
 
 README = (ROOT / "README.md").read_text()
 
@@ -41,7 +42,7 @@ def test_the_pandas_example_reads_a_published_run(scored):
     (example,) = code_blocks("python")
     namespace: dict = {}
     exec(example.replace("output/latest", str(scored / "latest")), namespace)
-    assert set(namespace["preds"]["model"].unique()) == {"mf", "dense", "lstm"}
+    assert set(namespace["preds"]["model"].unique()) == set(registry.names())
     assert len(namespace["recs"]) > 0 and set(namespace["recs"]["model"].unique()) == {"mf"}
 
 
@@ -53,5 +54,5 @@ def test_the_duckdb_example_reads_a_published_run(scored):
     assert as_written.columns == ["model", "user_id", "rank", "item_id", "prediction"]
     assert as_written.fetchall() == []
     rows = duckdb.sql(query.replace(f"user_id = {user}", "user_id = 1")).fetchall()
-    assert {r[0] for r in rows} == {"mf", "dense", "lstm"}
+    assert {r[0] for r in rows} == set(registry.names())
     assert [r[2] for r in rows if r[0] == "mf"] == list(range(1, 6))

@@ -99,13 +99,13 @@ def test_configs_check_themselves_when_built():
 
 def test_models_train_side_by_side_by_default_only_where_the_split_is_large_and_on_cpu(monkeypatch):
     monkeypatch.setattr(workers, "available_cpus", lambda: 2)
-    three = RunConfig()
-    assert default_jobs(three, SIDE_BY_SIDE_MIN_RATINGS) == 2
-    assert default_jobs(three, SIDE_BY_SIDE_MIN_RATINGS - 1) == 1
+    four = RunConfig()   # the built-in families
+    assert default_jobs(four, SIDE_BY_SIDE_MIN_RATINGS) == 2
+    assert default_jobs(four, SIDE_BY_SIDE_MIN_RATINGS - 1) == 1
     assert default_jobs(RunConfig(models=("mf",)), 10 * SIDE_BY_SIDE_MIN_RATINGS) == 1
-    assert default_jobs(dataclasses.replace(three, device="cuda"), 10 * SIDE_BY_SIDE_MIN_RATINGS) == 1
+    assert default_jobs(dataclasses.replace(four, device="cuda"), 10 * SIDE_BY_SIDE_MIN_RATINGS) == 1
     monkeypatch.setattr(workers, "available_cpus", lambda: 16)
-    assert default_jobs(three, SIDE_BY_SIDE_MIN_RATINGS) == 3
+    assert default_jobs(four, SIDE_BY_SIDE_MIN_RATINGS) == 4
 
 
 def test_models_trained_side_by_side_in_workers_equal_those_trained_one_after_another(dataset):

@@ -90,8 +90,10 @@ class Family(ABC):
     """Embedding attributes indexed by user whose rows the penalty covers."""
     item_tables: ClassVar[tuple[str, ...]] = ()
     """Embedding attributes indexed by item whose rows the penalty covers."""
-    bias_tables: ClassVar[tuple[str, str]] = ("user_bias", "item_bias")
+    bias_tables: ClassVar[tuple[str, ...]] = ("user_bias", "item_bias")
     """The user and item bias embeddings, penalised by ``TrainingConfig.bias_decay``."""
+    closed_form: ClassVar[bool] = False
+    """Whether the family is solved (``choose`` then ``solve``) instead of trained by epochs."""
 
     # -- configuration -------------------------------------------------------------------------
     def default_config(self) -> Any:
@@ -110,6 +112,10 @@ class Family(ABC):
         """Latest rated items per user the model reads (0: none)."""
         return 0
 
+    def catalogue_limit(self, config: Any) -> int | None:
+        """The largest catalogue (items) the family accepts; None: no limit."""
+        return None
+
     def trained_config(self, config: Any, model: nn.Module) -> Any:
         """The config that builds a module of ``model``'s shape: ``config``, with whatever the fit
         changed (a ``cut`` rank) written into it."""
@@ -124,6 +130,15 @@ class Family(ABC):
         """A new module: ``model`` with its rating factors cut to their ``rank`` leading directions;
         only for a family whose ``rank`` is not None."""
         raise TypeError(f"model '{self.name}' has no rank to cut (its family's rank() is None)")
+
+    # -- closed form (``closed_form`` families only) ----------------------------------------------
+    def choose(self, config: Any, fit: Interactions, validation: Interactions, n_users: int, n_items: int) -> Any:
+        """``config`` with its settings chosen by fitting on ``fit`` and scoring ``validation``."""
+        raise TypeError(f"model '{self.name}' is trained by epochs, not solved (its closed_form is False)")
+
+    def solve(self, config: Any, ratings: Interactions, n_users: int, n_items: int) -> nn.Module:
+        """The module fitted to ``ratings`` in closed form with ``config``'s chosen settings."""
+        raise TypeError(f"model '{self.name}' is trained by epochs, not solved (its closed_form is False)")
 
     # -- the network ---------------------------------------------------------------------------
     @abstractmethod
@@ -225,15 +240,15 @@ class RatedGraph(nn.Module):
 
 
 class RankingGraph(nn.Module):
-    """An all-items core cut down to its ranking head, ``users [B] -> logit [B, n_items]``: what a
-    top-N-only run needs, with no rating arithmetic per pair."""
+    """An all-items core cut down to its ranking head, ``(*ranking inputs) -> logit [B, n_items]``:
+    what a top-N-only run needs, with no rating arithmetic per pair."""
 
     def __init__(self, core: nn.Module) -> None:
         super().__init__()
         self.core = core
 
-    def forward(self, users: torch.Tensor) -> torch.Tensor:
-        return self.core.ranking(users)
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return self.core.ranking(*inputs)
 
 
 def init_parameters(model: nn.Module, generator: torch.Generator) -> None:

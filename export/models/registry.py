@@ -14,7 +14,7 @@ from .base import Family
 
 _FAMILIES: dict[str, Family] = {}
 
-BUILT_IN = ("export.models.mf", "export.models.dense", "export.models.lstm")
+BUILT_IN = ("export.models.mf", "export.models.dense", "export.models.lstm", "export.models.item_ae")
 """Modules of the families that ship with the project, in their default order."""
 
 

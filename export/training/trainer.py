@@ -107,6 +107,19 @@ def _test(setup: _Setup, module: torch.nn.Module, context_from: Interactions) ->
     return rating_errors(predicted, test.ratings, scale), prediction_histogram(predicted, test.ratings, scale)
 
 
+def _solve(setup: _Setup) -> tuple[torch.nn.Module, FitResult, Interactions, Any]:
+    """A closed-form family: its settings chosen on the validation ratings, then solved on the
+    training ratings (and the validation ones, unless ``TrainingConfig.refit`` is "none")."""
+    started = time.perf_counter()
+    dataset, family = setup.dataset, setup.family
+    n_users, n_items = dataset.vocab.n_users, dataset.vocab.n_items
+    config = family.choose(setup.config, dataset.train, dataset.validation, n_users, n_items)
+    joined = setup.config.training.refit != "none" and len(dataset.validation)
+    trained_on = dataset.train.concat(dataset.validation) if joined else dataset.train
+    module = family.solve(config, trained_on, n_users, n_items)
+    return module, FitResult(seconds=time.perf_counter() - started), trained_on, config
+
+
 def train_model(name: str, dataset: Dataset, config: RunConfig, seed: int) -> TrainedModel:
     """Fit one family on the training split (early stopping on validation, then the configured
     refit on both, see ``TrainingConfig.refit``) on ``config.device``, and measure it on the test
@@ -117,16 +130,26 @@ def train_model(name: str, dataset: Dataset, config: RunConfig, seed: int) -> Tr
     """
     torch.set_flush_denormal(True)
     setup = _Setup(registry.get(name), config.model_config(name), dataset, torch.device(config.device), seed)
-    module, generator = setup.fresh(dataset.train)
-    objective = Objective(setup.family, dataset.vocab.n_items)
-    validation = _on(setup.device, setup.pair_data(dataset.validation, dataset.train))
-    module, result = fit(module, objective, setup.training_data(dataset.train), validation, setup.config.training,
-                         generator, name)
-    module, trained_on = _refit(setup, module, generator, result, objective)
-    module = module.cpu()
+    if setup.family.closed_form:
+        module, result, trained_on, trained_config = _solve(setup)
+    else:
+        module, result, trained_on = _train(setup)
+        trained_config = setup.family.trained_config(setup.config, module)
     metrics, histogram = _test(setup, module, trained_on)
     reference = f" (untuned reference: {setup.family.untuned_reference_rmse:.2f})" \
         if setup.family.untuned_reference_rmse is not None else ""
     log.info("%s test: RMSE %.4f, MAE %.4f on the rating scale, RMSE %.4f on [0, 1]%s", name,
              metrics["rmse_stars"], metrics["mae_stars"], metrics["rmse_unit"], reference)
-    return TrainedModel(name, module, result, metrics, histogram, setup.family.trained_config(setup.config, module))
+    return TrainedModel(name, module, result, metrics, histogram, trained_config)
+
+
+def _train(setup: _Setup) -> tuple[torch.nn.Module, FitResult, Interactions]:
+    """A family trained by epochs: early stopping on the validation ratings, then the refit."""
+    dataset = setup.dataset
+    module, generator = setup.fresh(dataset.train)
+    objective = Objective(setup.family, dataset.vocab.n_items)
+    validation = _on(setup.device, setup.pair_data(dataset.validation, dataset.train))
+    module, result = fit(module, objective, setup.training_data(dataset.train), validation, setup.config.training,
+                         generator, setup.family.name)
+    module, trained_on = _refit(setup, module, generator, result, objective)
+    return module.cpu(), result, trained_on
