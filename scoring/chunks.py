@@ -70,19 +70,26 @@ def recommendation_columns(bundle: Bundle, scorer: ModelScorer, start: int, stop
     indptr = bundle.seen_indptr[start:stop + 1]
     # The logit chunk is the caller's alone and its seen entries are never read again.
     masked = mask_seen(outputs.logit, indptr - indptr[0], bundle.seen_items[indptr[0]:indptr[-1]], copy=False)
-    candidates, real = top_n(masked, candidates_for(n))
-    rating = np.full(candidates.shape, np.nan, np.float32)
+    first, first_real = top_n(masked, n)
     seconds["top_n"] += time.perf_counter() - t
-    if outputs.rating is not None:
-        rows, columns = np.nonzero(real)
-        rating[rows, columns] = outputs.rating[rows, candidates[rows, columns]]
-    else:   # the best n first; the other candidates only of lists that hold one predicted disliked
+    first_rating = _ratings(bundle, scorer, start, outputs, first, first_real, seconds)
+    # Only lists whose best n hold an item predicted disliked reach past them (the same picks as
+    # ranking 2n candidates for every list, at the cost of n for most).
+    more = np.flatnonzero(needs_more_ratings(first_rating, first_real, bundle.coherence_midpoint, n))
+    k = first.shape[1]
+    width = candidates_for(n) if len(more) else k
+    candidates = np.zeros((len(first), width), np.int64)
+    real = np.zeros(candidates.shape, bool)
+    rating = np.full(candidates.shape, np.nan, np.float32)
+    candidates[:, :k], real[:, :k], rating[:, :k] = first, first_real, first_rating
+    if len(more):
         t = time.perf_counter()
-        first = real & (np.arange(candidates.shape[1]) < n)
-        _rate(bundle, scorer, start, candidates, first, rating)
-        more = needs_more_ratings(rating, real, bundle.coherence_midpoint, n)
-        _rate(bundle, scorer, start, candidates, real & ~first & more[:, None], rating)
-        seconds["onnxruntime_pairs"] += time.perf_counter() - t
+        wider, wider_real = top_n(masked[more], width)
+        seconds["top_n"] += time.perf_counter() - t
+        past = slice(k, wider.shape[1])
+        candidates[more, past], real[more, past] = wider[:, past], wider_real[:, past]
+        rating[more, past] = _ratings(bundle, scorer, start, outputs, wider[:, past], wider_real[:, past], seconds,
+                                      more)
     t = time.perf_counter()
     items, valid, picked = coherent_first(candidates, real, rating, bundle.coherence_midpoint, n)
     rows, ranks = np.nonzero(valid)
@@ -97,15 +104,23 @@ def recommendation_columns(bundle: Bundle, scorer: ModelScorer, start: int, stop
     }
 
 
-def _rate(bundle: Bundle, scorer: ModelScorer, start: int, candidates: np.ndarray, which: np.ndarray,
-          rating: np.ndarray) -> None:
-    """Fill ``rating`` where ``which`` with the pairwise graph's ratings of those candidates."""
-    rows, columns = np.nonzero(which)
-    if not len(rows):
-        return
-    rated = scorer.rate_pairs(start + rows, candidates[rows, columns])
-    check_finite(scorer.model, bundle, "unit_rating", rated.unit_rating, start + rows, candidates[rows, columns])
-    rating[rows, columns] = rated.rating
+def _ratings(bundle: Bundle, scorer: ModelScorer, start: int, outputs: Outputs, candidates: np.ndarray,
+             real: np.ndarray, seconds: dict[str, float], rows: np.ndarray | None = None) -> np.ndarray:
+    """Predicted ratings [R, C] of ``candidates`` (NaN where not ``real``) of the chunk's users
+    ``rows`` (all by default): from ``outputs`` where they hold ratings, else from the pairwise
+    graph (its time added to ``seconds["onnxruntime_pairs"]``)."""
+    rows = np.arange(len(candidates)) if rows is None else rows
+    rating = np.full(candidates.shape, np.nan, np.float32)
+    r, c = np.nonzero(real)
+    if outputs.rating is not None:
+        rating[r, c] = outputs.rating[rows[r], candidates[r, c]]
+    elif len(r):
+        t = time.perf_counter()
+        rated = scorer.rate_pairs(start + rows[r], candidates[r, c])
+        check_finite(scorer.model, bundle, "unit_rating", rated.unit_rating, start + rows[r], candidates[r, c])
+        rating[r, c] = rated.rating
+        seconds["onnxruntime_pairs"] += time.perf_counter() - t
+    return rating
 
 
 class ChunkSink:
