@@ -176,10 +176,8 @@ def choose(config: ItemAEConfig, fit: Interactions, validation: Interactions, n_
     biases = fit_biases(fit.users, fit.items, unit, n_users, n_items, config.bias_l2)
     residuals = unit - biases.of(fit.users, fit.items)
     neighbours = Neighbours.of(fit.users, fit.items, residuals, n_users, n_items)
-    rows = (Ridge.of(fit.users, fit.items, residuals, n_users, n_items, decompose=False),
-            Ridge.of(fit.users, fit.items, np.ones(len(fit)), n_users, n_items, decompose=False))
     held = validation.unit.astype(np.float64) - biases.of(validation.users, validation.items)
-    rmse = {shrink: residual_rmse(*rows, neighbours.weights(shrink), AVERAGE_FLOOR, validation.users,
+    rmse = {shrink: residual_rmse(neighbours, neighbours.weights(shrink), AVERAGE_FLOOR, validation.users,
                                   validation.items, held) for shrink in config.rating_shrink}
     rank_l2 = _best(ndcg, config.rank_l2, larger_is_better=True)
     rating_shrink = _best(rmse, config.rating_shrink, larger_is_better=False)

@@ -94,22 +94,23 @@ class Neighbours:
     """Item x item cosine similarities of the users' residuals (zero where unrated), from which
     the rating weights ``sign(s) s^2`` are formed, each shrunk by how many users rated both."""
 
-    gram: torch.Tensor
-    """``E^T E``, float64 [n_items, n_items]."""
-    common: torch.Tensor
-    """Users who rated both items, float64 [n_items, n_items]."""
+    residuals: Ridge
+    """The residuals' rows ``E`` and Gram matrix ``E^T E``."""
+    rated: Ridge
+    """The rated-item indicators' rows ``M`` and ``M^T M``: the users who rated both items."""
 
     @classmethod
     def of(cls, users: np.ndarray, items: np.ndarray, residuals: np.ndarray, n_users: int,
            n_items: int) -> "Neighbours":
-        return cls(Ridge.of(users, items, residuals, n_users, n_items, decompose=False).gram,
-                   Ridge.of(users, items, np.ones(len(users)), n_users, n_items, decompose=False).gram)
+        return cls(Ridge.of(users, items, residuals, n_users, n_items, decompose=False),
+                   Ridge.of(users, items, np.ones(len(users)), n_users, n_items, decompose=False))
 
     def weights(self, shrink: float) -> torch.Tensor:
         """``sign(s) s^2`` of the cosine ``s`` times ``common / (common + shrink)``, zero diagonal."""
-        norms = torch.diagonal(self.gram).sqrt()
-        cosine = self.gram / (norms[:, None] * norms[None, :]).clamp_min(1e-12)
-        shrunk = cosine * self.common / (self.common + shrink)
+        gram, common = self.residuals.gram, self.rated.gram
+        norms = torch.diagonal(gram).sqrt()
+        cosine = gram / (norms[:, None] * norms[None, :]).clamp_min(1e-12)
+        shrunk = cosine * common / (common + shrink)
         shrunk.fill_diagonal_(0.0)
         return shrunk * shrunk.abs()
 
@@ -147,7 +148,7 @@ def neighbour_average(residual_rows: torch.Tensor, rated_rows: torch.Tensor, wei
     return (residual_rows @ weights) / (floor + rated_rows @ weights.abs())
 
 
-def residual_rmse(residuals: Ridge, rated: Ridge, weights: torch.Tensor, floor: float, users: np.ndarray,
+def residual_rmse(neighbours: Neighbours, weights: torch.Tensor, floor: float, users: np.ndarray,
                   items: np.ndarray, held: np.ndarray) -> float:
     """RMSE of ``neighbour_average`` against the residuals ``held`` of (u, i) pairs: the figure a
     rating shrinkage is chosen by."""
@@ -159,7 +160,8 @@ def residual_rmse(residuals: Ridge, rated: Ridge, weights: torch.Tensor, floor: 
     distinct = np.unique(users)
     for start in range(0, len(distinct), USER_CHUNK):
         chunk = torch.as_tensor(distinct[start:start + USER_CHUNK])
-        rows = (torch.index_select(residuals.rows, 0, chunk).to_dense(), torch.index_select(rated.rows, 0, chunk).to_dense())
+        rows = (torch.index_select(neighbours.residuals.rows, 0, chunk).to_dense(),
+                torch.index_select(neighbours.rated.rows, 0, chunk).to_dense())
         predicted = neighbour_average(*rows, weights, floor).numpy()
         mine = (users >= int(chunk[0])) & (users <= int(chunk[-1]))
         row = np.searchsorted(chunk.numpy(), users[mine])
