@@ -105,6 +105,7 @@ def export_model(trained: TrainedModel, setup: BundleSetup) -> tuple[TorchRefere
         "learning_curve": trained.fit.epochs,
         "refit_curve": trained.fit.refit_epochs,
         "rank_cuts": trained.fit.cuts,
+        "ranking_fit": trained.fit.ranking.to_dict() if trained.fit.ranking is not None else None,
         "histogram": trained.histogram,
         "train_seconds": round(trained.fit.seconds, 3),
         "export_seconds": round(time.perf_counter() - started, 3),

@@ -61,9 +61,15 @@ def top_n(masked: np.ndarray, n: int, block: int = BLOCK) -> tuple[np.ndarray, n
     return columns[picks].astype(np.int64), np.isfinite(values[picks])
 
 
+CANDIDATE_FACTOR = 3
+"""The coherence rule picks each list of N from the best ``CANDIDATE_FACTOR * N`` unseen items by
+logit: wide enough that a list holds an item predicted disliked only where most of its user's
+best-ranked items are (MovieLens 100K: under 2% of listed items, docs/models.md)."""
+
+
 def candidates_for(n: int) -> int:
     """Best unseen items by logit that the coherence rule (``coherent_first``) picks ``n`` from."""
-    return 2 * n
+    return CANDIDATE_FACTOR * n
 
 
 def needs_more_ratings(ratings: np.ndarray, valid: np.ndarray, midpoint: float | None, n: int) -> np.ndarray:

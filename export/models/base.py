@@ -23,6 +23,13 @@ from scoring.feeds import UserContext, build_feeds
 from ..data.dataset import Interactions
 from ..training.config import TrainingConfig
 
+RANKING_PREFIX = "rank_"
+"""A module's attributes whose names start with this are its ranking head's own parameters: the
+rating loss never reads them, and the ranking fit trains them alone."""
+
+RANKING_INITIAL_STD = 0.01
+"""Standard deviation of the ranking head's own embeddings when the ranking fit starts."""
+
 Inputs = tuple[torch.Tensor, ...]
 """A batch of model inputs, in the order the family's module takes them."""
 
@@ -92,6 +99,9 @@ class Family(ABC):
     """Embedding attributes indexed by item whose rows the penalty covers."""
     bias_tables: ClassVar[tuple[str, ...]] = ("user_bias", "item_bias")
     """The user and item bias embeddings, penalised by ``TrainingConfig.bias_decay``."""
+    ranking_fixed: ClassVar[tuple[str, ...]] = ()
+    """Ranking parameters the ranking fit leaves as ``restart_ranking`` sets them (the rating fit's
+    joint loss still trains them, as a regulariser)."""
     closed_form: ClassVar[bool] = False
     """Whether the family is solved (``choose`` then ``solve``) instead of trained by epochs."""
 
@@ -160,6 +170,44 @@ class Family(ABC):
         ranking head between both overrides it; the result must equal this one."""
         unit, logit = self.outputs(model, batch)
         return unit, logit, self.logits(model, self.with_items(batch, sampled))
+
+    def ranking_factors(self, model: nn.Module,
+                        users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        """The ranking head as a product, ``logit = user [B, D] @ items [n_items, D]^T + offsets
+        [n_items]``, from the module's ``ranking_user(users)`` and ``ranking_items()``, differentiable
+        in the head's own parameters (``ranking_parameters``); None where the module has no such
+        methods, and then no ranking fit (``export.training.ranking_fit``)."""
+        if not (hasattr(model, "ranking_user") and hasattr(model, "ranking_items")):
+            return None
+        return model.ranking_user(users), *model.ranking_items()
+
+    def ranking_parameters(self, model: nn.Module) -> dict[str, nn.Parameter]:
+        """The ranking head's own parameters: the module's attributes named ``RANKING_PREFIX``...
+        (tables, layers and scales)."""
+        return {name: p for name, p in model.named_parameters() if name.startswith(RANKING_PREFIX)}
+
+    def ranking_fit_parameters(self, model: nn.Module) -> dict[str, nn.Parameter]:
+        """The parameters the ranking fit trains: ``ranking_parameters`` less ``ranking_fixed``."""
+        return {k: v for k, v in self.ranking_parameters(model).items() if k not in self.ranking_fixed}
+
+    @torch.no_grad()
+    def restart_ranking(self, model: nn.Module, generator: torch.Generator) -> None:
+        """The head as the ranking fit starts it: its own embeddings drawn N(0, ``RANKING_INITIAL_STD``)
+        (one-column tables, the item offsets, zero), its maps over the rating representation
+        neutral: scales one, linear maps zero."""
+        for name, p in self.ranking_parameters(model).items():
+            owner = model.get_submodule(name.rpartition(".")[0]) if "." in name else None
+            if isinstance(owner, nn.Embedding):
+                if owner.embedding_dim == 1:
+                    p.zero_()
+                else:
+                    p.normal_(0.0, RANKING_INITIAL_STD, generator=generator)
+                if owner.padding_idx is not None:
+                    p[owner.padding_idx].zero_()
+            elif owner is None:   # a scale of the module's own
+                p.fill_(1.0)
+            else:
+                p.zero_()
 
     def predict(self, model: nn.Module, batch: Inputs) -> torch.Tensor:
         """``unit_rating`` [B] of a batch."""

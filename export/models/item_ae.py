@@ -21,6 +21,7 @@ from contract.errors import ConfigError
 
 from ..data.dataset import Interactions
 from ..training.closed_form import Neighbours, Ridge, fit_biases, ndcg_at, residual_rmse
+from ..training.ranking_metric import RELEVANT_MIN
 from ..training.config import TrainingConfig
 from .base import Family
 from .registry import register
@@ -50,7 +51,7 @@ class ItemAEConfig:
     the users who rated both); the one with the best validation RMSE is kept."""
     bias_l2: float = 5.0
     """Pseudo-ratings each user and item bias is shrunk by."""
-    relevant_min: float = 0.75
+    relevant_min: float = RELEVANT_MIN
     """Validation ratings on [0, 1] at or above this count as relevant when ``rank_l2`` is chosen
     (4 stars on 1-5, as ``make evaluate``)."""
     max_items: int = 5_000

@@ -156,6 +156,18 @@ class SequenceLSTM(nn.Module):
         """The ranking head alone, no LSTM: logit [B] of ``items`` [B] for ``users`` [B]."""
         return self._logit(users, items, self.user_embedding(users), self.affinity_item_embedding(items))
 
+    def ranking_user(self, users: torch.Tensor) -> torch.Tensor:
+        """The users' side of the ranking head, ``[user * s, r_u]`` [B, user_dim + rank_dim], the
+        user read detached."""
+        return torch.cat([self.user_embedding(users).detach() * self.rank_scale, self.rank_user_embedding(users)], 1)
+
+    def ranking_items(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The items' side of the ranking head, ``[a, t]`` [n_items, user_dim + rank_dim] (no
+        padding row), and its offsets ``c`` [n_items]: the logit is ``ranking_user(u) @ [a, t]^T + c``."""
+        n_items = self.padding_index
+        return (torch.cat([self.affinity_item_embedding.weight[:n_items].detach(),
+                           self.rank_item_embedding.weight[:n_items]], 1), self.rank_item_bias.weight[:n_items, 0])
+
     def _logit(self, users: torch.Tensor, items: torch.Tensor, user: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
         """``user`` shaped to broadcast against ``factors``. The head reads the rating factors as
         they are (detached): its loss trains its own parameters, never what the ratings rely on."""
@@ -197,11 +209,11 @@ class AllItemsLSTM(nn.Module):
             self.register_buffer("hidden_weight", w_hh.T.contiguous())        # [H, 4H]
             self.register_buffer("head_weight", model.output.weight.contiguous())    # [1, H]
             self.register_buffer("item_factors", model.affinity_item_embedding.weight[:n_items].contiguous())
-            self.register_buffer("rank_items", torch.cat([self.item_factors, model.rank_item_embedding.weight[:n_items]],
-                                                         dim=1).contiguous())
+            rank_items, rank_offsets = model.ranking_items()
+            self.register_buffer("rank_items", rank_items.contiguous())
+            self.register_buffer("rank_offset", rank_offsets.contiguous())
             self.register_buffer("item_offset", (model.item_bias.weight[:n_items, 0]
                                                  + model.output.bias).contiguous())
-            self.register_buffer("rank_offset", model.rank_item_bias.weight[:n_items, 0].contiguous())
 
     def forward(self, users: torch.Tensor, history_items: torch.Tensor,
                 history_ratings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -223,9 +235,7 @@ class AllItemsLSTM(nn.Module):
 
     def ranking(self, users: torch.Tensor) -> torch.Tensor:
         """``[user * s, r] @ [a, t]^T + c``: no history needed."""
-        m = self.model
-        rank_user = torch.cat([m.user_embedding(users) * m.rank_scale, m.rank_user_embedding(users)], dim=1)
-        return rank_user @ self.rank_items.T + self.rank_offset
+        return self.model.ranking_user(users) @ self.rank_items.T + self.rank_offset
 
 
 class LastStep(nn.Module):

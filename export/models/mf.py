@@ -70,6 +70,17 @@ class BiasedMF(nn.Module):
         """The ranking head alone: logit [B]."""
         return self._logit(users, items, self.user_embedding(users) * self.item_embedding(items))
 
+    def ranking_user(self, users: torch.Tensor) -> torch.Tensor:
+        """The users' side of the ranking head, ``[p_u * s, r_u]`` [B, dim + rank_dim], the rating
+        factors read detached."""
+        return torch.cat([self.user_embedding(users).detach() * self.rank_scale, self.rank_user_embedding(users)], 1)
+
+    def ranking_items(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The items' side of the ranking head, ``[q, t]`` [n_items, dim + rank_dim], and its
+        offsets ``c`` [n_items]: the logit is ``ranking_user(u) @ [q, t]^T + c``."""
+        return (torch.cat([self.item_embedding.weight.detach(), self.rank_item_embedding.weight], 1),
+                self.rank_item_bias.weight[:, 0])
+
     def _rating(self, users: torch.Tensor, items: torch.Tensor, pq: torch.Tensor) -> torch.Tensor:
         return self.global_mean + self.user_bias(users)[:, 0] + self.item_bias(items)[:, 0] + pq.sum(-1)
 
@@ -90,8 +101,9 @@ class AllItemsMF(nn.Module):
         super().__init__()
         self.model = model
         with torch.no_grad():
-            self.register_buffer("rank_items", torch.cat([model.item_embedding.weight,
-                                                          model.rank_item_embedding.weight], dim=1).contiguous())
+            items, offsets = model.ranking_items()
+            self.register_buffer("rank_items", items.contiguous())
+            self.register_buffer("rank_offsets", offsets.contiguous())
 
     def forward(self, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         m = self.model
@@ -101,9 +113,7 @@ class AllItemsMF(nn.Module):
 
     def ranking(self, users: torch.Tensor) -> torch.Tensor:
         """Both ranking products in one: ``[p * s, r] @ [q, t]^T + c``."""
-        m = self.model
-        rank_user = torch.cat([m.user_embedding(users) * m.rank_scale, m.rank_user_embedding(users)], dim=1)
-        return rank_user @ self.rank_items.T + m.rank_item_bias.weight[:, 0]
+        return self.model.ranking_user(users) @ self.rank_items.T + self.rank_offsets
 
 
 @torch.no_grad()

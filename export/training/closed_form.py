@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .ranking_metric import ndcg_of
+
 USER_CHUNK = 1024
 """Users scored at a time when a validation figure needs their rows of ``X B``."""
 
@@ -117,28 +119,8 @@ class Neighbours:
 
 def ndcg_at(ridge: Ridge, weights: torch.Tensor, seen: tuple[np.ndarray, np.ndarray],
             relevant: tuple[np.ndarray, np.ndarray], n_items: int, k: int = 10) -> float:
-    """Mean NDCG@k over the users of ``relevant`` (user, item index pairs), their ``seen`` (user,
-    item) pairs left out of the lists: the figure a ranking penalty is chosen by."""
-    users = np.unique(relevant[0])
-    if not len(users):
-        return float("nan")
-    position = np.full(int(users.max()) + 1, -1)
-    position[users] = np.arange(len(users))
-    truth = np.zeros((len(users), n_items), bool)
-    truth[position[relevant[0]], relevant[1]] = True
-    discounts = 1.0 / np.log2(np.arange(2, k + 2))
-    total = 0.0
-    seen_users, seen_items = seen
-    for chunk, scores in ridge.scores(weights, users):
-        rows = position[chunk]
-        mine = np.isin(seen_users, chunk)
-        scores[position[seen_users[mine]] - rows[0], seen_items[mine]] = -np.inf
-        top = np.argpartition(-scores, min(k, n_items - 1), axis=1)[:, :k]
-        top = np.take_along_axis(top, np.argsort(-np.take_along_axis(scores, top, 1), axis=1, kind="stable"), 1)
-        hits = np.take_along_axis(truth[rows], top, 1)
-        ideal = np.cumsum(discounts)[np.minimum(truth[rows].sum(1), k) - 1]
-        total += float(((hits * discounts[:hits.shape[1]]).sum(1) / ideal).sum())
-    return total / len(users)
+    """``ranking_metric.ndcg_of`` the lists ``X B`` makes: the figure a ranking penalty is chosen by."""
+    return ndcg_of(lambda users: ridge.scores(weights, users), seen, relevant, n_items, k)
 
 
 def neighbour_average(residual_rows: torch.Tensor, rated_rows: torch.Tensor, weights: torch.Tensor,

@@ -28,10 +28,10 @@ class TrainingConfig:
     weight_decay: float = 0.0
     """Adam weight decay on the dense layers' weights (scaled down for large sets: ``reference_ratings``)."""
     rank_weight: float = 0.5
-    """Weight of the ranking head's loss, added to the rating MSE: a softmax cross-entropy of each
+    """Weight of the joint ranking loss, added to the rating MSE: a softmax cross-entropy of each
     rated pair's logit against those of ``rank_negatives`` uniformly sampled items (the rated item
-    is the one to pick). Where the head reads the rating representation detached it changes the
-    ranking only, not the ratings."""
+    is the one to pick). It gives the ranking fit (``rank_fit_patience``) a head to beat, and where
+    the head reads the rating representation undetached (the dense net) it regularises the rating."""
     rank_negatives: int = 8
     """Sampled items each rated item competes with in the ranking loss: more approach a softmax
     over the whole catalogue (a top-N objective) at a cost of one ranking-head lookup each."""
@@ -39,6 +39,20 @@ class TrainingConfig:
     """Smallest rating on [0, 1] whose pair the ranking loss learns to rank first (0.5: the
     scale's midpoint): the lists then hold what users rate highly, not what they rate at all, so
     that they do not recommend what the same model predicts they will dislike. 0: every rating."""
+    rank_fit_patience: int = 3
+    """The ranking fit (``ranking_fit``): after the rating fit, the ranking head's own parameters
+    are trained alone by a softmax over the catalogue, each rated item weighted by its rating on
+    [0, 1], until this many epochs bring no better validation NDCG@10; 0: no ranking fit (the
+    head as the joint loss above left it)."""
+    rank_learning_rate: float = 3e-3
+    """Adam step size of the ranking fit at ``reference_batch`` (square-root rule above it)."""
+    rank_decay: float = 1e-4
+    """L2 penalty of the ranking fit on each batch's user vectors and rated items' vectors."""
+    rank_candidates: int = 2048
+    """The ranking fit's softmax runs over the whole catalogue up to this many items; over a
+    larger one, over this many items drawn uniformly for each batch, plus each rating's own item."""
+    rank_validation_users: int = 2000
+    """At most this many validation users (a seeded sample) measure the ranking fit's NDCG@10."""
     batch_size: int | None = None
     """Ratings per mini-batch; None: ``batch_size_for`` the training set (1,024 up to about 128K
     training ratings, larger for larger sets)."""
@@ -140,12 +154,15 @@ class TrainingConfig:
             raise ConfigError(f"training rank_cut_min_gain: expected a number in [0, 1), got {self.rank_cut_min_gain!r}")
         if not 0 <= self.min_improvement < 1:
             raise ConfigError(f"training min_improvement: expected a number in [0, 1), got {self.min_improvement!r}")
+        for name in ("rank_candidates", "rank_validation_users", "rank_learning_rate"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"training {name}: expected a positive number, got {getattr(self, name)!r}")
         if self.rank_negatives < 1:
             raise ConfigError(f"training rank_negatives: expected a positive integer, got {self.rank_negatives!r}")
         if not 0 <= self.rank_positive_min <= 1:
             raise ConfigError(f"training rank_positive_min: expected a number in [0, 1], got {self.rank_positive_min!r}")
         for name in ("embedding_decay", "bias_decay", "weight_decay", "rank_weight", "continue_epochs", "time_budget_s",
-                     "decay_steps", "plateau_step_floor"):
+                     "decay_steps", "plateau_step_floor", "rank_fit_patience", "rank_decay"):
             if getattr(self, name) is not None and getattr(self, name) < 0:
                 raise ConfigError(f"training {name}: expected a number >= 0, got {getattr(self, name)!r}")
 

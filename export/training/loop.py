@@ -17,6 +17,7 @@ from .epoch import Objective, curve_entry, optimizer_for, train_epoch
 from .heap import keep_heap_resident, release_free_memory
 from .penalty import penalty_terms
 from .rank_cut import cut_within
+from .ranking_fit import RankingFitResult
 from .validation import validation_rmse
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,8 @@ class FitResult:
     """Each cut of the rating factors (``TrainingConfig.rank_cut``): the epoch whose weights were
     cut (``after_epoch``) and the last epoch run before it (``at_epoch``: later at a plateau), the
     ranks from and to, and the validation RMSE before and after."""
+    ranking: RankingFitResult | None = None
+    """The ranking fit after it; None where there was none."""
     offered_epoch: int = 0
     """The last epoch whose weights were offered to the rank cut. Each epoch's are offered once: a
     cut's validation RMSE is the bar the next cut is held to, so cutting the same weights again

@@ -9,13 +9,14 @@ from typing import Any
 
 import torch
 
-from ..config import RunConfig
+from ..config import RunConfig, child_seed
 from ..data.dataset import Dataset, Interactions
 from ..data.sequences import user_context
 from ..models import registry
 from ..models.base import Family, Inputs, TrainingRows, init_parameters
 from .epoch import Objective
 from .loop import FitResult, fit, refit
+from .ranking_fit import fit_ranking, fits_ranking, ranking_state, refit_ranking
 from .metrics import prediction_histogram, rating_errors
 from .validation import predict_in_batches
 
@@ -149,7 +150,22 @@ def _train(setup: _Setup) -> tuple[torch.nn.Module, FitResult, Interactions]:
     module, generator = setup.fresh(dataset.train)
     objective = Objective(setup.family, dataset.vocab.n_items)
     validation = _on(setup.device, setup.pair_data(dataset.validation, dataset.train))
-    module, result = fit(module, objective, setup.training_data(dataset.train), validation, setup.config.training,
-                         generator, setup.family.name)
+    training, family = setup.config.training, setup.family
+    module, result = fit(module, objective, setup.training_data(dataset.train), validation, training,
+                         generator, family.name)
+    if not fits_ranking(module, family, training):
+        module, trained_on = _refit(setup, module, generator, result, objective)
+        return module.cpu(), result, trained_on
+    joint_head = ranking_state(module, family)
+    ranking_generator = torch.Generator().manual_seed(child_seed(setup.seed, "ranking"))   # the rating's draws unchanged
+    result.ranking = fit_ranking(module, family, dataset.train, dataset.validation, training, ranking_generator,
+                                 family.name)
+    fitted_head = ranking_state(module, family)
+    module.load_state_dict(joint_head, strict=False)   # a continued refit goes on from the rating fit's module
     module, trained_on = _refit(setup, module, generator, result, objective)
+    if trained_on is dataset.train:   # no refit: the head the ranking fit kept
+        module.load_state_dict(fitted_head, strict=False)
+    else:
+        refit_ranking(module, family, trained_on, result.ranking, training, ranking_generator, family.name)
+    result.seconds += result.ranking.seconds
     return module.cpu(), result, trained_on
