@@ -34,6 +34,9 @@ def top_n(masked: np.ndarray, n: int, block: int = BLOCK) -> tuple[np.ndarray, n
     k = min(n, n_items)
     if rows == 0 or k == 0:
         return np.empty((rows, k), np.int64), np.zeros((rows, k), bool)
+    # Blocks small enough that a row has at least 4k of them: with fewer, the k-th largest block
+    # maximum bounds nothing and every entry would be sorted (30 candidates of 1,682 items).
+    block = max(1, min(block, n_items // (4 * k)))
     full = n_items // block
     blocks = masked[:, :full * block].reshape(rows, full, block)
     maxima = blocks.max(axis=2) if full else np.empty((rows, 0), masked.dtype)
