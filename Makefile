@@ -19,15 +19,15 @@ help:  ## list the targets
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[train,report,test]'
+	$(PY) -m pip install --disable-pip-version-check --progress-bar on -e '.[train,report,test]'
 	touch $(STAMP)
 
 $(EVAL_STAMP): $(STAMP)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[train,report,test,eval]'
+	$(PY) -m pip install --disable-pip-version-check --progress-bar on -e '.[train,report,test,eval]'
 	touch $(EVAL_STAMP)
 
 $(TEST_STAMP): $(STAMP)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[train,report,test,spark]'
+	$(PY) -m pip install --disable-pip-version-check --progress-bar on -e '.[train,report,test,spark]'
 	touch $(TEST_STAMP)
 
 venv: $(STAMP)  ## create .venv and install the project (torch pinned to 2.13.0, CPU)

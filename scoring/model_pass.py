@@ -7,6 +7,7 @@ memory is set by the chunk size, not the catalogue.
 """
 from __future__ import annotations
 
+import logging
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -18,12 +19,15 @@ import numpy as np
 from contract.failpoints import failpoint
 from contract.pairs import user_ranges
 from contract.parity import check_parity
+from contract.progress import Progress
 
 from .bundle import Bundle
 from .chunks import ChunkSink, check_finite
 from .engine import ModelScorer, Outputs, PairCollector
 from .run_manifest import ModelResult
 from .writer import TableWriter
+
+log = logging.getLogger(__name__)
 
 SINK_PAIRS = 65_536
 """Pairs the table-writer thread takes at a time: consecutive onnxruntime chunks are handed over
@@ -113,9 +117,11 @@ def score_span(bundle: Bundle, scorer: ModelScorer, writers: Mapping[str, TableW
     parity = PairCollector(ref.users[inside], ref.items[inside])
     one_pass = _Pass(bundle, scorer, ChunkSink(bundle, settings.top_n, writers, result, scorer), pool, result,
                      parity, stop)
+    progress = Progress(log, f"{model}: scoring", stop - start, "users")
     try:
         for first, last in user_ranges(stop - start, bundle.n_items, settings.pairs_per_call):
             one_pass.chunk(start + first, start + last)
+            progress.update(last)
         one_pass.finish()
         for writer in writers.values():
             writer.close()

@@ -18,10 +18,13 @@ import os
 import shutil
 import signal
 import sys
+import threading
+import time
 import uuid
 import warnings
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +34,7 @@ import pyarrow as pa
 from contract.errors import BundleError, RecJobError, UsageError, VerificationError
 from contract.failpoints import ENVIRONMENT_VARIABLE
 from contract.pairs import user_ranges
+from contract.progress import EVERY_S
 
 from .bundle import Bundle, load_bundle
 from .engine import ModelScorer
@@ -310,7 +314,8 @@ def write_tables(spark: Any, bundle: Bundle, spec: TaskSpec, writer: str = "task
     frame = _spans_frame(spark, task_spans(bundle, spec.settings.pairs_per_call, spark.sparkContext.defaultParallelism))
     spark.sparkContext.setJobGroup(JOB_GROUP, "recommender scoring")
     try:
-        return _run_jobs(spark, bundle, spec, frame, writer)
+        with _progress_lines(spark):
+            return _run_jobs(spark, bundle, spec, frame, writer)
     except RecJobError:
         raise
     except Exception as exc:  # noqa: BLE001 - Py4JJavaError, PySpark's captured exceptions and more
@@ -319,6 +324,31 @@ def write_tables(spark: Any, bundle: Bundle, spec: TaskSpec, writer: str = "task
     finally:
         for archive in staging.glob(f"{SHIPPED_PREFIX}*.zip"):
             archive.unlink()
+
+
+@contextmanager
+def _progress_lines(spark: Any) -> Iterator[None]:
+    """While the scoring jobs run, one line every ``progress.EVERY_S`` seconds: their tasks done of
+    all, from Spark's status tracker."""
+    done = threading.Event()
+    started = time.perf_counter()
+
+    def watch() -> None:
+        tracker = spark.sparkContext.statusTracker()
+        while not done.wait(EVERY_S):
+            stages = [tracker.getStageInfo(stage) for job in tracker.getJobIdsForGroup(JOB_GROUP)
+                      for stage in (getattr(tracker.getJobInfo(job), "stageIds", None) or ())]
+            stages = [stage for stage in stages if stage is not None]
+            log.info("spark: %d of %d tasks done, %.0f s", sum(stage.numCompletedTasks for stage in stages),
+                     sum(stage.numTasks for stage in stages), time.perf_counter() - started)
+
+    watcher = threading.Thread(target=watch, name="spark-progress", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        done.set()
+        watcher.join()
 
 
 def _run_jobs(spark: Any, bundle: Bundle, spec: TaskSpec, frame: Any, writer: str) -> dict[str, ModelResult]:
