@@ -74,7 +74,7 @@ def recommendation_columns(bundle: Bundle, scorer: ModelScorer, start: int, stop
     seconds["top_n"] += time.perf_counter() - t
     first_rating = _ratings(bundle, scorer, start, outputs, first, first_real, seconds)
     # Only lists whose best n hold an item predicted disliked reach past them (the same picks as
-    # ranking 2n candidates for every list, at the cost of n for most).
+    # ranking candidates_for(n) for every list, at the cost of n for most).
     more = np.flatnonzero(needs_more_ratings(first_rating, first_real, bundle.coherence_midpoint, n))
     k = first.shape[1]
     width = candidates_for(n) if len(more) else k
