@@ -64,6 +64,14 @@ def add_scheduler_options(parser: argparse.ArgumentParser) -> None:
                              "(for node_exporter's textfile collector; name it *.prom)")
 
 
+def setup_failure(exc: RecJobError) -> int:
+    """A failure before the options are parsed (an installed family that cannot be loaded): one
+    error line, and its exit status."""
+    configure_logging(False, "text")
+    _report_error(str(exc), exc.exit_code, "text")
+    return exc.exit_code
+
+
 def run_cli(action: Callable[[], list[Sample] | None], verbose: bool = False, *, log_format: str = "text",
             metrics_file: Path | None = None, job: str = "run") -> int:
     """Run ``action``; turn a RecJobError into one error line and its exit status. With a metrics

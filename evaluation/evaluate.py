@@ -22,8 +22,8 @@ import pandas as pd
 import torch
 
 from contract import strict_json
-from contract.cli import run_cli
-from contract.errors import UsageError
+from contract.cli import run_cli, setup_failure
+from contract.errors import RecJobError, UsageError
 from contract.paths import DEFAULT_DATA_DIR, DEFAULT_EVALUATION
 from export.cli import add_training_options, make_config
 from export.config import RunConfig, child_seed
@@ -275,7 +275,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="share of each user's latest ratings held out (default: %(default)s; 0 = skip)")
     parser.add_argument("--data-dir", type=Path, help="an ml-100k folder instead of the download")
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_DATA_DIR, help="download cache (default: %(default)s)")
-    add_training_options(parser)
+    try:
+        add_training_options(parser)   # lists every registered family's options: installed ones load here
+    except RecJobError as exc:
+        return setup_failure(exc)
     parser.add_argument("--no-surprise", action="store_true", help="leave out the Surprise baselines")
     parser.add_argument("--no-peers", action="store_true",
                         help="leave out the top-N peers (EASE, and implicit's ALS, BPR and item-kNN)")

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import torch
 
-from contract.cli import add_scheduler_options, parse_names, run_cli
-from contract.errors import UsageError
+from contract.cli import add_scheduler_options, parse_names, run_cli, setup_failure
+from contract.errors import RecJobError, UsageError
 from contract.metrics import Sample
 from contract.paths import DEFAULT_ARTIFACTS_ROOT, DEFAULT_DATA_DIR, DEFAULT_OUTPUT_ROOT
 from contract.retention import DEFAULT_KEEP
@@ -21,6 +21,7 @@ from .data.loading import DataSource, parse_as_of
 from .data.ratings_file import DUPLICATE_POLICIES, RatingsOptions
 from .data.synthetic import parse_shape
 from .models import registry
+from .models.base import FamilyOption
 from .bundle import PublishPolicy
 from .data_checks import DataCheckOptions
 from .gate import GateOptions, gate_samples
@@ -103,13 +104,21 @@ def add_data_options(parser: argparse.ArgumentParser) -> None:
 
 
 def add_training_options(parser: argparse.ArgumentParser) -> None:
-    """Options shared by the commands that train: seed, models, epochs, LSTM window, jobs."""
+    """Options shared by the commands that train: seed, models, epochs, each family's own, jobs."""
     parser.add_argument("--seed", type=int, default=RunConfig.seed, help="the one seed (default: %(default)s)")
     parser.add_argument("--models", help=f"comma-separated models to train (default: {','.join(registry.names())}; "
                                          "without an order of each user's ratings, those that need one are left out)")
     parser.add_argument("--max-epochs", type=int, help="cap every model's epochs (for quick runs)")
-    parser.add_argument("--window", type=int, help="LSTM sequence length L (default: 10)")
+    for family in registry.registered():
+        for option in family.options:
+            parser.add_argument(option.flag, type=option.type, dest=_option_dest(family.name, option),
+                                metavar=option.field.upper(),
+                                help=f"{option.help} [{family.name}]")
     add_jobs_option(parser)
+
+
+def _option_dest(family: str, option: FamilyOption) -> str:
+    return f"family_{family}_{option.field}"
 
 
 def make_config(args: argparse.Namespace) -> RunConfig:
@@ -120,8 +129,11 @@ def make_config(args: argparse.Namespace) -> RunConfig:
                          f"{torch.__version__}); train with --device cpu")
     models = registry.names() if args.models is None else parse_names("--models", args.models, registry.names())
     config = RunConfig(seed=args.seed, models=models, device=device)
-    if args.window is not None and "lstm" in config.models:
-        config = config.replace_model("lstm", window=args.window)
+    for name in config.models:
+        for option in registry.get(name).options:
+            value = getattr(args, _option_dest(name, option), None)
+            if value is not None:
+                config = config.replace_model(name, **{option.field: value})
     overrides = {"max_epochs": args.max_epochs, "batch_size": getattr(args, "batch_size", None),
                  "time_budget_s": getattr(args, "time_budget", None)}
     for option, value in overrides.items():
@@ -194,7 +206,11 @@ def run(args: argparse.Namespace) -> list[Sample]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        parser = build_parser()   # lists every registered family's options: installed ones load here
+    except RecJobError as exc:
+        return setup_failure(exc)
+    args = parser.parse_args(argv)
     return run_cli(lambda: run(args), args.verbose, log_format=args.log_format, metrics_file=args.metrics_file,
                    job="export")
 

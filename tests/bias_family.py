@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from export.models.base import PairFamily
+from export.models.base import FamilyOption, PairFamily
 from export.training.config import TrainingConfig
 
 
@@ -59,6 +59,7 @@ class AllItemsBiases(nn.Module):
 class BiasFamily(PairFamily):
     name = "bias"
     config_type = BiasConfig
+    options = (FamilyOption("--bias-rank-dim", "rank_dim", int, "size of the ranking factors (default: 4)"),)
     training_cost = 0.5
     user_tables = ("rank_user_embedding",)
     item_tables = ("rank_item_embedding",)

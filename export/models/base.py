@@ -23,6 +23,17 @@ from scoring.feeds import UserContext, build_feeds
 from ..data.dataset import Interactions
 from ..training.config import TrainingConfig
 
+@dataclasses.dataclass(frozen=True)
+class FamilyOption:
+    """A command-line option a family declares: ``flag`` sets its config's ``field`` (parsed as
+    ``type``); the training commands list it in ``--help`` and apply it when the family trains."""
+
+    flag: str
+    field: str
+    type: type
+    help: str
+
+
 RANKING_PREFIX = "rank_"
 """A module's attributes whose names start with this are its ranking head's own parameters: the
 rating loss never reads them, and the ranking fit trains them alone."""
@@ -99,6 +110,8 @@ class Family(ABC):
     """Embedding attributes indexed by item whose rows the penalty covers."""
     bias_tables: ClassVar[tuple[str, ...]] = ("user_bias", "item_bias")
     """The user and item bias embeddings, penalised by ``TrainingConfig.bias_decay``."""
+    options: ClassVar[tuple[FamilyOption, ...]] = ()
+    """Command-line options of the family's own (the LSTM's ``--window``)."""
     ranking_fixed: ClassVar[tuple[str, ...]] = ()
     """Ranking parameters the ranking fit leaves as ``restart_ranking`` sets them (the rating fit's
     joint loss still trains them, as a regulariser)."""

@@ -12,7 +12,7 @@ from contract.errors import ConfigError
 from ..data.dataset import Interactions
 from ..data.sequences import TRAINING_CONTEXTS, Contexts
 from ..training.config import TrainingConfig
-from .base import Family, Inputs
+from .base import Family, FamilyOption, Inputs
 from .registry import register
 
 GATES = ("i", "f", "g", "o")
@@ -283,6 +283,7 @@ class LSTMFamily(Family):
     training_cost = 3.0
     untuned_reference_rmse = 0.43
     needs_order = True
+    options = (FamilyOption("--window", "window", int, "LSTM sequence length L (default: 10)"),)
     pairwise_inputs = ("user", "window_items", "window_ratings")
     all_items_inputs = ("user", "history_items", "history_ratings")
     user_tables = ("user_embedding", "rank_user_embedding")

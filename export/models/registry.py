@@ -1,12 +1,14 @@
 """The registry of model families: the one list of what can be trained, exported and scored.
 
 The built-in families register themselves when this module is imported; another family
-registers with ``register(MyFamily())`` from its own module, and every command then trains,
-exports, checks, scores, verifies and reports it.
+registers with ``register(MyFamily())`` from its own module, or from an installed package's
+entry point in the ``recjob.families`` group (``bias = "bias_plugin:FAMILY"``), and every
+command then trains, exports, checks, scores, verifies and reports it.
 """
 from __future__ import annotations
 
 import importlib
+from importlib.metadata import entry_points
 
 from contract.errors import ConfigError
 
@@ -16,6 +18,11 @@ _FAMILIES: dict[str, Family] = {}
 
 BUILT_IN = ("export.models.mf", "export.models.dense", "export.models.lstm", "export.models.item_ae")
 """Modules of the families that ship with the project, in their default order."""
+
+ENTRY_POINT_GROUP = "recjob.families"
+"""Entry-point group of installed packages' families: each entry names a ``Family`` instance."""
+
+_entry_points_loaded = False
 
 
 def register(family: Family) -> Family:
@@ -54,5 +61,20 @@ def registered() -> tuple[Family, ...]:
 
 
 def _load_built_in() -> None:
+    """The built-in families, then (once a process) those of installed packages' entry points."""
+    global _entry_points_loaded
     for module in BUILT_IN:
         importlib.import_module(module)
+    if _entry_points_loaded:
+        return
+    _entry_points_loaded = True
+    for point in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            family = point.load()
+        except Exception as exc:  # noqa: BLE001 - any import failure of a plugin is reported alike
+            raise ConfigError(f"entry point {point.name} = {point.value!r} ({ENTRY_POINT_GROUP}): could not be "
+                              f"loaded: {exc}") from None
+        if not isinstance(family, Family):
+            raise ConfigError(f"entry point {point.name} = {point.value!r} ({ENTRY_POINT_GROUP}): expected a model "
+                              f"family (an export.models.base.Family instance), got {type(family).__name__}")
+        register(family)
