@@ -3,8 +3,9 @@
 Trains and exports on MovieLens 100K (or a synthetic catalogue of a given shape), then runs
 the scoring job as its own onnxruntime-only process (torch blocked), a few times over, and reads
 its peak RSS; the figures are the median run's, all stage times are kept.
-In the same run it times the alternatives on the same bundle: torch eager pairwise scoring,
-onnxruntime on the pairwise graphs, and a plain GEMM floor for MF.
+In the same run it times the alternatives on the same bundle (torch eager pairwise scoring,
+onnxruntime on the pairwise graphs, a plain GEMM floor for MF), the similar_items table alone,
+and top-N-only runs with and without rules on the lists.
 """
 from __future__ import annotations
 
@@ -28,13 +29,14 @@ from contract.bundle_format import torch_weights_file
 from contract.cli import parse_names, run_cli
 from contract.machine import available_cpus
 from contract.pairs import pair_batches
-from contract.tables import TABLE_NAMES
 from evaluation.torch_models import PAIR_BATCH, load_torch_model, pairwise_batches
 from export.cli import build_parser as export_parser
 from export.cli import run as train_and_export
 from export.models import registry
 from scoring.bundle import Bundle, load_bundle
-from scoring.engine import ModelScorer
+from scoring.sessions import ModelScorer
+from scoring.tables import DEFAULT_TABLES, needs_ratings
+from scoring.tables import names as table_names
 
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parent.parent
@@ -166,6 +168,61 @@ def scoring_figures(bundle: Bundle, args: argparse.Namespace, models: tuple[str,
     }
 
 
+def similar_items_figures(bundle: Bundle, args: argparse.Namespace, models: tuple[str, ...]) -> dict[str, Any]:
+    """The similar_items table alone (``--similar-k`` 20), ``--repeat`` runs: the median run's
+    stage time and each model's time in the table, and the largest peak RSS."""
+    runs = [run_scoring_process(bundle.path, args.work_dir / "output", models, ("similar_items",), args.scoring_args)
+            for _ in range(args.repeat)]
+    stages = [run["manifest"]["seconds"]["total"] for run in runs]
+    median = runs[int(np.argsort(stages)[(len(stages) - 1) // 2])]
+    seconds = median["manifest"]["seconds"]
+    per_model = {m: seconds[m]["similar_items_total"] for m in models}
+    return {"stage_s": seconds["total"], "stage_s_runs": stages, "table_s": sum(per_model.values()),
+            "per_model": per_model, "peak_rss_mb": max(run["peak_rss_mb"] for run in runs),
+            "items": bundle.n_items}
+
+
+RULES_EXCLUDED_SHARE = 0.05
+"""Share of the catalogue the benchmark's ``--exclude-items`` file names (with ids it lacks too)."""
+RULES_CANDIDATE_SHARE = 0.9
+"""Share of the catalogue its ``--candidates`` file names."""
+
+
+def write_rule_files(bundle: Bundle, folder: Path) -> list[str]:
+    """Seeded rule files over ``bundle``'s catalogue, as scoring options."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    rng = np.random.default_rng(0)
+    ids = bundle.item_ids
+    excluded = ids[rng.choice(len(ids), max(1, int(RULES_EXCLUDED_SHARE * len(ids))), replace=False)]
+    candidates = ids[rng.choice(len(ids), int(RULES_CANDIDATE_SHARE * len(ids)), replace=False)]
+    folder.mkdir(parents=True, exist_ok=True)
+    unknown = [f"unknown-{i}" for i in range(10)] if ids.dtype.kind == "U" else list(range(-10, 0))
+    pq.write_table(pa.table({"item_id": excluded.tolist() + unknown}), folder / "exclude.parquet")
+    pq.write_table(pa.table({"item_id": candidates.tolist()}), folder / "candidates.parquet")
+    return ["--exclude-items", str(folder / "exclude.parquet"), "--candidates", str(folder / "candidates.parquet")]
+
+
+def rules_figures(bundle: Bundle, args: argparse.Namespace, models: tuple[str, ...]) -> dict[str, Any]:
+    """What the rules cost a top-N-only run: runs without and with both rule files, alternating,
+    ``--repeat`` of each; the median stage times, and the time spent applying the rules (the
+    recommendations' ``rules`` seconds) as a share of the top-N stage without them."""
+    rules = write_rule_files(bundle, args.work_dir / "rules")
+    without, with_rules = [], []
+    for _ in range(args.repeat):
+        for runs, extra in ((without, []), (with_rules, rules)):
+            runs.append(run_scoring_process(bundle.path, args.work_dir / "output", models, ("recommendations",),
+                                            [*args.scoring_args, *extra])["manifest"])
+    plain = float(np.median([m["seconds"]["total"] for m in without]))
+    ruled = float(np.median([m["seconds"]["total"] for m in with_rules]))
+    applying = float(np.median([sum(m["seconds"][model].get("rules", 0.0) for model in models) for m in with_rules]))
+    return {"stage_s_without": plain, "stage_s_with": ruled, "ratio": ruled / plain,
+            "stage_s_runs_without": [m["seconds"]["total"] for m in without],
+            "stage_s_runs_with": [m["seconds"]["total"] for m in with_rules],
+            "rules_s": applying, "rules_share_of_topn_stage": applying / plain,
+            "eligible_items": with_rules[0]["rules"]["eligible_items"], "items": bundle.n_items}
+
+
 def comparisons(bundle: Bundle, args: argparse.Namespace, models: tuple[str, ...], tables: tuple[str, ...],
                 scoring: dict[str, Any]) -> dict[str, Any]:
     """The alternatives on the same bundle: torch eager and onnxruntime pairwise, and MF's GEMM floor."""
@@ -183,7 +240,7 @@ def comparisons(bundle: Bundle, args: argparse.Namespace, models: tuple[str, ...
         }
     # MF's ranking is (p * s) @ Q^T + R @ T^T: a top-N-only run needs those two products for every
     # pair; a run with predictions also needs the rating's P @ Q^T.
-    factors = ("", "rank_") if "predictions" not in tables else ("", "", "rank_")
+    factors = ("", "", "rank_") if needs_ratings(tables) else ("", "rank_")
     out["gemm_floor_mf_s"] = gemm_floor_seconds(bundle, factors) if "mf" in models else None
     out["scoring_stage_speedup_vs_eager"] = sum(out[m]["torch_eager_pairwise_s"] for m in models) / scoring["stage_s"]
     return out
@@ -208,7 +265,7 @@ def training_figures(manifest: dict[str, Any], models: tuple[str, ...]) -> dict[
 
 def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     requested = parse_names("--models", args.models, registry.names()) if args.models else None
-    tables = parse_names("--tables", args.tables, TABLE_NAMES)
+    tables = parse_names("--tables", args.tables, table_names())
     bundle_path, train_wall = train_bundle(args, requested)
     training_peak_mb = training_peak_rss_mb()
     bundle = load_bundle(bundle_path, list(requested) if requested else None)
@@ -229,6 +286,10 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     if not args.training_only:
         results["scoring"] = scoring_figures(bundle, args, models, tables)
         results["comparisons"] = comparisons(bundle, args, models, tables, results["scoring"])
+        if not args.no_table_figures:
+            similar_models = tuple(m for m in models if bundle.graphs(m).has("item_vectors"))
+            results["similar_items"] = similar_items_figures(bundle, args, similar_models)
+            results["rules"] = rules_figures(bundle, args, models)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
     print_table(results, models)
@@ -255,6 +316,8 @@ def print_table(r: dict[str, Any], models: tuple[str, ...]) -> None:
     print(f"train + export (wall): {r['train_and_export_wall_s']:.1f} s (training on {device})")
     if "scoring" in r:
         print_scoring(r, models)
+    if "similar_items" in r:
+        print_tables(r)
     print_training(r, models)
 
 
@@ -280,6 +343,16 @@ def print_scoring(r: dict[str, Any], models: tuple[str, ...]) -> None:
     print(f"whole scoring stage vs torch eager pairwise: {c['scoring_stage_speedup_vs_eager']:.0f}x faster")
 
 
+def print_tables(r: dict[str, Any]) -> None:
+    s, q = r["similar_items"], r["rules"]
+    print(f"similar_items ({s['items']:,} items, top 20, models {', '.join(s['per_model'])}): the table "
+          f"{s['table_s']:.3f} s of a {s['stage_s']:.3f} s stage (runs {', '.join(f'{t:.3f}' for t in s['stage_s_runs'])} s), "
+          f"per model {', '.join(f'{m} {t:.3f} s' for m, t in s['per_model'].items())}; peak RSS {s['peak_rss_mb']:.0f} MB")
+    print(f"rules ({q['eligible_items']:,} of {q['items']:,} items eligible), top-N-only runs: stage "
+          f"{q['stage_s_with']:.3f} s with them, {q['stage_s_without']:.3f} s without ({q['ratio']:.3f}x, medians); "
+          f"applying them took {q['rules_s'] * 1e3:.1f} ms, {100 * q['rules_share_of_topn_stage']:.2f}% of the top-N stage")
+
+
 def print_training(r: dict[str, Any], models: tuple[str, ...]) -> None:
     floor = r.get("floor_rmse_stars")
     how = "one model at a time" if r["jobs"] == 1 else f"{r['jobs']} models at a time"
@@ -301,12 +374,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--synthetic", metavar="SHAPE",
                         help="USERS,ITEMS,RATINGS or ml-1m, ml-20m, ml-25m (default: MovieLens 100K itself)")
     parser.add_argument("--models", help="models (default: every registered family the data allows)")
-    parser.add_argument("--tables", default=",".join(TABLE_NAMES), help="tables to write (default: %(default)s)")
+    parser.add_argument("--tables", default=",".join(DEFAULT_TABLES), help="tables to write (default: %(default)s)")
     parser.add_argument("--time-budget", type=float, help="training seconds per model (large shapes)")
     parser.add_argument("--max-epochs", type=int, help="cap every model's epochs")
     parser.add_argument("--batch-size", type=int, help="training mini-batch size (large shapes)")
     parser.add_argument("--jobs", type=int, default=1,
                         help="models trained at once (default: %(default)s, one at a time on every core)")
+    parser.add_argument("--no-table-figures", action="store_true",
+                        help="leave out the similar_items table's runs and the rules' runs")
     parser.add_argument("--training-only", action="store_true",
                         help="train, export and report training figures; no scoring runs (the largest shapes)")
     parser.add_argument("--force-train", action="store_true", help="retrain even if the bundle is up to date")

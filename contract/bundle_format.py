@@ -42,13 +42,21 @@ PAIR_OUTPUTS = (UNIT_RATING, RATING, LOGIT)
 """Outputs of the pairwise and all-items graphs."""
 RANKING_OUTPUTS = (LOGIT,)
 """Outputs of the ranking graphs."""
+ITEM_VECTOR = "item_vector"
+"""Graph output: an item's representation in the model, scaled to unit length, so that the dot
+product of two is their cosine similarity (the ``similar_items`` table)."""
 
 GRAPH_KINDS = ("pairwise", "all_items", "ranking")
 """Every model has one graph of each kind: ``pairwise`` rates one (user, item) pair per row, as
 the model was trained; ``all_items`` rates and ranks every item for a batch of users,
 ``[B] -> [B, n_items]``; ``ranking`` is the ``logit`` output of ``all_items`` alone."""
 
-GRAPH_OUTPUTS = {"pairwise": PAIR_OUTPUTS, "all_items": PAIR_OUTPUTS, "ranking": RANKING_OUTPUTS}
+OPTIONAL_GRAPH_KINDS = ("item_vectors",)
+"""Graphs a model has where its family defines them: ``item_vectors``, ``[B] item -> [B, D]``
+unit-length ``item_vector`` (``Family.item_vectors``)."""
+
+GRAPH_OUTPUTS = {"pairwise": PAIR_OUTPUTS, "all_items": PAIR_OUTPUTS, "ranking": RANKING_OUTPUTS,
+                 "item_vectors": (ITEM_VECTOR,)}
 
 FEEDS: dict[str, str] = {
     "user": "tensor(int64)",
@@ -73,8 +81,7 @@ logits are allowed ``PARITY_TOLERANCE * max(1, |torch logit|)`` (see ``contract.
 
 def graph_file(model: str, kind: str) -> str:
     """File name of one of a model's ONNX graphs."""
-    return {"pairwise": f"{model}.onnx", "all_items": f"{model}.all_items.onnx",
-            "ranking": f"{model}.ranking.onnx"}[kind]
+    return f"{model}.onnx" if kind == "pairwise" else f"{model}.{kind}.onnx"
 
 
 def torch_weights_file(model: str) -> str:
@@ -92,11 +99,12 @@ def pair_windows(latest_items: np.ndarray, latest_ratings: np.ndarray, users: np
 
 @dataclass(frozen=True)
 class ModelGraphs:
-    """One model's three graphs: where they are, what each takes, and how much user context."""
+    """One model's graphs: where they are, what each takes, and how much user context."""
 
     model: str
     paths: dict[str, Path]
-    """Graph file by kind (``GRAPH_KINDS``)."""
+    """Graph file by kind: every one of ``GRAPH_KINDS``, and those of ``OPTIONAL_GRAPH_KINDS`` the
+    model has."""
     inputs: dict[str, tuple[str, ...]]
     """Input names (feeds) by graph kind."""
     context_length: int
@@ -105,14 +113,19 @@ class ModelGraphs:
     @classmethod
     def in_folder(cls, folder: Path, model: str, inputs: dict[str, tuple[str, ...]],
                   context_length: int) -> "ModelGraphs":
-        return cls(model, {kind: folder / graph_file(model, kind) for kind in GRAPH_KINDS},
-                   {kind: tuple(inputs[kind]) for kind in GRAPH_KINDS}, int(context_length))
+        """The graphs of the kinds ``inputs`` names (each of ``GRAPH_KINDS`` and any optional ones)."""
+        return cls(model, {kind: folder / graph_file(model, kind) for kind in inputs},
+                   {kind: tuple(names) for kind, names in inputs.items()}, int(context_length))
+
+    def has(self, kind: str) -> bool:
+        """Whether the model has a graph of this kind."""
+        return kind in self.paths
 
     def manifest_entry(self) -> dict[str, Any]:
         """What the bundle manifest records of the graphs (file names relative to the bundle)."""
         return {"context_length": self.context_length,
                 "graphs": {kind: {"file": self.paths[kind].name, "inputs": list(self.inputs[kind]),
-                                  "outputs": list(GRAPH_OUTPUTS[kind])} for kind in GRAPH_KINDS}}
+                                  "outputs": list(GRAPH_OUTPUTS[kind])} for kind in self.paths}}
 
 
 def graph_input_problem(kind: str, inputs: list[str]) -> str | None:
@@ -120,6 +133,8 @@ def graph_input_problem(kind: str, inputs: list[str]) -> str | None:
     unknown = [name for name in inputs if name not in FEEDS]
     if unknown:
         return f"inputs {unknown} are not feeds this code can build ({sorted(FEEDS)})"
+    if kind == "item_vectors":
+        return None if list(inputs) == ["item"] else "an item_vectors graph takes the one input 'item'"
     if kind != "pairwise" and any(name in PAIR_FEEDS for name in inputs):
         return f"a {kind} graph cannot take the per-pair inputs {list(PAIR_FEEDS)}"
     if not inputs:

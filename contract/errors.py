@@ -1,6 +1,8 @@
 """Domain exceptions: one class per failure kind, each carrying a message a user can act on."""
 from __future__ import annotations
 
+from typing import Any
+
 
 class RecJobError(Exception):
     """Base class for every failure the job reports to its user; ``exit_code`` is the CLI status."""
@@ -49,14 +51,14 @@ class ParityError(RecJobError):
     """
 
     def __init__(self, model: str, max_abs_diff: float, tolerance: float,
-                 worst_pair: tuple[int, int], context: str) -> None:
+                 worst_pair: tuple[Any, Any], context: str, keys: str = "(user_id, item_id)") -> None:
         self.model = model
         self.max_abs_diff = max_abs_diff
         self.tolerance = tolerance
         self.worst_pair = worst_pair
         super().__init__(
             f"{context}: model '{model}' differs from the torch reference by {max_abs_diff:.3g} "
-            f"(tolerance {tolerance:g}) at (user_id, item_id) = {worst_pair}"
+            f"(tolerance {tolerance:g}) at {keys} = {worst_pair}"
         )
 
 

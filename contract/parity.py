@@ -38,5 +38,28 @@ def check_parity(model: str, expected: np.ndarray, actual: np.ndarray, users_raw
     worst = int(np.argmax(diff / allowed))
     if diff[worst] > allowed[worst]:
         raise ParityError(model, float(diff[worst]), float(allowed[worst]),
-                          (int(users_raw[worst]), int(items_raw[worst])), context)
+                          (_plain(users_raw[worst]), _plain(items_raw[worst])), context)
     return float(diff.max())
+
+
+def check_vector_parity(model: str, expected: np.ndarray, actual: np.ndarray, items_raw: np.ndarray,
+                        context: str, tolerance: float = PARITY_TOLERANCE) -> float:
+    """Largest |actual - expected| of unit-length item vectors [Q, D]; ParityError naming the item
+    and the dimension of the worst entry beyond ``tolerance``."""
+    if expected.shape != actual.shape:
+        raise ParityError(model, float("inf"), tolerance, (-1, -1), f"{context} (shape {actual.shape} "
+                          f"!= {expected.shape})", keys="(item_id, dimension)")
+    if expected.size == 0:
+        return 0.0
+    diff = np.abs(actual.astype(np.float64) - expected.astype(np.float64))
+    diff[np.isnan(diff)] = np.inf
+    row, column = np.unravel_index(int(np.argmax(diff)), diff.shape)
+    if diff[row, column] > tolerance:
+        raise ParityError(model, float(diff[row, column]), tolerance, (_plain(items_raw[row]), int(column)), context,
+                          keys="(item_id, dimension)")
+    return float(diff.max())
+
+
+def _plain(value: object) -> object:
+    """An id as the message prints it: numpy scalars as Python ones, text as text."""
+    return value.item() if hasattr(value, "item") else value

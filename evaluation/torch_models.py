@@ -11,7 +11,7 @@ from contract.bundle_format import torch_weights_file
 from contract.errors import BundleError
 from contract.pairs import pair_batches
 from export.models import registry
-from export.models.base import Family
+from export.models.base import Family, unit_vectors
 from scoring.bundle import Bundle
 
 PAIR_BATCH = 65_536
@@ -57,3 +57,32 @@ def torch_outputs(bundle: Bundle, name: str) -> tuple[np.ndarray, np.ndarray]:
             unit[flat] = family.predict(module, inputs).numpy()
             logits[flat] = family.logits(module, inputs).numpy()
     return unit.reshape(bundle.n_users, bundle.n_items), logits.reshape(bundle.n_users, bundle.n_items)
+
+
+class TorchModel:
+    """One model's torch outputs for ``make verify`` (``scoring.tables.TorchOutputs``), each
+    computed on first use: every pair's rating and logit, and the unit-length item vectors."""
+
+    def __init__(self, bundle: Bundle, name: str) -> None:
+        self.bundle, self.name = bundle, name
+        self._pairs: tuple[np.ndarray, np.ndarray] | None = None
+
+    def _outputs(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._pairs is None:
+            self._pairs = torch_outputs(self.bundle, self.name)
+        return self._pairs
+
+    @property
+    def unit(self) -> np.ndarray:
+        return self._outputs()[0]
+
+    @property
+    def logits(self) -> np.ndarray:
+        return self._outputs()[1]
+
+    @property
+    def item_vectors(self) -> np.ndarray | None:
+        family = registry.get(self.name)
+        with torch.no_grad():
+            vectors = family.item_vectors(load_torch_model(self.bundle, self.name))
+            return None if vectors is None else unit_vectors(vectors.float()).numpy().astype(np.float32)

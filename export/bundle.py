@@ -30,7 +30,7 @@ from contract.machine import available_cpus
 from contract.publish import (BUNDLE_IN_USE, STAGING_PREFIX, RootLock, new_name, new_staging_dir, prepare_root,
                               publish, remove_stale_staging, resolve_latest)
 from contract.retention import DEFAULT_KEEP, prune, published
-from scoring.bundle import REFERENCE_ARRAYS, load_bundle
+from scoring.bundle import ITEM_REFERENCE_ARRAYS, REFERENCE_ARRAYS, load_bundle
 from scoring.feeds import UserContext, build_feeds
 
 from .config import PARITY_MAX_TEST_PAIRS, RunConfig, child_seed
@@ -62,16 +62,18 @@ class BundleSetup:
 
 
 def export_graphs(trained: TrainedModel, setup: BundleSetup) -> ModelGraphs:
-    """Write the model's three ONNX graphs into the staging folder."""
+    """Write the model's ONNX graphs into the staging folder."""
     family = registry.get(trained.name)
-    graphs = ModelGraphs.in_folder(setup.staging, trained.name, family.graph_inputs(),
+    modules = family.graphs(trained.module, setup.dataset.scale)
+    inputs = family.graph_inputs()
+    graphs = ModelGraphs.in_folder(setup.staging, trained.name, {kind: inputs[kind] for kind in modules},
                                    family.context_length(trained.config))
     context = setup.context.last(graphs.context_length)
     metadata = {"model": trained.name, "bundle_id": setup.bundle_id, "test_metrics": trained.test_metrics}
     users, items = np.arange(2) % setup.dataset.vocab.n_users, np.arange(2) % setup.dataset.vocab.n_items
-    for kind, module in family.graphs(trained.module, setup.dataset.scale).items():
+    for kind, module in modules.items():
         names = graphs.inputs[kind]
-        feeds = build_feeds(names, users, items if kind == "pairwise" else None, context)
+        feeds = build_feeds(names, users, items if kind in ("pairwise", "item_vectors") else None, context)
         example = tuple(torch.as_tensor(feeds[name]) for name in names)
         export_graph(module, example, names, graphs.paths[kind], {**metadata, "graph": kind}, GRAPH_OUTPUTS[kind])
     return graphs
@@ -86,7 +88,7 @@ def export_model(trained: TrainedModel, setup: BundleSetup) -> tuple[TorchRefere
     reference = torch_reference(family, trained.module, setup.context, *setup.pairs, graphs.context_length)
     vocab = setup.dataset.vocab
     raw = (vocab.user_ids[reference.users], vocab.item_ids[reference.items])
-    parity = check_graphs(graphs, setup.context, reference, raw, vocab.n_items)
+    parity = check_graphs(graphs, setup.context, reference, raw, vocab.n_items, vocab.item_ids)
     parity["test_pairs"] = min(len(setup.dataset.test), PARITY_MAX_TEST_PAIRS)
     log.info("%s parity over %d pairs: %s", trained.name, len(reference.users),
              {k: f"{v:.2e}" for k, v in parity.items() if k.endswith("diff")})
@@ -131,7 +133,8 @@ def write_vocabulary_and_context(dataset: Dataset, context: UserContext, staging
 def write_references(references: dict[str, TorchReference], staging: Path) -> None:
     """Torch's outputs at the reference pairs; keys sorted so the file's bytes do not depend on
     the order in which the models finished training."""
-    arrays = {f"{model}_{name}": getattr(ref, name) for model, ref in references.items() for name in REFERENCE_ARRAYS}
+    arrays = {f"{model}_{name}": getattr(ref, name) for model, ref in references.items()
+              for name in (*REFERENCE_ARRAYS, *ITEM_REFERENCE_ARRAYS) if getattr(ref, name) is not None}
     np.savez(staging / layout.REFERENCE, **dict(sorted(arrays.items())))
 
 

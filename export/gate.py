@@ -26,7 +26,7 @@ from contract.errors import GateRefused, TrainingError
 from contract.ids import positions
 from contract.metrics import Sample
 from scoring.bundle import Bundle
-from scoring.engine import ModelScorer
+from scoring.sessions import ModelScorer
 from scoring.topn import mask_seen, top_n
 
 from .data.dataset import Interactions, seen_csr

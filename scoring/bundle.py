@@ -16,18 +16,20 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from contract.bundle_format import (CONTEXT, CONTEXT_ARRAYS, GRAPH_KINDS, ITEMS, MANIFEST, REFERENCE,
-                                    SCHEMA_VERSION, USERS, ModelGraphs, graph_input_problem,
+from contract.bundle_format import (CONTEXT, CONTEXT_ARRAYS, GRAPH_KINDS, ITEMS, MANIFEST, OPTIONAL_GRAPH_KINDS,
+                                    REFERENCE, SCHEMA_VERSION, USERS, ModelGraphs, graph_input_problem,
                                     torch_weights_file)
 from contract.checksums import sha256_file
 from contract.errors import BundleError
 from contract.scale import RatingScale
-from contract.tables import ID_TYPES, table_schema
+from contract.tables import ID_TYPES
 
 from .feeds import UserContext
 
 REFERENCE_ARRAYS = ("users", "items", "unit_ratings", "logits")
 """Per model, in ``REFERENCE`` as ``<model>_<array>``: see ``Reference``."""
+ITEM_REFERENCE_ARRAYS = ("vector_items", "item_vectors")
+"""Per model with an ``item_vectors`` graph, in ``REFERENCE`` as ``<model>_<array>``."""
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,11 @@ class Reference:
     """Torch ratings on the [0, 1] scale, float32 [P]."""
     logits: np.ndarray
     """Torch ranking logits, float32 [P]."""
+    vector_items: np.ndarray | None = None
+    """Item indices, int64 [Q], where torch's item vectors are kept (models with an
+    ``item_vectors`` graph only)."""
+    item_vectors: np.ndarray | None = None
+    """Torch's unit-length item vectors there, float32 [Q, D]."""
 
 
 @dataclass(frozen=True)
@@ -93,10 +100,6 @@ class Bundle:
         """The rating a recommended item's prediction should reach (``topn.coherent_first``)."""
         return self.scale.midpoint
 
-    def table_schema(self, table: str) -> pa.Schema:
-        """The schema of one of the run's tables, its id columns typed as this bundle's ids."""
-        return table_schema(table, self.user_id_array.type, self.item_id_array.type)
-
     def graphs(self, model: str) -> ModelGraphs:
         """The model's graphs as the manifest lists them."""
         return model_graphs(self.path, self.manifest, model)
@@ -118,8 +121,9 @@ def scale_of(manifest: dict[str, Any]) -> RatingScale:
 
 def model_graphs(path: Path, manifest: dict[str, Any], model: str) -> ModelGraphs:
     entry = manifest["models"][model]
-    return ModelGraphs(model, {k: path / entry["graphs"][k]["file"] for k in GRAPH_KINDS},
-                       {k: tuple(entry["graphs"][k]["inputs"]) for k in GRAPH_KINDS}, int(entry["context_length"]))
+    kinds = [k for k in (*GRAPH_KINDS, *OPTIONAL_GRAPH_KINDS) if k in entry["graphs"]]
+    return ModelGraphs(model, {k: path / entry["graphs"][k]["file"] for k in kinds},
+                       {k: tuple(entry["graphs"][k]["inputs"]) for k in kinds}, int(entry["context_length"]))
 
 
 def read_manifest(path: Path) -> dict[str, Any]:
@@ -154,7 +158,7 @@ def _check_model_entry(manifest_path: Path, model: str, entry: Any) -> None:
     where = f"{manifest_path}: model '{model}'"
     if not isinstance(entry, dict) or "graphs" not in entry or "context_length" not in entry:
         raise BundleError(f"{where}: expected 'graphs' and 'context_length' fields")
-    for kind in GRAPH_KINDS:
+    for kind in (*GRAPH_KINDS, *(k for k in OPTIONAL_GRAPH_KINDS if k in entry["graphs"])):
         graph = entry["graphs"].get(kind)
         if not isinstance(graph, dict) or "file" not in graph or not isinstance(graph.get("inputs"), list):
             raise BundleError(f"{where}: graph '{kind}' needs a 'file' and a list of 'inputs'")
@@ -214,7 +218,8 @@ def _references(path: Path, models: list[str]) -> dict[str, Reference]:
         keys = [f"{model}_{name}" for name in REFERENCE_ARRAYS]
         if any(k not in arrays for k in keys):
             raise BundleError(f"{path}: reference outputs for model '{model}' are missing")
-        references[model] = Reference(*(arrays[k] for k in keys))
+        extra = [arrays.get(f"{model}_{name}") for name in ITEM_REFERENCE_ARRAYS]
+        references[model] = Reference(*(arrays[k] for k in keys), *extra)
     return references
 
 

@@ -6,18 +6,21 @@ import json
 import sys
 from pathlib import Path
 
-from contract.cli import add_scheduler_options, run_cli
+from contract.cli import add_scheduler_options, run_cli, setup_failure
+from contract.errors import RecJobError
 from contract.machine import available_cpus
 from contract.paths import DEFAULT_ARTIFACTS_ROOT, DEFAULT_OUTPUT_ROOT
 from contract.metrics import Sample
 from contract.publish import LATEST
 from contract.retention import DEFAULT_KEEP
-from contract.tables import TABLE_NAMES
 
 from .drift import DriftLimits
+from .options import DEFAULT_CHUNK_PAIRS, ENGINES, RANKING_CHUNK_PAIRS, ScoringOptions
 from .run_metrics import run_samples
-from .runner import DEFAULT_CHUNK_PAIRS, ENGINES, RANKING_CHUNK_PAIRS, ScoringOptions, run_scoring
-from .spark_engine import WRITERS, SparkOptions, parse_conf
+from .runner import run_scoring
+from .settings import DEFAULT_SIMILAR_K, DEFAULT_TOP_N
+from .spark_options import WRITERS, SparkOptions, parse_conf
+from .tables import DEFAULT_TABLES, names
 
 
 def _names(text: str) -> tuple[str, ...]:
@@ -28,16 +31,26 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m scoring",
         description="Score every (user, item) pair of a model bundle's catalogue with onnxruntime, "
-                    "write predictions and top-N recommendations as Hive-partitioned Parquet, check "
+                    "write predictions, top-N recommendations and similar items as Hive-partitioned Parquet, check "
                     "the results against the bundle's torch reference, and publish the run "
                     "atomically under OUTPUT_ROOT/<run-id> with OUTPUT_ROOT/latest pointing at it.")
     parser.add_argument("--bundle", type=Path, default=DEFAULT_ARTIFACTS_ROOT / LATEST,
                         help="model bundle directory (default: %(default)s)")
     parser.add_argument("--output-root", type=Path, default=DEFAULT_OUTPUT_ROOT,
                         help="where runs are published (default: %(default)s)")
-    parser.add_argument("--top-n", type=int, default=10, help="recommendations per user (default: %(default)s)")
+    parser.add_argument("--top-n", type=int, default=DEFAULT_TOP_N,
+                        help="recommendations per user (default: %(default)s)")
     parser.add_argument("--models", help="comma-separated models to score (default: every model in the bundle)")
-    parser.add_argument("--tables", default=",".join(TABLE_NAMES), help="tables to write (default: %(default)s)")
+    parser.add_argument("--tables", default=",".join(DEFAULT_TABLES),
+                        help=f"tables to write, of {','.join(names())} (default: %(default)s)")
+    parser.add_argument("--similar-k", type=int, default=DEFAULT_SIMILAR_K,
+                        help="similar items per item in the similar_items table (default: %(default)s)")
+    parser.add_argument("--exclude-items", type=Path, metavar="PATH",
+                        help="Parquet or CSV of item ids (column item_id, or its only column) never recommended "
+                             "nor listed as similar")
+    parser.add_argument("--candidates", type=Path, metavar="PATH",
+                        help="Parquet or CSV of item ids (column item_id, or its only column): recommendations "
+                             "and similar items are drawn from these only")
     parser.add_argument("--chunk-pairs", type=int, default=None,
                         help=f"user-item pairs per onnxruntime call; bounds memory (default: {DEFAULT_CHUNK_PAIRS:,}; "
                              f"{RANKING_CHUNK_PAIRS:,} when only recommendations are written)")
@@ -74,12 +87,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        parser = build_parser()   # lists every registered table: installed ones load here
+    except RecJobError as exc:
+        return setup_failure(exc)
+    args = parser.parse_args(argv)
 
     def action() -> list[Sample]:
         options = ScoringOptions(
             bundle=args.bundle, output_root=args.output_root, top_n=args.top_n,
             models=None if args.models is None else _names(args.models), tables=_names(args.tables),
+            similar_k=args.similar_k, exclude_items=args.exclude_items, candidates=args.candidates,
             chunk_pairs=args.chunk_pairs, threads=args.threads, device=args.device, wait=args.wait,
             report=not args.no_report, engine=args.engine,
             spark=SparkOptions(args.spark_master, parse_conf(args.spark_conf), args.spark_ship_bundle,

@@ -1,18 +1,20 @@
-"""One model's pass over a span of users: onnxruntime chunks, top-N, Parquet parts, parity.
+"""One model's pass over a span of users or items: onnxruntime, each table's rows, Parquet parts,
+parity.
 
-The local engine runs it once per model over every user; each Spark task runs it over the span
-of users it was given. The main thread runs onnxruntime on the next chunk while a worker thread
-selects top-N and writes the chunks before it, handed over in groups of ``SINK_PAIRS``, so
-memory is set by the chunk size, not the catalogue.
+The local engine runs it once per model and unit over every user and item; each Spark task runs
+it over the span it was given. In a users' pass the main thread runs onnxruntime on the next
+chunk while a worker thread builds and writes the tables' rows of the chunks before it, handed
+over in groups of ``SINK_PAIRS``, so memory is set by the chunk size, not the catalogue. A table
+keyed by item (``ITEMS``) writes its span itself (``Table.write_span``).
 """
 from __future__ import annotations
 
 import logging
 import time
 from collections import deque
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from collections.abc import Mapping
-from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -22,10 +24,12 @@ from contract.parity import check_parity
 from contract.progress import Progress
 
 from .bundle import Bundle
-from .chunks import ChunkSink, check_finite
-from .engine import ModelScorer, Outputs, PairCollector
-from .run_manifest import ModelResult
-from .writer import TableWriter
+from .chunks import check_finite
+from .results import ModelResult
+from .sessions import ModelScorer, Outputs, PairCollector
+from .settings import PassSettings
+from .tables import USERS, ItemSpan, Table, UserChunk
+from .writer import PART_FILE, PartitionWriter, TableWriter, provenance
 
 log = logging.getLogger(__name__)
 
@@ -35,13 +39,35 @@ together until they reach this many, so top-N selection and Parquet batches run 
 of users per call instead of paying per-call overhead for a few. Memory stays bounded by this
 and the chunk size."""
 
+Outlets = Mapping[str, tuple[Table, TableWriter]]
+"""The tables a pass writes, by name, each with where its rows go."""
 
-@dataclass(frozen=True)
-class PassSettings:
-    """How a pass walks its users and what its recommendations hold."""
 
-    top_n: int
-    pairs_per_call: int
+def open_outlets(run_dir: Path, tables: tuple[Table, ...], bundle: Bundle, model: str, run_id: str,
+                 part: str = PART_FILE) -> dict[str, tuple[Table, TableWriter]]:
+    """A Parquet part file under ``run_dir`` for each of ``tables`` of ``model``, its footer
+    carrying the run's provenance."""
+    version = bundle.model_version(model)
+    return {t.name: (t, PartitionWriter(run_dir, t.name, model, t.schema(bundle), part=part,
+                                        metadata=provenance(run_id, bundle.bundle_id, model, version, t.name)))
+            for t in tables}
+
+
+class ChunkSink:
+    """Builds and writes each table's rows of users ``[start, stop)`` (on the table-writer thread)."""
+
+    def __init__(self, bundle: Bundle, scorer: ModelScorer, settings: PassSettings, outlets: Outlets,
+                 result: ModelResult) -> None:
+        self.bundle, self.scorer, self.settings, self.outlets, self.result = bundle, scorer, settings, outlets, result
+
+    def __call__(self, start: int, stop: int, outputs: Outputs) -> None:
+        seconds = self.result.seconds
+        chunk = UserChunk(self.bundle, self.scorer, self.settings, start, stop, outputs, seconds)
+        for table, writer in self.outlets.values():
+            # what the table does not time itself (top-N, pairwise ratings) counts as writing
+            before, t = sum(seconds.values()), time.perf_counter()
+            writer.write(table.chunk_rows(chunk))
+            seconds["write"] += time.perf_counter() - t - (sum(seconds.values()) - before)
 
 
 class _Pass:
@@ -98,35 +124,60 @@ def _check_parity(bundle: Bundle, scorer: ModelScorer, parity: PairCollector, in
     ref = bundle.references[scorer.model]
     raw = (bundle.user_ids[parity.users], bundle.item_ids[parity.items])
     context = f"scoring parity against the bundle's torch reference ({bundle.path})"
-    result.parity_max_abs_diff = check_parity(scorer.model, ref.unit_ratings[inside], parity.values["unit_rating"],
-                                              *raw, context)
-    result.parity_logit_max_abs_diff = check_parity(scorer.model, ref.logits[inside], parity.values["logit"], *raw,
-                                                    context + ", logit output", logits=True)
+    result.parity["max_abs_diff"] = check_parity(scorer.model, ref.unit_ratings[inside],
+                                                 parity.values["unit_rating"], *raw, context)
+    result.parity["logit_max_abs_diff"] = check_parity(scorer.model, ref.logits[inside], parity.values["logit"],
+                                                       *raw, context + ", logit output", logits=True)
 
 
-def score_span(bundle: Bundle, scorer: ModelScorer, writers: Mapping[str, TableWriter], settings: PassSettings,
-               pool: ThreadPoolExecutor, users: tuple[int, int] | None = None) -> ModelResult:
+def score_users(bundle: Bundle, scorer: ModelScorer, outlets: Outlets, settings: PassSettings,
+                pool: ThreadPoolExecutor, users: tuple[int, int] | None = None) -> ModelResult:
     """Score users ``[start, stop)`` (all of them by default) with ``scorer``'s model, hand each
-    table's rows to its writer (closed at the end), and check the reference pairs of those users
-    against torch's outputs."""
+    table's rows to its writer, and check the reference pairs of those users against torch's."""
     start, stop = users if users is not None else (0, bundle.n_users)
     model = scorer.model
     result = ModelResult()
     ref = bundle.references[model]
     inside = (ref.users >= start) & (ref.users < stop)
     parity = PairCollector(ref.users[inside], ref.items[inside])
-    one_pass = _Pass(bundle, scorer, ChunkSink(bundle, settings.top_n, writers, result, scorer), pool, result,
-                     parity, stop)
+    one_pass = _Pass(bundle, scorer, ChunkSink(bundle, scorer, settings, outlets, result), pool, result, parity, stop)
     progress = Progress(log, f"{model}: scoring", stop - start, "users")
     try:
         for first, last in user_ranges(stop - start, bundle.n_items, settings.pairs_per_call):
             one_pass.chunk(start + first, start + last)
             progress.update(last)
         one_pass.finish()
-        for writer in writers.values():
-            writer.close()
     finally:
         one_pass.cancel()
-    result.rows = {t: w.rows for t, w in writers.items()}
     _check_parity(bundle, scorer, parity, inside, result)
+    return result
+
+
+def score_items(bundle: Bundle, model: str, outlets: Outlets, settings: PassSettings, threads: int,
+                device: str = "cpu", items: tuple[int, int] | None = None) -> ModelResult:
+    """Each item-keyed table's rows of items ``[start, stop)`` (all by default), its own checks
+    against torch included."""
+    start, stop = items if items is not None else (0, bundle.n_items)
+    result = ModelResult(seconds={})
+    for table, writer in outlets.values():
+        t = time.perf_counter()
+        figures = table.write_span(ItemSpan(bundle, model, settings, start, stop, threads, device), writer)
+        result.parity.update({k: v for k, v in figures.items() if k.endswith("max_abs_diff")})
+        result.seconds.update({k: v for k, v in figures.items() if not k.endswith("max_abs_diff")})
+        result.seconds[f"{table.name}_total"] = time.perf_counter() - t
+    return result
+
+
+def score_span(bundle: Bundle, model: str, unit: str, outlets: Outlets, settings: PassSettings,
+               scorer: Callable[[], ModelScorer], pool: ThreadPoolExecutor, threads: int, device: str = "cpu",
+               span: tuple[int, int] | None = None) -> ModelResult:
+    """One model's tables of one unit over ``span`` (all by default); ``scorer`` opens the model's
+    sessions for a users' pass. The writers are closed at the end."""
+    if unit == USERS:
+        result = score_users(bundle, scorer(), outlets, settings, pool, span)
+    else:
+        result = score_items(bundle, model, outlets, settings, threads, device, span)
+    for _, writer in outlets.values():
+        writer.close()
+    result.rows = {name: writer.rows for name, (_, writer) in outlets.items()}
     return result

@@ -18,10 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow.parquet as pq
 
 from contract import strict_json
-from contract.bundle_format import ITEMS, MANIFEST
+from contract.bundle_format import MANIFEST
 from contract.cli import run_cli
 from contract.paths import DEFAULT_EVALUATION, DEFAULT_OUTPUT_ROOT
 from contract.publish import LATEST
@@ -52,12 +51,15 @@ def gather(run_dir: Path, evaluation: Path | None) -> dict[str, Any]:
         "models": {m: {k: bundle["models"][m][k] for k in ("test_metrics", "untuned_reference_rmse_unit",
                                                            "learning_curve", "best_epoch", "histogram")
                        if k in bundle["models"][m]} for m in run["models"]},
-        "examples": examples(run_dir, bundle_dir, run),
+        "examples": examples(run_dir, run),
+        "example_titles": {t.name: t.examples_title.format(table=t.name.replace("_", " "), model="{model}",
+                                                            top_n=run["top_n"], similar_k=run.get("similar_k"))
+                           for t in _tables(run)},
         "evaluation": None,
         "gate": bundle.get("gate"),
         "data_checks": bundle.get("data_checks"),
         "drift": run.get("drift"),
-        "recommended_below_midpoint": run.get("recommended_below_midpoint", {}),
+        "table_figures": run.get("table_figures", {}),
     }
     if evaluation is not None and evaluation.is_file():
         report = json.loads(evaluation.read_text())
@@ -66,21 +68,27 @@ def gather(run_dir: Path, evaluation: Path | None) -> dict[str, Any]:
     return data
 
 
-def examples(run_dir: Path, bundle_dir: Path, run: dict[str, Any]) -> dict[str, Any]:
-    """Top-N with titles for the first few users, for each model that wrote recommendations."""
-    if "recommendations" not in run["tables"]:
-        return {}
-    items = pq.read_table(bundle_dir / ITEMS).to_pandas()
-    titles = dict(zip(items["item_id"], items["title"].fillna("")))
+def examples(run_dir: Path, run: dict[str, Any]) -> dict[str, Any]:
+    """A few rows of each table that has examples (``Table.examples``), by table and model: the
+    lists of the first users, and of the items most users have seen."""
+    from .bundle import load_bundle
+    from .tables import USERS
+    tables = _tables(run)
+    bundle = load_bundle(Path(run["bundle"]["path"]), run["models"])
+    popular = np.argsort(-np.bincount(bundle.seen_items, minlength=bundle.n_items), kind="stable")[:EXAMPLE_USERS]
+    keys = {USERS: bundle.user_ids[:EXAMPLE_USERS].tolist()}
     out: dict[str, Any] = {}
-    for model in run["models"]:
-        table = pq.read_table(run_dir / "recommendations" / f"model={model}").to_pandas()
-        users = sorted(table["user_id"].unique())[:EXAMPLE_USERS]
-        out[model] = {str(u): [{"rank": int(r.rank), "item_id": _plain(r.item_id), "title": titles.get(r.item_id, ""),
-                                "prediction": float(r.prediction)}
-                               for r in table[table["user_id"] == u].sort_values("rank").itertuples()]
-                      for u in users}
+    for table in tables:
+        chosen_keys = keys.get(table.unit, bundle.item_ids[popular].tolist())
+        shown = {m: table.examples(run_dir, bundle, m, chosen_keys) for m in run["models"]}
+        if any(shown.values()):
+            out[table.name] = shown
     return out
+
+
+def _tables(run: dict[str, Any]) -> tuple[Any, ...]:
+    from .tables import chosen
+    return chosen(tuple(run["tables"]))
 
 
 def _plain(value: Any) -> int | str:
@@ -188,11 +196,13 @@ def _drift_section(drift: dict[str, Any] | None) -> list[str]:
     if not drift or drift.get("previous_run") is None:
         return ["<h2>Against the previous run</h2><p>The first run on this output root.</p>"] if drift else []
     rows = [[m, f.get("comparable_share"), f.get("topn_changed_share"), f.get("prediction_mean_abs_change"),
-             f.get("prediction_max_abs_change"), f.get("coverage"), f.get("previous_coverage"), f.get("why", "")]
+             f.get("prediction_max_abs_change"), f.get("similar_changed_share"), f.get("coverage"),
+             f.get("previous_coverage"), f.get("why", "")]
             for m, f in drift["models"].items()]
     return [f"<h2>Against the previous run {html.escape(drift['previous_run'])}</h2>",
             _table(["model", "share of the run comparable", "users whose top-N changed", "mean |prediction change|",
-                    "largest |prediction change|", "catalogue coverage", "previous coverage", "not comparable"], rows)]
+                    "largest |prediction change|", "items whose similar items changed", "catalogue coverage",
+                    "previous coverage", "not comparable"], rows)]
 
 
 def render(data: dict[str, Any], images: dict[str, str]) -> str:
@@ -209,10 +219,11 @@ def render(data: dict[str, Any], images: dict[str, str]) -> str:
     parts.append(f"<p>Ratings from {scale['low']:g} to {scale['high']:g}.</p>")
     parts.append(_table(["model", "RMSE", "MAE", "RMSE [0, 1]", "untuned reference RMSE [0, 1] (introductory article)"],
                         rows))
-    below = data.get("recommended_below_midpoint") or {}
-    if below:
-        parts.append("<h2>Coherence of the lists</h2><p>Share of recommended items whose predicted rating is below "
-                     "the middle of the scale.</p>" + _table(["model", "share"], [[m, s] for m, s in below.items()]))
+    for table, per_model in (data.get("table_figures") or {}).items():
+        names = sorted({k for figures in per_model.values() for k in figures})
+        parts.append(f"<h2>Figures of the {html.escape(table)} table</h2>"
+                     + _table(["model", *(n.replace("_", " ") for n in names)],
+                              [[m, *(f.get(n) for n in names)] for m, f in per_model.items()]))
     parts += _data_section(data.get("data_checks")) + _gate_section(data.get("gate")) + _drift_section(data.get("drift"))
     if not images:
         parts.append("<p><em>Plots are left out: matplotlib is not installed (pip install '.[report]').</em></p>")
@@ -232,11 +243,15 @@ def render(data: dict[str, Any], images: dict[str, str]) -> str:
                                  for k, v in body["mean_ranking"].items()]))
     else:
         parts.append("<p><em>No cross-validation results yet: run <code>make evaluate</code>.</em></p>")
-    for model, users in data["examples"].items():
-        parts.append(f"<h2>Top {data['top_n']} by {model}</h2>")
-        for user, recs in users.items():
-            parts.append(f"<h3>user {user}</h3>" + _table(["rank", "item_id", "title", "predicted rating"],
-                                                         [[r["rank"], r["item_id"], r["title"], r["prediction"]] for r in recs]))
+    for table, per_model in data["examples"].items():
+        for model, lists in per_model.items():
+            title = data.get("example_titles", {}).get(table, "{model}").format(model=model)
+            parts.append(f"<h2>{html.escape(title)}</h2>")
+            for key, rows in lists.items():
+                value = next((k for k in rows[0] if k not in ("rank", "item_id", "title")), "") if rows else ""
+                parts.append(f"<h3>{html.escape(str(key))}</h3>" + _table(
+                    ["rank", "item_id", "title", value.replace("_", " ")],
+                    [[r["rank"], _plain(r["item_id"]), r["title"], r.get(value)] for r in rows]))
     style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse;margin:1em 0}"
              "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}img{max-width:100%}")
     return f"<!doctype html><html><head><meta charset='utf-8'><title>Run {html.escape(data['run_id'])}</title>" \

@@ -1,106 +1,64 @@
-"""One scoring run: every user x item for each model, top-N, Parquet, checks, atomic publish.
+"""One scoring run: the engine writes every chosen table of every model, then the run is checked,
+recorded, compared with the previous one and published atomically.
 
-Each model's pass (``model_pass``) runs here, over all users, or in Spark's tasks, over spans of
-them (``spark_engine``); either way the run is verified and published here.
+The engines (``ENGINES``) write the tables: ``scoring.local_engine`` in this process,
+``scoring.spark_engine`` in Spark's tasks; what happens before and after is the same for both.
 """
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib
 import json
 import logging
 import shutil
 import time
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
-
+from typing import Any, Callable
 
 from contract import strict_json
 from contract.bundle_format import MANIFEST
 from contract.checksums import sha256_file
 from contract.errors import PublishError, UsageError
 from contract.failpoints import failpoint
-from contract.machine import available_cpus
 from contract.publish import (BUNDLE_IN_USE, RootLock, new_name, new_staging_dir, prepare_root, publish,
                               remove_stale_staging, resolve_latest)
-from contract.retention import DEFAULT_KEEP, prune
-from contract.tables import RUN_SCHEMA_VERSION, TABLE_NAMES
+from contract.retention import prune
+from contract.tables import RUN_SCHEMA_VERSION
 
 from .bundle import Bundle, load_bundle, read_manifest
-from .drift import DriftLimits, check_limits, log_drift, run_drift
-from .engine import ModelScorer
-from .model_pass import PassSettings, score_span
-from .run_manifest import ModelResult, run_manifest, verify_tables
-from .spark_attempts import attempts
-from .spark_engine import JOB_GROUP, SparkOptions, preflight, task_spec, write_tables
-from .spark_engine import session as spark_session
-from .writer import PartitionWriter, provenance
+from .drift import check_limits, log_drift, run_drift
+from .options import DEFAULT_CHUNK_PAIRS, ENGINES, RANKING_CHUNK_PAIRS, ScoringOptions
+from .results import ModelResult
+from .rules import ItemRules, load_rules, write_rule_ids
+from .run_manifest import run_manifest, verify_tables
+from .settings import PassSettings
+from .tables import chosen
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CHUNK_PAIRS = 16_384
-"""User-item pairs per onnxruntime call for the all-items graphs: bounds their per-pair
-intermediates ([B, H, n_items] for the dense net and the LSTM), which run fastest in pieces of
-about this size (docs/performance.md)."""
-ENGINES = ("local", "spark")
-"""Where a run's pairs are scored."""
-RANKING_CHUNK_PAIRS = 4_194_304
-"""User-item pairs per call for the ranking graphs of top-N-only runs: one matrix product, which
-needs many users per call to run at speed; its [B, n_items] output is the only per-pair tensor."""
+__all__ = ["DEFAULT_CHUNK_PAIRS", "ENGINES", "RANKING_CHUNK_PAIRS", "ScoringOptions", "run_scoring"]
+
+Engine = Callable[[Bundle, ScoringOptions, PassSettings, Path, str], tuple[dict[str, ModelResult], dict[str, Any]]]
+"""What an engine module's ``score`` is (``scoring.local_engine`` says what it does)."""
 
 
-@dataclass(frozen=True)
-class ScoringOptions:
-    """What a scoring run reads, computes and writes."""
-
-    bundle: Path
-    output_root: Path
-    top_n: int = 10
-    models: tuple[str, ...] | None = None
-    """Models to score; None: every model in the bundle."""
-    tables: tuple[str, ...] = TABLE_NAMES
-    chunk_pairs: int | None = None
-    """Pairs per onnxruntime call; None: ``RANKING_CHUNK_PAIRS`` for top-N-only runs, else
-    ``DEFAULT_CHUNK_PAIRS``."""
-    threads: int = field(default_factory=available_cpus)
-    device: str = "cpu"
-    wait: bool = False
-    report: bool = True
-    """Write report.html into the run (plots need matplotlib)."""
-    engine: str = "local"
-    """Where the pairs are scored: "local" (this process) or "spark" (``scoring.spark_engine``)."""
-    spark: SparkOptions = SparkOptions()
-    keep: int = DEFAULT_KEEP
-    """Published runs kept under the output root after this one (0: all)."""
-    limits: DriftLimits = DriftLimits()
-
-    @property
-    def ranking_only(self) -> bool:
-        """Whether the run writes top-N lists only, so the ranking graphs suffice."""
-        return "predictions" not in self.tables
-
-    @property
-    def pairs_per_call(self) -> int:
-        if self.chunk_pairs is not None:
-            return self.chunk_pairs
-        return RANKING_CHUNK_PAIRS if self.ranking_only else DEFAULT_CHUNK_PAIRS
-
-    @property
-    def settings(self) -> PassSettings:
-        return PassSettings(self.top_n, self.pairs_per_call)
+def engine(name: str) -> Engine:
+    """The ``score`` function of the engine called ``name``, imported when first asked for."""
+    return importlib.import_module(f"scoring.{name}_engine").score
 
 
 def validate_options(options: ScoringOptions, bundle: Bundle) -> None:
     """UsageError for options that cannot work with this bundle."""
     if options.top_n < 1:
         raise UsageError(f"--top-n: expected a positive integer, got {options.top_n}")
-    unknown = sorted(set(options.tables) - set(TABLE_NAMES))
-    if not options.tables or unknown:
-        raise UsageError(f"--tables: unknown name {unknown or 'none'}; expected a comma-separated subset of "
-                         f"{','.join(TABLE_NAMES)}")
+    if options.similar_k < 1:
+        raise UsageError(f"--similar-k: expected a positive integer, got {options.similar_k}")
+    for table in chosen(options.tables):
+        for model in bundle.models:
+            if (why := table.unavailable(bundle, model)) is not None:
+                raise UsageError(f"--tables {table.name}: {why}")
     if (options.chunk_pairs is not None and options.chunk_pairs < 1) or options.threads < 1:
         raise UsageError("--chunk-pairs and --threads: expected positive integers")
     if options.keep < 0:
@@ -125,79 +83,31 @@ def chosen_models(options: ScoringOptions, bundle_path: Path) -> list[str] | Non
     return [m for m in available if m in options.models]
 
 
-def score_model(bundle: Bundle, model: str, options: ScoringOptions, run_dir: Path, run_id: str,
-                pool: ThreadPoolExecutor) -> ModelResult:
-    """Score all users with one model, writing its table partitions into ``run_dir``."""
-    scorer = ModelScorer.open(bundle.graphs(model), bundle.context, options.threads, options.device,
-                              options.ranking_only)
-    writers = {t: PartitionWriter(run_dir, t, model, bundle.table_schema(t),
-                                  metadata=provenance(run_id, bundle.bundle_id, model, bundle.model_version(model), t))
-               for t in options.tables}
-    return score_span(bundle, scorer, writers, options.settings, pool)
-
-
-def inputs_hash(bundle: Bundle, options: ScoringOptions) -> str:
+def inputs_hash(bundle: Bundle, options: ScoringOptions, rules: ItemRules) -> str:
     """Identity of what determines a run's table contents: same hash, same tables."""
+    tables = chosen(options.tables)
     payload = {"bundle_manifest": sha256_file(bundle.path / MANIFEST), "models": bundle.models,
-               "tables": list(options.tables), "top_n": options.top_n, "run_schema": RUN_SCHEMA_VERSION,
-               "table_schemas": {t: bundle.table_schema(t).to_string() for t in options.tables}}
+               "tables": [t.name for t in tables], "top_n": options.top_n, "similar_k": options.similar_k,
+               "rules": {k: v["sha256"] for k, v in rules.record.items() if isinstance(v, dict)},
+               "run_schema": RUN_SCHEMA_VERSION, "table_schemas": {t.name: t.schema(bundle).to_string() for t in tables}}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
-
-
-def _score_with_spark(bundle: Bundle, options: ScoringOptions, staging: Path,
-                      run_id: str) -> tuple[dict[str, ModelResult], dict[str, Any]]:
-    """The tables written by Spark's tasks, each checking its users' reference pairs, and what
-    Spark did with the tasks (failed attempts, retried tasks, lost executors)."""
-    t = time.perf_counter()
-    spark = spark_session(options.spark)
-    seconds = {"spark_start": time.perf_counter() - t}
-    spec = task_spec(spark, bundle, options.tables, options.settings, staging, run_id, options.spark.ship_bundle)
-    t = time.perf_counter()
-    preflight(spark, spec.bundle_path)
-    seconds["spark_preflight"] = time.perf_counter() - t
-    t = time.perf_counter()
-    results = write_tables(spark, bundle, spec, options.spark.writer)
-    seconds["spark_jobs"] = time.perf_counter() - t
-    for result in results.values():
-        result.seconds.update(seconds)
-    log.info("spark: %s written in %.2f s (session start %.2f s, preflight %.2f s)", ", ".join(options.tables),
-             seconds["spark_jobs"], seconds["spark_start"], seconds["spark_preflight"])
-    record = attempts(spark, JOB_GROUP).record()
-    if record["failed_task_attempts"] or record["lost_executors"]:
-        log.warning("spark: %d task attempt(s) failed and were retried (tasks %s); %s executor(s) lost",
-                    record["failed_task_attempts"], record["retried_tasks"], record["lost_executors"],
-                    extra={"stage": "spark", "figures": record})
-    return results, {"spark": record}
-
-
-def _score_all(bundle: Bundle, options: ScoringOptions, staging: Path,
-               run_id: str) -> tuple[dict[str, ModelResult], dict[str, Any]]:
-    results: dict[str, ModelResult] = {}
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="table-writer") as pool:
-        for model in bundle.models:
-            t = time.perf_counter()
-            results[model] = score_model(bundle, model, options, staging, run_id, pool)
-            failpoint("after_first_model")
-            results[model].seconds["total"] = time.perf_counter() - t
-            r = results[model]
-            log.info("%s: %s rows, parity %.2e (ratings), %.2e (logits) over %d pairs, %.2f s",
-                     model, r.rows, r.parity_max_abs_diff, r.parity_logit_max_abs_diff, r.parity_pairs,
-                     r.seconds["total"])
-    return results, {}
 
 
 def run_scoring(options: ScoringOptions) -> Path:
     """Score, verify and publish one run; returns the published run directory."""
     started = time.perf_counter()
+    options = dataclasses.replace(options, tables=tuple(t.name for t in chosen(options.tables)))
     bundle = load_bundle(options.bundle, chosen_models(options, Path(options.bundle)))
     validate_options(options, bundle)
+    rules, rule_ids = load_rules(options.exclude_items, options.candidates, bundle.item_ids)
     if options.top_n > bundle.n_items:
         log.info("--top-n %d: the catalogue holds %d items, so each list holds at most %d", options.top_n,
                  bundle.n_items, bundle.n_items)
         options = dataclasses.replace(options, top_n=bundle.n_items)
     failpoint("after_bundle_load")
     root = prepare_root(options.output_root)
-    digest = inputs_hash(bundle, options)
+    settings = options.settings(rules)
+    digest = inputs_hash(bundle, options, rules)
     load_seconds = time.perf_counter() - started
     with RootLock(root, wait=options.wait):
         failpoint("after_lock")
@@ -209,14 +119,14 @@ def run_scoring(options: ScoringOptions) -> Path:
         (staging / BUNDLE_IN_USE).write_text(bundle.path.resolve().name)
         failpoint("after_staging_created")
         try:
-            score = _score_with_spark if options.engine == "spark" else _score_all
-            results, engine_record = score(bundle, options, staging, run_id)
+            results, engine_record = engine(options.engine)(bundle, options, settings, staging, run_id)
             failpoint("after_all_models")
-            counts = verify_tables(staging, bundle, options.tables, options.top_n)
+            counts = verify_tables(staging, bundle, options.tables, settings)
             failpoint("after_verify")
-            drift = run_drift(staging, previous, bundle.models, options.tables, bundle.n_items)
+            write_rule_ids(staging, rule_ids, bundle.item_id_array.type)
+            drift = run_drift(staging, previous, bundle, options.tables)
             log_drift(drift)
-            manifest = run_manifest(run_id, created, digest, bundle, options, results, counts, staging,
+            manifest = run_manifest(run_id, created, digest, bundle, options, settings, results, counts, staging,
                                     {"load": load_seconds, "total": time.perf_counter() - started}, drift)
             manifest.update(engine_record)
             check_limits(drift, options.limits)

@@ -1,9 +1,9 @@
 """``--engine spark``: the scoring job's own code in Spark's Python workers.
 
-A DataFrame of user spans, one per task, goes through ``mapInArrow``; each Python worker loads
-the bundle once (cached per process; only its path travels with the function) and runs the local
-engine's pass (``model_pass``) over each span: the same engine, seen-item masking, top-N and
-parity check against the bundle's torch outputs. By default each task writes its span's part
+A DataFrame of spans, one per task (a model, a unit, users or items from start to stop), goes
+through ``mapInArrow``; each Python worker loads the bundle once (cached per process; only its
+path travels with the function) and runs the local engine's pass (``model_pass``) over each
+span: the same tables' rows, masking, top-N and parity checks against the bundle's torch outputs. By default each task writes its span's part
 files with the local engine's Parquet writer and returns their names; the driver keeps the files
 of accepted attempts only, so a retried or speculative task neither loses nor duplicates rows.
 With ``writer="spark"`` the tasks yield the rows and Spark's Parquet writer writes each table,
@@ -37,11 +37,14 @@ from contract.pairs import user_ranges
 from contract.progress import EVERY_S
 
 from .bundle import Bundle, load_bundle
-from .engine import ModelScorer
-from .model_pass import PassSettings, score_span
+from .model_pass import open_outlets, score_span
+from .options import ScoringOptions
+from .results import ModelResult
+from .sessions import ModelScorer
+from .settings import PassSettings
 from .spark_attempts import attempts, job_failure
-from .run_manifest import ModelResult
-from .writer import PartitionWriter, provenance
+from .spark_options import SparkOptions
+from .tables import UNITS, Table, chosen, needs_ratings
 
 log = logging.getLogger(__name__)
 
@@ -51,31 +54,6 @@ TASK_FAILPOINT_ALWAYS = "spark_task_every_attempt"
 """``RECJOB_FAILPOINT`` value that kills the Python worker of the first task on every attempt."""
 JOB_GROUP = "recjob-scoring"
 """Spark job group of the scoring jobs, whose tasks' attempts the run counts."""
-
-
-@dataclass(frozen=True)
-class SparkOptions:
-    """Where Spark runs and how."""
-
-    master: str | None = None
-    """None: what spark-submit or the environment set, else ``local[*]``."""
-    conf: tuple[tuple[str, str], ...] = ()
-    ship_bundle: bool = False
-    """Send the bundle to every executor (as a zip, ``SparkContext.addArchive``, which unpacks it
-    there) instead of reading it from a path they all see."""
-    writer: str = "tasks"
-    """One of ``WRITERS``."""
-
-
-def parse_conf(pairs: list[str]) -> tuple[tuple[str, str], ...]:
-    """``KEY=VALUE`` pairs of ``--spark-conf``; UsageError for one without '='."""
-    parsed = []
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise UsageError(f"--spark-conf: expected KEY=VALUE, got {pair!r}")
-        parsed.append((key.strip(), value))
-    return tuple(parsed)
 
 
 def session(options: SparkOptions) -> Any:
@@ -111,9 +89,6 @@ def session(options: SparkOptions) -> Any:
                          "Java 17 or 21 on PATH or in JAVA_HOME") from exc
 
 
-WRITERS = ("tasks", "spark")
-"""Who writes the Parquet: each task, with the local engine's writer ("tasks"), or Spark's
-DataFrame writer, one job per table ("spark")."""
 TASK_PAIRS = 4_194_304
 """Most user-item pairs one Spark task scores: each task writes a part file of this many
 prediction rows at most, and a failed task repeats at most this much work."""
@@ -179,36 +154,45 @@ def _maybe_die() -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _spans(batches: Iterator[pa.RecordBatch]) -> Iterator[tuple[str, int, int]]:
+def _spans(batches: Iterator[pa.RecordBatch]) -> Iterator[tuple[str, str, int, int]]:
     for batch in batches:
-        yield from zip(*(batch.column(k).to_pylist() for k in ("model", "start", "stop")))
+        yield from zip(*(batch.column(k).to_pylist() for k in ("model", "unit", "start", "stop")))
 
 
-REPORT_SCHEMA = pa.schema([pa.field("model", pa.string()), pa.field("start", pa.int64()),
-                           pa.field("stop", pa.int64()), pa.field("report", pa.string())])
+def _tables(spec: TaskSpec, unit: str, only: str | None = None) -> tuple[Table, ...]:
+    """The run's tables of one unit (or the one table ``only``)."""
+    return tuple(t for t in chosen(spec.tables) if t.unit == unit and only in (None, t.name))
+
+
+def _run_span(spec: TaskSpec, model: str, unit: str, outlets: dict, start: int, stop: int) -> ModelResult:
+    """One span through the local engine's pass."""
+    bundle = _bundle(spec.bundle_path)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="table-writer") as pool:
+        return score_span(bundle, model, unit, outlets, spec.settings, lambda: _scorer(spec, model)[1], pool,
+                          spec.threads, span=(start, stop))
+
+
+REPORT_SCHEMA = pa.schema([pa.field("model", pa.string()), pa.field("unit", pa.string()),
+                           pa.field("start", pa.int64()), pa.field("stop", pa.int64()),
+                           pa.field("report", pa.string())])
 """What a task of the "tasks" writer returns per span: the span and, as JSON, its part files,
 rows, parity and seconds."""
 
 
 def write_span_parts(batches: Iterator[pa.RecordBatch], spec: TaskSpec) -> Iterator[pa.RecordBatch]:
-    """Rows ``(model, start, stop)`` in; each span scored by the local engine's pass, written as
-    one part file per table (named by the span and a fresh token, so a retried attempt never
-    writes over another's), and reported."""
-    for model, start, stop in _spans(batches):
-        bundle, scorer = _scorer(spec, model)
+    """Rows ``(model, unit, start, stop)`` in; each span scored by the local engine's pass,
+    written as one part file per table (named by the span and a fresh token, so a retried attempt
+    never writes over another's), and reported."""
+    for model, unit, start, stop in _spans(batches):
         part = f"part-{start:010d}-{uuid.uuid4().hex[:12]}.parquet"
-        version = bundle.model_version(model)
-        writers = {t: PartitionWriter(Path(spec.staging), t, model, bundle.table_schema(t), part=part,
-                                      metadata=provenance(spec.run_id, bundle.bundle_id, model, version, t))
-                   for t in spec.tables}
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="table-writer") as pool:
-            result = score_span(bundle, scorer, writers, spec.settings, pool, (start, stop))
-        report = {"files": [w.path.relative_to(spec.staging).as_posix() for w in writers.values()],
-                  "rows": result.rows, "parity_pairs": result.parity_pairs,
-                  "parity_max_abs_diff": result.parity_max_abs_diff,
-                  "parity_logit_max_abs_diff": result.parity_logit_max_abs_diff, "seconds": result.seconds}
+        outlets = open_outlets(Path(spec.staging), _tables(spec, unit), _bundle(spec.bundle_path), model, spec.run_id,
+                               part)
+        result = _run_span(spec, model, unit, outlets, start, stop)
+        report = {"files": [w.path.relative_to(spec.staging).as_posix() for _, w in outlets.values()],
+                  "rows": result.rows, "parity_pairs": result.parity_pairs, "parity": result.parity,
+                  "seconds": result.seconds}
         _maybe_die()
-        yield pa.RecordBatch.from_pylist([{"model": model, "start": start, "stop": stop,
+        yield pa.RecordBatch.from_pylist([{"model": model, "unit": unit, "start": start, "stop": stop,
                                            "report": json.dumps(report)}], schema=REPORT_SCHEMA)
 
 
@@ -232,13 +216,13 @@ class _Batches:
 
 def span_table_rows(batches: Iterator[pa.RecordBatch], spec: TaskSpec, table: str,
                     schema: pa.Schema) -> Iterator[pa.RecordBatch]:
-    """Rows ``(model, start, stop)`` in; one table's rows (with ``model``) of each span out, for
-    Spark's writer. Each span's batches are held until its pass (and parity check) is done."""
-    for model, start, stop in _spans(batches):
-        bundle, scorer = _scorer(spec, model)
+    """Rows ``(model, unit, start, stop)`` of the table's unit in; the table's rows (with
+    ``model``) of each span out, for Spark's writer. Each span's batches are held until its pass
+    (and parity check) is done."""
+    for model, unit, start, stop in _spans(batches):
+        (chosen_table,) = _tables(spec, unit, table)
         writer = _Batches(schema, model)
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="table-writer") as pool:
-            score_span(bundle, scorer, {table: writer}, spec.settings, pool, (start, stop))
+        _run_span(spec, model, unit, {table: (chosen_table, writer)}, start, stop)
         _maybe_die()
         yield from writer.batches
 
@@ -276,19 +260,28 @@ def preflight(spark: Any, bundle_path: str) -> None:
                           "bundle must be at a path every executor can read, or sent with --spark-ship-bundle")
 
 
-def task_spans(bundle: Bundle, pairs_per_call: int, cores: int) -> list[tuple[str, int, int]]:
-    """``(model, start, stop)`` user spans, one per task: at most ``TASK_PAIRS`` pairs each and at
-    least ``TASKS_PER_CORE`` tasks per core in all (never below one onnxruntime call's worth)."""
-    pairs = bundle.n_users * bundle.n_items * len(bundle.models)
-    span_pairs = max(pairs_per_call, min(TASK_PAIRS, -(-pairs // (TASKS_PER_CORE * max(cores, 1)))))
-    return [(model, start, stop) for model in bundle.models
-            for start, stop in user_ranges(bundle.n_users, bundle.n_items, span_pairs)]
+def task_spans(bundle: Bundle, pairs_per_call: int, cores: int, units: tuple[str, ...] = ("users",)
+               ) -> list[tuple[str, str, int, int]]:
+    """``(model, unit, start, stop)`` spans, one per task. Users: at most ``TASK_PAIRS`` pairs each
+    and at least ``TASKS_PER_CORE`` tasks per core in all (never below one onnxruntime call's
+    worth). Items: ``TASKS_PER_CORE`` spans per core of each model's items."""
+    spans: list[tuple[str, str, int, int]] = []
+    if "users" in units:
+        pairs = bundle.n_users * bundle.n_items * len(bundle.models)
+        span_pairs = max(pairs_per_call, min(TASK_PAIRS, -(-pairs // (TASKS_PER_CORE * max(cores, 1)))))
+        spans += [(model, "users", start, stop) for model in bundle.models
+                  for start, stop in user_ranges(bundle.n_users, bundle.n_items, span_pairs)]
+    if "items" in units:
+        step = max(1, -(-bundle.n_items // (TASKS_PER_CORE * max(cores, 1))))
+        spans += [(model, "items", start, min(start + step, bundle.n_items)) for model in bundle.models
+                  for start in range(0, bundle.n_items, step)]
+    return spans
 
 
-def _spans_frame(spark: Any, spans: list[tuple[str, int, int]]) -> Any:
+def _spans_frame(spark: Any, spans: list[tuple[str, str, int, int]]) -> Any:
     """One span per partition, so each is a task of its own."""
     rdd = spark.sparkContext.parallelize(spans, len(spans))
-    return spark.createDataFrame(rdd, "model string, start long, stop long")
+    return spark.createDataFrame(rdd, "model string, unit string, start long, stop long")
 
 
 def task_spec(spark: Any, bundle: Bundle, tables: tuple[str, ...], settings: PassSettings, staging: Path,
@@ -300,7 +293,7 @@ def task_spec(spark: Any, bundle: Bundle, tables: tuple[str, ...], settings: Pas
         archive = Path(shutil.make_archive(str(staging / f"{SHIPPED_PREFIX}{bundle.bundle_id}"), "zip", bundle_path))
         spark.sparkContext.addArchive(str(archive))
         bundle_path = "shipped:" + archive.name
-    return TaskSpec(bundle_path, tables, settings, "predictions" not in tables,
+    return TaskSpec(bundle_path, tables, settings, not needs_ratings(tables),
                     int(spark.conf.get("spark.task.cpus", "1")), str(staging.resolve()), run_id)
 
 
@@ -311,11 +304,12 @@ def write_tables(spark: Any, bundle: Bundle, spec: TaskSpec, writer: str = "task
     A failed job is SparkJobError, one line naming the task, its attempts and the cause; Spark's
     own report goes to the debug log."""
     staging = Path(spec.staging)
-    frame = _spans_frame(spark, task_spans(bundle, spec.settings.pairs_per_call, spark.sparkContext.defaultParallelism))
+    units = tuple(u for u in UNITS if _tables(spec, u))
+    spans = task_spans(bundle, spec.settings.pairs_per_call, spark.sparkContext.defaultParallelism, units)
     spark.sparkContext.setJobGroup(JOB_GROUP, "recommender scoring")
     try:
         with _progress_lines(spark):
-            return _run_jobs(spark, bundle, spec, frame, writer)
+            return _run_jobs(spark, bundle, spec, spans, writer)
     except RecJobError:
         raise
     except Exception as exc:  # noqa: BLE001 - Py4JJavaError, PySpark's captured exceptions and more
@@ -351,33 +345,37 @@ def _progress_lines(spark: Any) -> Iterator[None]:
         watcher.join()
 
 
-def _run_jobs(spark: Any, bundle: Bundle, spec: TaskSpec, frame: Any, writer: str) -> dict[str, ModelResult]:
+def _run_jobs(spark: Any, bundle: Bundle, spec: TaskSpec, spans: list[tuple[str, str, int, int]],
+              writer: str) -> dict[str, ModelResult]:
     """The scoring jobs themselves, with either writer."""
     from pyspark.sql.pandas.types import from_arrow_schema
 
     staging = Path(spec.staging)
     if writer == "tasks":
-        rows = frame.mapInArrow(lambda batches: write_span_parts(batches, spec),
-                                from_arrow_schema(REPORT_SCHEMA)).collect()
-        return _committed(bundle, spec, [(r.model, r.start, r.stop, json.loads(r.report)) for r in rows])
-    for table in spec.tables:
-        schema = pa.schema([pa.field("model", pa.string(), nullable=False), *bundle.table_schema(table)])
+        rows = _spans_frame(spark, spans).mapInArrow(lambda batches: write_span_parts(batches, spec),
+                                                      from_arrow_schema(REPORT_SCHEMA)).collect()
+        return _committed(bundle, spec, [(r.model, r.unit, r.start, r.stop, json.loads(r.report)) for r in rows])
+    for table in chosen(spec.tables):
+        schema = pa.schema([pa.field("model", pa.string(), nullable=False), *table.schema(bundle)])
 
-        def run(batches: Iterator[pa.RecordBatch], table: str = table,
+        def run(batches: Iterator[pa.RecordBatch], name: str = table.name,
                 schema: pa.Schema = schema) -> Iterator[pa.RecordBatch]:
-            return span_table_rows(batches, spec, table, schema)
+            return span_table_rows(batches, spec, name, schema)
 
+        frame = _spans_frame(spark, [span for span in spans if span[1] == table.unit])
         (frame.mapInArrow(run, from_arrow_schema(schema)).write.mode("errorifexists").partitionBy("model")
-         .option("compression", "zstd").parquet(str(staging / table)))
-        _remove_writer_files(staging / table)
-    return {m: ModelResult(parity_max_abs_diff=None, parity_logit_max_abs_diff=None,
+         .option("compression", "zstd").parquet(str(staging / table.name)))
+        _remove_writer_files(staging / table.name)
+    # Spark's writer returns rows alone: each task checked its own reference points against the tolerance.
+    return {m: ModelResult(parity={key: None for key in ("max_abs_diff", "logit_max_abs_diff")},
                            parity_pairs=int(len(bundle.references[m].users)), seconds={}) for m in bundle.models}
 
 
-def _committed(bundle: Bundle, spec: TaskSpec, reports: list[tuple[str, int, int, dict]]) -> dict[str, ModelResult]:
+def _committed(bundle: Bundle, spec: TaskSpec, reports: list[tuple[str, str, int, int, dict]]) -> dict[str, ModelResult]:
     """Keep the part files of the attempts Spark accepted, one per span, and remove the rest (those
     of attempts that failed or were superseded); VerificationError unless each model's spans
-    cover its users once. The figures of each model, summed (seconds, rows) or worst (parity)."""
+    cover its users (and items) once. The figures of each model, summed (seconds, rows) or worst
+    (parity)."""
     staging = Path(spec.staging)
     keep = {name for *_, report in reports for name in report["files"]}
     for table in spec.tables:
@@ -386,33 +384,55 @@ def _committed(bundle: Bundle, spec: TaskSpec, reports: list[tuple[str, int, int
                 path.unlink()
     results = {}
     for model in bundle.models:
-        mine = sorted((start, stop, report) for m, start, stop, report in reports if m == model)
-        bounds = [(start, stop) for start, stop, _ in mine]
-        if not _tiles(bounds, bundle.n_users):
-            raise VerificationError(f"Spark returned user spans {bounds} for model '{model}'; expected spans "
-                                    f"covering users 0 to {bundle.n_users} once")
-        result = ModelResult(parity_pairs=0, seconds={})
-        for _, _, report in mine:
-            for table, rows in report["rows"].items():
-                result.rows[table] = result.rows.get(table, 0) + rows
-            for key, value in report["seconds"].items():
-                result.seconds[key] = result.seconds.get(key, 0.0) + value
-            result.parity_pairs += report["parity_pairs"]
-            result.parity_max_abs_diff = max(result.parity_max_abs_diff, report["parity_max_abs_diff"])
-            result.parity_logit_max_abs_diff = max(result.parity_logit_max_abs_diff,
-                                                   report["parity_logit_max_abs_diff"])
+        result = ModelResult(seconds={})
+        for unit in sorted({u for _, u, *_ in reports}):
+            mine = sorted((start, stop, report) for m, u, start, stop, report in reports if (m, u) == (model, unit))
+            bounds = [(start, stop) for start, stop, _ in mine]
+            total = bundle.n_users if unit == "users" else bundle.n_items
+            if not _tiles(bounds, total):
+                raise VerificationError(f"Spark returned {unit} spans {bounds} for model '{model}'; expected spans "
+                                        f"covering {unit} 0 to {total} once")
+            for _, _, report in mine:
+                result.add(ModelResult(report["rows"], report["parity"], report["parity_pairs"], report["seconds"]))
         results[model] = result
     return results
 
 
-def _tiles(bounds: list[tuple[int, int]], n_users: int) -> bool:
-    """Whether sorted ``[start, stop)`` spans cover ``[0, n_users)`` exactly once."""
+def _tiles(bounds: list[tuple[int, int]], total: int) -> bool:
+    """Whether sorted ``[start, stop)`` spans cover ``[0, total)`` exactly once."""
     reached = 0
     for start, stop in bounds:
         if start != reached or stop <= start:
             return False
         reached = stop
-    return reached == n_users
+    return reached == total
+
+
+def score(bundle: Bundle, options: ScoringOptions, settings: PassSettings, staging: Path,
+          run_id: str) -> tuple[dict[str, ModelResult], dict[str, Any]]:
+    """The engine (``scoring.local_engine`` says what one does): the tables written by Spark's
+    tasks, each checking its span against torch's reference, and what Spark did with the tasks
+    (failed attempts, retried tasks, lost executors)."""
+    t = time.perf_counter()
+    spark = session(options.spark)
+    seconds = {"spark_start": time.perf_counter() - t}
+    spec = task_spec(spark, bundle, options.tables, settings, staging, run_id, options.spark.ship_bundle)
+    t = time.perf_counter()
+    preflight(spark, spec.bundle_path)
+    seconds["spark_preflight"] = time.perf_counter() - t
+    t = time.perf_counter()
+    results = write_tables(spark, bundle, spec, options.spark.writer)
+    seconds["spark_jobs"] = time.perf_counter() - t
+    for result in results.values():
+        result.seconds.update(seconds)
+    log.info("spark: %s written in %.2f s (session start %.2f s, preflight %.2f s)", ", ".join(options.tables),
+             seconds["spark_jobs"], seconds["spark_start"], seconds["spark_preflight"])
+    record = attempts(spark, JOB_GROUP).record()
+    if record["failed_task_attempts"] or record["lost_executors"]:
+        log.warning("spark: %d task attempt(s) failed and were retried (tasks %s); %s executor(s) lost",
+                    record["failed_task_attempts"], record["retried_tasks"], record["lost_executors"],
+                    extra={"stage": "spark", "figures": record})
+    return results, {"spark": record}
 
 
 def _remove_writer_files(folder: Path) -> None:

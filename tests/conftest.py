@@ -31,6 +31,9 @@ ROOT = Path(__file__).resolve().parent.parent
 SYNTHETIC_SHAPE = (100, 60, 3_000)
 SYNTHETIC_SEED = 7
 QUICK_ARGS = ("--max-epochs", "25", "--batch-size", "128", "--seed", "3")
+TABLES = ("predictions", "recommendations", "similar_items")
+"""What the ``scored`` run writes: every built-in table."""
+SIMILAR_K = 4
 
 
 def run_cli(module: str, *args: str, cwd: Path | None = None, env: dict | None = None,
@@ -67,10 +70,11 @@ def trained(tmp_path_factory, synthetic_dir) -> Path:
 
 @pytest.fixture(scope="session")
 def scored(tmp_path_factory, trained) -> Path:
-    """Output root holding one published scoring run of the ``trained`` bundle, made without torch."""
+    """Output root holding one published scoring run of the ``trained`` bundle, every table, made
+    without torch."""
     output = tmp_path_factory.mktemp("output")
     result = run_cli("scoring", "--bundle", str(trained / "latest"), "--output-root", str(output),
-                     "--top-n", "5", block_torch=True)
+                     "--top-n", "5", "--tables", ",".join(TABLES), "--similar-k", str(SIMILAR_K), block_torch=True)
     assert result.returncode == 0, result.stderr
     return output
 

@@ -10,9 +10,9 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import QUICK_ARGS, SYNTHETIC_SHAPE, run_cli, table_contents
+from conftest import QUICK_ARGS, SIMILAR_K, SYNTHETIC_SHAPE, TABLES, run_cli, table_contents
 from scoring.bundle import load_bundle
-from contract.tables import SCHEMAS
+from scoring import tables as table_registry
 from export.models import registry
 
 MODEL_NAMES = registry.names()   # the built-in families, which make score trains
@@ -52,7 +52,8 @@ def test_bundle_is_complete_and_every_model_beats_the_global_mean(trained):
 def test_tables_have_the_schema_counts_and_raw_ids(scored, trained):
     run = scored / "latest"
     assert (run / "_SUCCESS").exists()
-    for table, schema in SCHEMAS.items():
+    for table in TABLES:
+        schema = table_registry.get(table).columns
         for model in MODEL_NAMES:
             file_schema = pq.read_schema(run / table / f"model={model}" / "part-00000.parquet")
             assert file_schema.remove_metadata().equals(schema.remove_metadata())
@@ -91,9 +92,9 @@ def test_top_n_excludes_history_and_is_ranked(scored, trained, synthetic_dir):
 
 def test_the_manifest_gives_each_model_s_share_of_recommendations_predicted_below_the_midpoint(scored):
     recs = read(scored / "latest", "recommendations")
-    shares = manifest((scored / "latest").resolve())["recommended_below_midpoint"]
-    assert set(shares) == set(MODEL_NAMES)
-    for model, share in shares.items():
+    figures = manifest((scored / "latest").resolve())["table_figures"]["recommendations"]
+    assert set(figures) == set(MODEL_NAMES)
+    for model, share in ((m, f["below_midpoint"]) for m, f in figures.items()):
         mine = recs[recs["model"] == model]
         assert share == pytest.approx(float((mine["prediction"] < 3.0).mean()))
 
@@ -117,13 +118,13 @@ def test_a_top_n_only_run_writes_the_same_recommendations(scored, trained, tmp_p
 
 @pytest.mark.parametrize("model", ["mf", "lstm"])
 def test_rating_chosen_pairs_in_batches_gives_the_same_ratings(trained, model, monkeypatch):
-    from scoring import engine
+    from scoring import sessions
     bundle = load_bundle(trained / "latest", [model])
-    scorer = engine.ModelScorer.open(bundle.graphs(model), bundle.context, threads=1, ranking_only=True)
+    scorer = sessions.ModelScorer.open(bundle.graphs(model), bundle.context, threads=1, ranking_only=True)
     rng = np.random.default_rng(0)
     users, items = rng.integers(0, bundle.n_users, 1_000), rng.integers(0, bundle.n_items, 1_000)
     whole = scorer.rate_pairs(users, items)
-    monkeypatch.setattr(engine, "RATE_BATCH", 97)
+    monkeypatch.setattr(sessions, "RATE_BATCH", 97)
     batched = scorer.rate_pairs(users, items)
     for output in ("unit_rating", "rating", "logit"):
         np.testing.assert_allclose(getattr(whole, output), getattr(batched, output), rtol=0, atol=1e-6)
@@ -252,7 +253,7 @@ def test_handing_chunks_to_the_writer_in_groups_changes_no_table(trained, tmp_pa
         options = runner.ScoringOptions(bundle=trained / "latest", output_root=tmp_path / str(sink_pairs),
                                         top_n=TOP_N, chunk_pairs=2 * N_ITEMS, report=False)
         run = runner.run_scoring(options)
-        tables[sink_pairs] = {t: read(run, t) for t in SCHEMAS}
+        tables[sink_pairs] = {t: read(run, t) for t in ("predictions", "recommendations")}
     for table, ours in tables[7 * N_ITEMS].items():
         assert len(ours) > 0 and ours.equals(tables[1][table]), table
 

@@ -65,12 +65,19 @@ def test_a_fourth_family_runs_through_every_stage(bias_registered, synthetic_dir
             for u in range(bundle.n_users) for i in bundle.seen_items[bundle.seen_indptr[u]:bundle.seen_indptr[u + 1]]}
     assert not seen & set(zip(bias_recs["user_id"].tolist(), bias_recs["item_id"].tolist()))
 
+    # the family has no item representation: no item_vectors graph, and no similar_items table for it
+    assert not bundle.graphs("bias").has("item_vectors") and bundle.graphs("mf").has("item_vectors")
+    refused = run_cli("scoring", "--bundle", str(bundle_path), "--output-root", str(tmp_path / "similar"),
+                      "--tables", "similar_items", block_torch=True)
+    assert refused.returncode == 2
+    assert "--tables similar_items: model 'bias' has no item_vectors graph" in refused.stderr
+
     figures = verify_run(run)
     assert set(figures) == {"mf", "bias"}
     assert figures["bias"]["max_abs_diff_rating"] <= 4 * PARITY_TOLERANCE and figures["bias"]["tie_swaps"] == 0
 
     report = json.loads((run / "report.json").read_text())
-    assert set(report["models"]) == {"mf", "bias"} and set(report["examples"]) == {"mf", "bias"}
+    assert set(report["models"]) == {"mf", "bias"} and set(report["examples"]["recommendations"]) == {"mf", "bias"}
     page = (run / "report.html").read_text()
     assert "Top 5 by bias" in page
     rmse = report["models"]["bias"]["test_metrics"]["rmse_stars"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from evaluation.evaluate import logit_matrix, model_lists
 from export.config import RunConfig
@@ -12,6 +13,8 @@ from export.data.dataset import seen_csr
 from export.data.loading import build_dataset
 from export.data.synthetic import planted_blocks
 from export.models import registry
+from export.models.base import unit_vectors
+from scoring.similarity import SimilarItems
 from export.training.trainer import train_model
 from scoring.topn import mask_seen, top_n
 
@@ -22,6 +25,9 @@ MARGIN = {"mf": 0.12, "dense": 0.12, "lstm": 0.12, "item_ae": 0.35}
 """How far above the planted noise floor each model's test RMSE may land (measured: MF 0.089, the
 dense net 0.032, the LSTM 0.085; the item autoencoder 0.31: its rating is the biases plus an
 average of the user's residuals over similar items, which a planted low-rank taste is not)."""
+MIN_OWN_SIMILAR = 0.95
+"""Share of all similar-items slots that must hold items of the item's own block (measured: 1.0
+for every family)."""
 MIN_OWN = 0.93
 """Share of all top-N slots that must hold own-block items (measured: 1.0 for mf, dense, lstm; the dense
 net's ranking head shares its embeddings with the rating and stops when the rating does, so it is
@@ -59,6 +65,13 @@ def test_every_model_finds_the_planted_blocks(planted, name):
     lists, _ = model_lists(trained, dataset, logits, indptr, seen, TOP)
     assert (lists >= 0).all()
     assert (truth.item_block[vocab.item_ids[lists] - 1] == user_blocks[:, None]).mean() >= MIN_OWN
+    # The similar-items table's search over the family's item vectors: items of a block list each other.
+    with torch.no_grad():
+        vectors = unit_vectors(registry.get(name).item_vectors(trained.module)).numpy()
+    similarity, similar = SimilarItems.open(vectors, None, threads=1).top(np.arange(vocab.n_items), vectors, TOP)
+    item_block = truth.item_block[vocab.item_ids - 1]
+    assert np.isfinite(similarity).all()
+    assert (item_block[similar] == item_block[:, None]).mean() >= MIN_OWN_SIMILAR, name
 
 
 def test_the_dense_net_learns_the_blocks_from_every_seed(planted):

@@ -130,8 +130,12 @@ def export_all(family, model, hist, folder):
     paths = {}
     for kind, module in family.graphs(model, MOVIELENS_STARS).items():
         names = family.graph_inputs()[kind]
-        feeds = build_feeds(names, users, items, hist) if kind == "pairwise" else \
-            build_feeds(names, np.arange(N_USERS), None, hist)
+        if kind == "pairwise":
+            feeds = build_feeds(names, users, items, hist)
+        elif kind == "item_vectors":
+            feeds = {"item": np.arange(N_ITEMS)}
+        else:
+            feeds = build_feeds(names, np.arange(N_USERS), None, hist)
         paths[kind] = folder / f"{kind}.onnx"
         export_graph(module, tuple(torch.as_tensor(feeds[n][:2]) for n in names), names, paths[kind],
                      {"model": family.name}, GRAPH_OUTPUTS[kind])
@@ -174,9 +178,27 @@ def test_onnx_graphs_match_torch_and_stand_alone(family, tmp_path):
         assert (per_pair_tensors(all_path) != []) == (family.name != "mf")
     assert per_pair_tensors(all_path, items_axis=1) == []  # items innermost: fast broadcasts in onnxruntime
 
+    with torch.no_grad():
+        representation = family.item_vectors(model)
+    assert ("item_vectors" in graphs) == (representation is not None)
+    assert representation is not None or family is BIAS_FAMILY   # every built-in family has one
+    if representation is not None:
+        check_item_vectors(graphs["item_vectors"], representation.numpy())
+
     proto = onnx.load(str(all_path))
     assert {p.key: p.value for p in proto.metadata_props}["model"] == family.name
     assert [p.name for p in tmp_path.iterdir() if p.suffix != ".onnx"] == []  # no external data files
+
+
+def check_item_vectors(graph, expected_vectors):
+    """The item_vectors graph gives the family's item representation at unit length."""
+    vectors_path, feeds = graph
+    session = ort.InferenceSession(str(vectors_path), providers=["CPUExecutionProvider"])
+    (vectors,) = session.run(None, feeds)
+    assert vectors.shape == (N_ITEMS, expected_vectors.shape[1])
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(vectors, expected_vectors / np.linalg.norm(expected_vectors, axis=1, keepdims=True),
+                               rtol=0, atol=1e-6)
 
 
 def per_pair_tensors(path, items_axis: int = 2) -> list[str]:

@@ -215,9 +215,10 @@ def test_the_gate_follows_max_regression(roots, synthetic_dir):
 # -- run-to-run drift ----------------------------------------------------------------------------
 
 def rewrite_previous(output: Path, change) -> None:
-    """Rewrite every table file of the published run with ``change(table) -> table``."""
-    for path in (output / "latest").resolve().rglob("*.parquet"):
-        pq.write_table(change(pq.read_table(path)), path)
+    """Rewrite every file of the published run's user tables with ``change(table) -> table``."""
+    for table in ("predictions", "recommendations"):
+        for path in ((output / "latest").resolve() / table).rglob("*.parquet"):
+            pq.write_table(change(pq.read_table(path)), path)
 
 
 def drop_rows(column: str, value: int):
@@ -264,7 +265,7 @@ def test_drift_with_a_new_user_compares_the_users_both_runs_hold(roots):
 
 
 @pytest.mark.parametrize("change, option, why", [
-    (shift_users, "--max-topn-change", "of the new run's users or pairs are in the previous run"),
+    (shift_users, "--max-topn-change", "of the new run's users, items or pairs are in the previous run"),
     (ids_as_text, "--max-prediction-change", "user ids are integer where the previous run's were text"),
 ])
 def test_runs_that_cannot_be_compared_are_refused_by_a_threshold_not_passed(change, option, why, roots):

@@ -31,6 +31,15 @@ def test_every_command_and_each_of_its_options_exists(module):
         assert option in result.stdout, f"{module} {option}"
 
 
+def test_every_option_the_readme_gives_the_scoring_command_exists():
+    result = run_cli("scoring", "--help")
+    paragraph = re.search(r"Options of `recjob-score`:(.*?)\n\n", README, flags=re.S).group(1)
+    options = re.findall(r"`(--[\w-]+[a-z])", paragraph)
+    assert "--similar-k" in options and "--exclude-items" in options
+    for option in options:
+        assert option in result.stdout, option
+
+
 def test_every_make_target_exists():
     targets = set(re.findall(r"`make ([\w-]+)", README))
     listed = subprocess.run(["make", "-s", "help"], cwd=ROOT, capture_output=True, text=True).stdout

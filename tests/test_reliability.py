@@ -336,8 +336,9 @@ def test_runs_of_the_same_inputs_in_one_clock_tick_both_publish(trained, tmp_pat
 
 def test_a_row_count_mismatch_stops_the_publish(trained, tmp_path, monkeypatch):
     from contract.errors import VerificationError
-    from scoring import run_manifest, runner
-    monkeypatch.setattr(run_manifest, "expected_rows", lambda bundle, table, top_n: 7)
+    from scoring import runner
+    from scoring import tables as table_registry
+    monkeypatch.setattr(table_registry.get("predictions"), "expected_rows", lambda bundle, settings: 7)
     options = runner.ScoringOptions(bundle=trained / "latest", output_root=tmp_path, report=False)
     with pytest.raises(VerificationError, match="expected 7"):
         runner.run_scoring(options)

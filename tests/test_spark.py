@@ -11,7 +11,7 @@ import subprocess
 import pyarrow.dataset as ds
 import pytest
 
-from conftest import run_cli
+from conftest import SIMILAR_K, TABLES, run_cli
 from contract.failpoints import ENVIRONMENT_VARIABLE
 from scoring.spark_engine import TASK_FAILPOINT, TASK_FAILPOINT_ALWAYS
 
@@ -27,12 +27,14 @@ def java():
 
 def spark_run(trained, output, master="local[2]", env=None, *extra):
     return run_cli("scoring", "--bundle", str(trained / "latest"), "--output-root", str(output), "--top-n", "5",
+                   "--tables", ",".join(TABLES), "--similar-k", str(SIMILAR_K),
                    "--engine", "spark", "--spark-master", master, "--no-report", *extra, env=env)
 
 
 def tables(run):
     out = {}
-    for name, keys in (("predictions", ["model", "user_id", "item_id"]), ("recommendations", ["model", "user_id", "rank"])):
+    for name, keys in (("predictions", ["model", "user_id", "item_id"]), ("recommendations", ["model", "user_id", "rank"]),
+                       ("similar_items", ["model", "item_id", "rank"])):
         frame = ds.dataset(run / name, partitioning="hive").to_table().to_pandas()
         frame["model"] = frame["model"].astype(str)
         out[name] = frame.sort_values(keys).reset_index(drop=True)
@@ -44,7 +46,7 @@ def assert_same_tables(ours, theirs):
         a, b = ours[name], theirs[name]
         assert len(a) == len(b) and list(a.columns) == list(b.columns), name
         for column in a.columns:
-            if column == "prediction":
+            if column in ("prediction", "similarity"):
                 assert (a[column] - b[column]).abs().max() <= 1e-6, name
             else:
                 assert (a[column] == b[column]).all(), (name, column)
@@ -69,6 +71,25 @@ def test_spark_tables_equal_the_local_engines(trained, scored, local_tables, tmp
     assert all(p.name.startswith("part-") for p in run.rglob("*.parquet"))
     assert not list(run.rglob("*.crc")) and [p for p in run.rglob("_SUCCESS")] == [run / "_SUCCESS"]
     assert "Traceback" not in result.stderr
+
+
+def test_spark_equals_local_with_rules_on(trained, tmp_path):
+    exclude, candidates = tmp_path / "exclude.csv", tmp_path / "candidates.csv"
+    exclude.write_text("item_id\n1\n2\n3\n999999\n")
+    candidates.write_text("item_id\n" + "\n".join(str(i) for i in range(1, 40)) + "\n")
+    rules = ("--exclude-items", str(exclude), "--candidates", str(candidates))
+    local = run_cli("scoring", "--bundle", str(trained / "latest"), "--output-root", str(tmp_path / "local"),
+                    "--top-n", "5", "--tables", ",".join(TABLES), "--similar-k", str(SIMILAR_K), "--no-report", *rules)
+    assert local.returncode == 0, local.stderr
+    spark = spark_run(trained, tmp_path / "spark", "local[2]", None, *rules)
+    assert spark.returncode == 0, spark.stderr
+    ours, theirs = tables(tmp_path / "spark" / "latest"), tables(tmp_path / "local" / "latest")
+    assert_same_tables(ours, theirs)
+    for name in ("recommendations", "similar_items"):
+        listed = ours[name]["similar_item_id" if name == "similar_items" else "item_id"]
+        assert len(listed) and listed.between(4, 39).all(), name
+    manifest = json.loads((tmp_path / "spark" / "latest" / "manifest.json").read_text())
+    assert manifest["rules"]["exclude_items"]["not_in_catalogue"] == 1
 
 
 def test_a_killed_python_worker_is_retried_and_loses_or_duplicates_no_row(trained, local_tables, tmp_path):

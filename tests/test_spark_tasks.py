@@ -16,14 +16,23 @@ def test_spans_cover_every_user_of_every_model_once_and_give_each_core_work():
     spans = task_spans(bundle, 16_384, cores=2)
     assert len(spans) >= 4
     for model in bundle.models:
-        assert _tiles(sorted((a, b) for m, a, b in spans if m == model), 943)
+        assert _tiles(sorted((a, b) for m, _, a, b in spans if m == model), 943)
+
+
+def test_item_spans_cover_every_item_of_every_model_once():
+    bundle = fake_bundle(943, 1682)
+    spans = task_spans(bundle, 16_384, cores=2, units=("users", "items"))
+    for model in bundle.models:
+        assert _tiles(sorted((a, b) for m, unit, a, b in spans if (m, unit) == (model, "users")), 943)
+        mine = sorted((a, b) for m, unit, a, b in spans if (m, unit) == (model, "items"))
+        assert len(mine) >= 2 and _tiles(mine, 1682)
 
 
 def test_spans_hold_at_most_task_pairs_and_never_less_than_one_call():
     big = fake_bundle(162_541, 59_047)
-    assert max((b - a) * big.n_items for _, a, b in task_spans(big, 16_384, cores=100)) <= TASK_PAIRS
+    assert max((b - a) * big.n_items for _, _, a, b in task_spans(big, 16_384, cores=100)) <= TASK_PAIRS
     tiny = fake_bundle(10, 5, ["mf"])
-    assert task_spans(tiny, 16_384, cores=64) == [("mf", 0, 10)]
+    assert task_spans(tiny, 16_384, cores=64) == [("mf", "users", 0, 10)]
 
 
 def test_tiles_rejects_gaps_overlaps_and_duplicates():

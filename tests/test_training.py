@@ -138,8 +138,9 @@ def test_each_model_is_exported_as_it_arrives_under_a_lock_taken_before_training
 
     bundle = build_bundle(dataset, finishing_order(), config, "0" * 64, {}, tmp_path)
     assert read_manifest(bundle)["model_names"] == ["mf", "dense"]   # the configured order, not the finishing one
-    assert set(np.load(bundle / layout.REFERENCE)) == {f"{m}_{k}" for m in ("mf", "dense")
-                                                       for k in ("users", "items", "unit_ratings", "logits")}
+    assert set(np.load(bundle / layout.REFERENCE)) == {
+        f"{m}_{k}" for m in ("mf", "dense")
+        for k in ("users", "items", "unit_ratings", "logits", "vector_items", "item_vectors")}
     with RootLock(tmp_path):   # released after publishing
         pass
 

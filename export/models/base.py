@@ -222,6 +222,15 @@ class Family(ABC):
             else:
                 p.zero_()
 
+    def item_vectors(self, model: nn.Module) -> torch.Tensor | None:
+        """Each item's representation in the model, [n_items, D]: what the ``similar_items`` table
+        compares (cosine similarity). By default the items' side of the ranking head
+        (``ranking_items``), which the ranking fit trains on which items the same users pick;
+        None where the module has none, and then the model has no ``item_vectors`` graph."""
+        if not hasattr(model, "ranking_items"):
+            return None
+        return model.ranking_items()[0].detach()
+
     def predict(self, model: nn.Module, batch: Inputs) -> torch.Tensor:
         """``unit_rating`` [B] of a batch."""
         return self.outputs(model, batch)[0]
@@ -259,15 +268,22 @@ class Family(ABC):
         ``ranking(users) -> logit`` [B, n_items]: the same arithmetic as the model, rearranged."""
 
     def graphs(self, model: nn.Module, scale: RatingScale) -> dict[str, nn.Module]:
-        """The modules exported to ONNX, by graph kind (``contract.bundle_format.GRAPH_KINDS``)."""
+        """The modules exported to ONNX, by graph kind (``contract.bundle_format.GRAPH_KINDS``, and
+        ``item_vectors`` where the family has ``item_vectors``)."""
         core = self.all_items_core(model).eval()
-        return {"pairwise": RatedGraph(self.pairwise_core(model), scale).eval(),
-                "all_items": RatedGraph(core, scale).eval(),
-                "ranking": RankingGraph(core).eval()}
+        graphs = {"pairwise": RatedGraph(self.pairwise_core(model), scale).eval(),
+                  "all_items": RatedGraph(core, scale).eval(),
+                  "ranking": RankingGraph(core).eval()}
+        with torch.no_grad():
+            vectors = self.item_vectors(model)
+        if vectors is not None:
+            graphs["item_vectors"] = ItemVectorsGraph(vectors).eval()
+        return graphs
 
     def graph_inputs(self) -> dict[str, tuple[str, ...]]:
         """Input names of each graph, as the bundle manifest records them."""
-        return {"pairwise": self.pairwise_inputs, "all_items": self.all_items_inputs, "ranking": self.ranking_inputs}
+        return {"pairwise": self.pairwise_inputs, "all_items": self.all_items_inputs, "ranking": self.ranking_inputs,
+                "item_vectors": ("item",)}
 
 
 class PairFamily(Family):
@@ -310,6 +326,24 @@ class RankingGraph(nn.Module):
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         return self.core.ranking(*inputs)
+
+
+class ItemVectorsGraph(nn.Module):
+    """``item [B] -> item_vector [B, D]``: the family's item representation scaled to unit length,
+    so that a dot product of two is their cosine similarity (a zero vector stays zero)."""
+
+    def __init__(self, vectors: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("vectors", vectors.detach().clone().float())
+
+    def forward(self, items: torch.Tensor) -> torch.Tensor:
+        return unit_vectors(self.vectors[items])
+
+
+def unit_vectors(vectors: torch.Tensor) -> torch.Tensor:
+    """Rows scaled to unit length; rows of length zero stay zero (the one definition: the graph
+    and ``make verify`` both use it)."""
+    return torch.nn.functional.normalize(vectors, dim=1)
 
 
 def init_parameters(model: nn.Module, generator: torch.Generator) -> None:

@@ -231,6 +231,11 @@ class ItemAEFamily(Family):
     def logits(self, model: nn.Module, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
         return model.ranking_logit(*batch)
 
+    def item_vectors(self, model: nn.Module) -> torch.Tensor:
+        """Row ``j`` of the ranking weights: how much item ``j`` in a history raises each item's
+        logit, so two items are similar when they raise the same items."""
+        return model.rank_weights[:model.n_items].detach()
+
     def all_items_core(self, model: nn.Module) -> nn.Module:
         return AllItemsAE(model)
 

@@ -10,13 +10,13 @@ import torch
 
 from contract.bundle_format import PARITY_TOLERANCE, ModelGraphs
 from contract.machine import available_cpus
-from contract.parity import LOGIT_TOLERANCE_RULE, check_parity
-from scoring.engine import ModelScorer, PairCollector
+from contract.parity import LOGIT_TOLERANCE_RULE, check_parity, check_vector_parity
+from scoring.sessions import ModelScorer, PairCollector, item_vectors
 from scoring.feeds import UserContext
 from scoring.runner import DEFAULT_CHUNK_PAIRS, RANKING_CHUNK_PAIRS
 
 from ..config import PARITY_FULL_USERS, PARITY_MAX_TEST_PAIRS, PARITY_MAX_USERS, PARITY_SAMPLE_PAIRS
-from ..models.base import Family
+from ..models.base import Family, unit_vectors
 from ..training.validation import predict_in_batches
 
 
@@ -50,19 +50,37 @@ class TorchReference:
     items: np.ndarray
     unit_ratings: np.ndarray
     logits: np.ndarray
+    vector_items: np.ndarray | None = None
+    """Items (indices) whose vectors are kept: the distinct items of the reference pairs, at most
+    ``PARITY_VECTOR_ITEMS``; None for a family without ``item_vectors``."""
+    item_vectors: np.ndarray | None = None
+    """Torch's unit-length vectors of ``vector_items``, float32 [Q, D]."""
+
+
+PARITY_VECTOR_ITEMS = 2_048
+"""Most items whose vectors the bundle keeps for the similar-items parity checks."""
 
 
 def torch_reference(family: Family, module: torch.nn.Module, context: UserContext, users: np.ndarray,
                     items: np.ndarray, context_length: int) -> TorchReference:
-    """``unit_rating`` and ranking-head ``logit`` of the trained module at (user, item) pairs."""
+    """``unit_rating`` and ranking-head ``logit`` of the trained module at (user, item) pairs, and
+    its unit-length item vectors at some of their items."""
     inputs = family.pair_inputs(users, items, context.last(context_length))
     unit = predict_in_batches(module, family.predict, inputs).numpy().astype(np.float32)
     logits = predict_in_batches(module, family.logits, inputs).numpy().astype(np.float32)
-    return TorchReference(users, items, unit, logits)
+    with torch.no_grad():
+        vectors = family.item_vectors(module)
+    if vectors is None:
+        return TorchReference(users, items, unit, logits)
+    distinct = np.unique(items)
+    picked = distinct[np.linspace(0, len(distinct) - 1, min(len(distinct), PARITY_VECTOR_ITEMS)).astype(np.int64)]
+    with torch.no_grad():
+        kept = unit_vectors(vectors[torch.as_tensor(picked)].float()).numpy().astype(np.float32)
+    return TorchReference(users, items, unit, logits, picked.astype(np.int64), kept)
 
 
 def check_graphs(graphs: ModelGraphs, context: UserContext, reference: TorchReference,
-                 raw_ids: tuple[np.ndarray, np.ndarray], n_items: int) -> dict[str, Any]:
+                 raw_ids: tuple[np.ndarray, np.ndarray], n_items: int, item_ids: np.ndarray) -> dict[str, Any]:
     """Run each exported graph through the scoring engine at the reference pairs; ParityError at
     the first output beyond tolerance, else the largest differences."""
     model = graphs.model
@@ -84,4 +102,8 @@ def check_graphs(graphs: ModelGraphs, context: UserContext, reference: TorchRefe
                                                           *raw_ids, where)
         parity[f"{kind}_logit_max_abs_diff"] = check_parity(model, reference.logits, values["logit"], *raw_ids,
                                                             where + ", logit output", logits=True)
+    if reference.vector_items is not None:
+        ours = item_vectors(graphs, reference.vector_items, threads)
+        parity["item_vectors_max_abs_diff"] = check_vector_parity(
+            model, reference.item_vectors, ours, item_ids[reference.vector_items], "export parity, item_vectors graph")
     return parity

@@ -1,4 +1,5 @@
-"""onnxruntime sessions over one model's graphs: every item for a batch of users, or chosen pairs.
+"""onnxruntime sessions over one model's graphs: every item for a batch of users, chosen pairs, or
+item vectors.
 
 The scoring job and export's parity checks both run this code, so what export checks is what
 will serve the bundle.
@@ -11,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from contract.bundle_format import FEEDS, GRAPH_OUTPUTS, LOGIT, PAIR_OUTPUTS, RATING, UNIT_RATING, ModelGraphs
+from contract.bundle_format import (FEEDS, GRAPH_OUTPUTS, ITEM_VECTOR, LOGIT, PAIR_OUTPUTS, RATING, UNIT_RATING,
+                                    ModelGraphs)
 from contract.errors import BundleError
 
 from .feeds import UserContext, build_feeds
@@ -27,16 +29,28 @@ def providers(device: str) -> list[str]:
     return ["CPUExecutionProvider"]
 
 
-def make_session(path: Path, threads: int, device: str = "cpu") -> ort.InferenceSession:
-    """A session with explicit thread counts (intra-op = ``threads``, one inter-op thread) that
-    flushes denormal floats to zero: a trained model's near-zero weights would otherwise make
-    some passes many times slower."""
+def session_options(threads: int) -> ort.SessionOptions:
+    """Explicit thread counts (intra-op = ``threads``, one inter-op thread), and denormal floats
+    flushed to zero: a trained model's near-zero weights would otherwise make some passes many
+    times slower."""
     options = ort.SessionOptions()
     options.add_session_config_entry("session.set_denormal_as_zero", "1")
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return options
+
+
+def make_session_from_bytes(model: bytes, threads: int, device: str = "cpu") -> ort.InferenceSession:
+    """A session (``session_options``) of a graph this code built itself."""
+    return ort.InferenceSession(model, sess_options=session_options(threads), providers=providers(device))
+
+
+def make_session(path: Path, threads: int, device: str = "cpu") -> ort.InferenceSession:
+    """A session (``session_options``) of one of a bundle's graphs; BundleError if onnxruntime
+    cannot load it."""
+    options = session_options(threads)
     try:
         return ort.InferenceSession(str(path), sess_options=options, providers=providers(device))
     except (RuntimeError, ort.capi.onnxruntime_pybind11_state.Fail,
@@ -139,6 +153,25 @@ class ModelScorer:
             for name, values in zip(PAIR_OUTPUTS, session.run(list(PAIR_OUTPUTS), feeds)):
                 out[name][start:start + len(values)] = values
         return Outputs(out[LOGIT], out[UNIT_RATING], out[RATING])
+
+
+ITEM_BATCH = 65_536
+"""Items per call of an ``item_vectors`` graph."""
+
+
+def item_vectors(graphs: ModelGraphs, items: np.ndarray, threads: int, device: str = "cpu") -> np.ndarray:
+    """The model's unit-length vectors [len(items), D] of item indices ``items``, from its
+    ``item_vectors`` graph; BundleError if it has none."""
+    if not graphs.has("item_vectors"):
+        raise BundleError(f"model '{graphs.model}' has no item_vectors graph: its family defines no item "
+                          "representation, or the bundle was exported before it had one (re-run `make train`)")
+    path = graphs.paths["item_vectors"]
+    session = make_session(path, threads, device)
+    check_signature(session, path, graphs.inputs["item_vectors"], GRAPH_OUTPUTS["item_vectors"])
+    items = np.asarray(items, dtype=np.int64)
+    parts = [session.run([ITEM_VECTOR], {"item": items[start:start + ITEM_BATCH]})[0]
+             for start in range(0, len(items), ITEM_BATCH)]
+    return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
 
 
 class PairCollector:
