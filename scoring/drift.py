@@ -5,10 +5,10 @@ table's own figures (``Table.drift``): the share of users whose top-N list chang
 catalogue's coverage, the mean and largest change of predictions over a seeded sample of users,
 the share of items whose similar-items list changed. Each comparison also says how much of the
 new run it covers: where less than ``MIN_COMPARABLE_SHARE`` of the new run's users, items or
-pairs are in the previous run (a new data set, ids of another type) the figures stand for little, the model is
-marked not comparable, and a threshold set on it refuses the run instead of passing it. A figure
-with nothing to measure is None, with the reason beside it. With the same bundle and settings
-every change is zero: scoring is deterministic.
+pairs are in the previous run (a new data set, ids of another type) the figures stand for
+little, the model is marked not comparable, and a threshold set on it refuses the run instead
+of passing it. A figure with nothing to measure is None, with the reason beside it. With the
+same bundle and settings every change is zero: scoring is deterministic.
 """
 from __future__ import annotations
 

@@ -110,7 +110,8 @@ def _ids(column: pa.Array, path: Path, flag: str, text_ids: bool) -> np.ndarray:
             raise DataError(f"{flag} {path}: row {row + 1} of column '{ID_COLUMN}' is {column[row].as_py()!r}; "
                             "expected an integer item id (the data's item ids are integers)")
         return pc.cast(stripped, pa.int64()).to_numpy(zero_copy_only=False)
-    raise DataError(f"{flag} {path}: column '{ID_COLUMN}' holds {column.type}; expected integer item ids like the data's")
+    raise DataError(f"{flag} {path}: column '{ID_COLUMN}' holds {column.type}; expected integer item ids like "
+                    "the data's")
 
 
 def read_rule(path: Path, rule: str, item_ids: np.ndarray) -> tuple[np.ndarray, dict[str, Any], np.ndarray]:
@@ -135,7 +136,8 @@ def read_rule(path: Path, rule: str, item_ids: np.ndarray) -> tuple[np.ndarray, 
     return mask, record, item_ids[mask]
 
 
-def load_rules(exclude_items: Path | None, candidates: Path | None, item_ids: np.ndarray) -> tuple[ItemRules, dict[str, np.ndarray]]:
+def load_rules(exclude_items: Path | None, candidates: Path | None,
+               item_ids: np.ndarray) -> tuple[ItemRules, dict[str, np.ndarray]]:
     """The rules of the run's flags, and each rule's known ids (to keep with the run)."""
     masks: dict[str, np.ndarray] = {}
     records: dict[str, Any] = {}

@@ -89,7 +89,8 @@ def inputs_hash(bundle: Bundle, options: ScoringOptions, rules: ItemRules) -> st
     payload = {"bundle_manifest": sha256_file(bundle.path / MANIFEST), "models": bundle.models,
                "tables": [t.name for t in tables], "top_n": options.top_n, "similar_k": options.similar_k,
                "rules": {k: v["sha256"] for k, v in rules.record.items() if isinstance(v, dict)},
-               "run_schema": RUN_SCHEMA_VERSION, "table_schemas": {t.name: t.schema(bundle).to_string() for t in tables}}
+               "run_schema": RUN_SCHEMA_VERSION,
+               "table_schemas": {t.name: t.schema(bundle).to_string() for t in tables}}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 

@@ -1,9 +1,17 @@
 """Cosine top-K between item vectors with onnxruntime: one small graph (MatMul, an optional
-additive mask, TopK) built here, so the product and the selection run in onnxruntime's threads
-without a [n_items, n_items] matrix ever being held."""
+additive mask, TopK), so the product and the selection run in onnxruntime's threads without a
+[n_items, n_items] matrix ever being held.
+
+The two graphs (with and without the mask) ship as files beside this module, so the scoring job
+needs no ``onnx`` package (its import alone takes most of a second); ``build_graph`` makes them
+with ``onnx.helper`` and ``python -m scoring.similarity`` rewrites the files (a test checks that
+they are what it builds).
+"""
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
+from importlib import resources
 
 import numpy as np
 import onnxruntime as ort
@@ -16,7 +24,16 @@ that ran fastest at the 20M shape (docs/performance.md)."""
 OPSET = 17
 
 
-def _graph(with_penalty: bool) -> bytes:
+GRAPH_FILES = {False: "cosine_top_k.onnx", True: "cosine_top_k_masked.onnx"}
+"""The shipped graph files (in ``scoring/graphs/``), without and with the rules' mask."""
+
+
+def graph_bytes(with_penalty: bool) -> bytes:
+    """The shipped graph."""
+    return resources.files("scoring").joinpath("graphs", GRAPH_FILES[with_penalty]).read_bytes()
+
+
+def build_graph(with_penalty: bool) -> bytes:
     """``values, indices = TopK(queries @ keys (+ penalty), k)``, largest first, ties to the
     smaller index (the ONNX TopK rule)."""
     from onnx import TensorProto, helper
@@ -50,7 +67,7 @@ class SimilarItems:
 
     @classmethod
     def open(cls, vectors: np.ndarray, penalty: np.ndarray | None, threads: int, device: str = "cpu") -> "SimilarItems":
-        session = make_session_from_bytes(_graph(penalty is not None), threads, device)
+        session = make_session_from_bytes(graph_bytes(penalty is not None), threads, device)
         return cls(session, np.ascontiguousarray(vectors.T, dtype=np.float32),
                    None if penalty is None else penalty.reshape(1, -1).astype(np.float32))
 
@@ -72,3 +89,17 @@ class SimilarItems:
         # best k + 1, the last of them goes.
         order = np.argsort(indices == np.asarray(items)[:, None], axis=1, kind="stable")[:, :min(k, self.n_items - 1)]
         return np.take_along_axis(values, order, 1), np.take_along_axis(indices, order, 1)
+
+
+def main() -> int:
+    """Rewrite the shipped graph files from ``build_graph`` (needs the ``onnx`` package)."""
+    folder = resources.files("scoring").joinpath("graphs")
+    for with_penalty, name in GRAPH_FILES.items():
+        with resources.as_file(folder.joinpath(name)) as path:
+            path.write_bytes(build_graph(with_penalty))
+            print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -3,9 +3,10 @@
 A DataFrame of spans, one per task (a model, a unit, users or items from start to stop), goes
 through ``mapInArrow``; each Python worker loads the bundle once (cached per process; only its
 path travels with the function) and runs the local engine's pass (``model_pass``) over each
-span: the same tables' rows, masking, top-N and parity checks against the bundle's torch outputs. By default each task writes its span's part
-files with the local engine's Parquet writer and returns their names; the driver keeps the files
-of accepted attempts only, so a retried or speculative task neither loses nor duplicates rows.
+span: the same tables' rows, masking, top-N and parity checks against the bundle's torch outputs.
+By default each task writes its span's part files with the local engine's Parquet writer and
+returns their names; the driver keeps the files of accepted attempts only, so a retried or
+speculative task neither loses nor duplicates rows.
 With ``writer="spark"`` the tasks yield the rows and Spark's Parquet writer writes each table,
 partitioned by ``model``. Either way the runner then checks and publishes as for a local run.
 Nothing here needs pandas.
