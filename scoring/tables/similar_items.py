@@ -3,6 +3,7 @@ representation (cosine of its ``item_vectors`` graph's vectors; which representa
 uses is in docs/models.md)."""
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ import pyarrow.parquet as pq
 
 from contract.errors import VerificationError
 from contract.parity import allowed_difference, check_vector_parity
+from contract.progress import Progress
 
 from ..bundle import Bundle
 from ..chunks import ids
@@ -25,6 +27,8 @@ from ..writer import TableWriter, arrow_array, table_file
 from .base import ITEMS, DriftInputs, ItemSpan, Table, TorchOutputs
 from .compare import indices, list_change, list_examples, read_rows
 from .registry import register
+
+log = logging.getLogger(__name__)
 
 
 class SimilarItemsTable(Table):
@@ -63,6 +67,7 @@ class SimilarItemsTable(Table):
                                     f"{bundle.item_ids[np.flatnonzero(broken)[0]]}")
         search = Search.open(vectors, span.settings.rules.penalty(bundle.n_items), span.threads, span.device)
         seconds = {"item_vectors": time.perf_counter() - t, "similar_top_k": 0.0}
+        progress = Progress(log, f"{model}: similar items", span.stop - span.start, "items")
         for start in range(span.start, span.stop, QUERY_ROWS):
             stop = min(start + QUERY_ROWS, span.stop)
             t = time.perf_counter()
@@ -73,6 +78,7 @@ class SimilarItemsTable(Table):
                         "rank": arrow_array((ranks + 1).astype(np.int16)),
                         "similar_item_id": ids(bundle.item_ids, bundle.item_id_array, similar[rows, ranks]),
                         "similarity": arrow_array(similarity[rows, ranks])})
+            progress.update(stop - span.start)
         return {"item_vector_max_abs_diff": diff, **seconds}
 
     def expected_rows(self, bundle: Bundle, settings: PassSettings) -> int:
