@@ -55,6 +55,10 @@ class ItemRules:
             mask &= ~self.excluded
         return mask
 
+    def eligible_or_none(self, n_items: int) -> np.ndarray | None:
+        """``eligible``, or None when no rule is set (every item may be listed)."""
+        return self.eligible(n_items) if self.active else None
+
     def penalty(self, n_items: int) -> np.ndarray | None:
         """float32 [n_items]: 0 for eligible items, -inf for the rest, to add to scores before
         they are ranked; None when no rule is set."""

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
@@ -91,3 +92,20 @@ def test_the_rule_picks_from_twice_as_many_candidates_and_rates_past_n_only_wher
     # A row whose best n are all liked keeps them whatever its unrated candidates would be.
     items, _, _ = coherent_first(np.array([[5, 6, 7, 8]]), valid[:1], ratings[:1], 3.0, 2)
     assert items.tolist() == [[5, 6]]
+
+
+@pytest.mark.parametrize("share", [0.02, 0.1, 0.3, 0.6, 0.9, 0.99])
+def test_top_eligible_equals_top_n_with_the_rest_at_minus_infinity(share):
+    from scoring.topn import top_eligible
+    rng = np.random.default_rng(int(share * 100))
+    scores = np.round(rng.normal(size=(40, 300)), 1).astype(np.float32)   # many ties
+    scores[rng.random(scores.shape) < 0.3] = -np.inf                     # seen items
+    scores[:3, :290] = -np.inf                                          # rows with few unseen items
+    eligible = rng.random(300) < share
+    for n in (1, 5, 30):
+        expected = top_n(np.where(eligible, scores, -np.inf), n)
+        items, valid = top_eligible(scores, n, eligible)
+        assert items.shape == expected[0].shape
+        np.testing.assert_array_equal(valid, expected[1])
+        np.testing.assert_array_equal(np.where(valid, items, -1), np.where(expected[1], expected[0], -1))
+    assert all(np.array_equal(a, b) for a, b in zip(top_eligible(scores, 5, None), top_n(scores, 5)))

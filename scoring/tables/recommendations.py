@@ -18,7 +18,7 @@ from contract.parity import allowed_difference
 from ..bundle import Bundle
 from ..chunks import check_finite, ids
 from ..settings import PassSettings
-from ..topn import candidates_for, coherent_first, mask_seen, needs_more_ratings, top_n
+from ..topn import candidates_for, coherent_first, mask_seen, needs_more_ratings, top_eligible, top_n
 from ..writer import arrow_array, table_file
 from .base import DriftInputs, Table, TorchOutputs, UserChunk
 from .compare import indices, list_change, list_examples, read_rows, stars_tolerance
@@ -50,20 +50,15 @@ class Recommendations(Table):
     def chunk_rows(self, chunk: UserChunk) -> dict[str, pa.Array]:
         """Each user's best ``top_n`` unseen eligible items by logit under the coherence rule
         (``topn.coherent_first``), rated from the chunk's outputs or, for ranking-only outputs, by
-        the pairwise graph."""
+        the pairwise graph. The run's rules leave items out as the seen ones are
+        (``topn.top_eligible``)."""
         bundle, outputs, n, seconds = chunk.bundle, chunk.outputs, chunk.settings.top_n, chunk.seconds
         t = time.perf_counter()
         indptr = bundle.seen_indptr[chunk.start:chunk.stop + 1]
         # The logit chunk is the pass's alone and its seen entries are never read again.
         masked = mask_seen(outputs.logit, indptr - indptr[0], bundle.seen_items[indptr[0]:indptr[-1]], copy=False)
-        seconds["top_n"] += time.perf_counter() - t
-        penalty = chunk.settings.rules.penalty(bundle.n_items)
-        if penalty is not None:   # ruled-out items join the seen ones at -inf
-            t = time.perf_counter()
-            np.add(masked, penalty, out=masked)
-            seconds["rules"] = seconds.get("rules", 0.0) + time.perf_counter() - t
-        t = time.perf_counter()
-        first, first_real = top_n(masked, n)
+        eligible = chunk.settings.rules.eligible_or_none(bundle.n_items)
+        first, first_real = top_eligible(masked, n, eligible)
         seconds["top_n"] += time.perf_counter() - t
         first_rating = _ratings(chunk, first, first_real)
         # Only lists whose best n hold an item predicted disliked reach past them (the same picks as
@@ -77,7 +72,7 @@ class Recommendations(Table):
         candidates[:, :k], real[:, :k], rating[:, :k] = first, first_real, first_rating
         if len(more):
             t = time.perf_counter()
-            wider, wider_real = top_n(masked[more], width)
+            wider, wider_real = top_eligible(masked[more], width, eligible)
             seconds["top_n"] += time.perf_counter() - t
             past = slice(k, wider.shape[1])
             candidates[more, past], real[more, past] = wider[:, past], wider_real[:, past]
