@@ -40,7 +40,7 @@ class UserChunk:
     stop: int
     outputs: Outputs
     seconds: dict[str, float]
-    """The pass's timings, which a table adds its own to ("top_n", "onnxruntime_pairs")."""
+    """Where the table adds its own timings ("top_n", "onnxruntime_pairs"); the pass sums them."""
 
 
 @dataclass(frozen=True)
