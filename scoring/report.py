@@ -78,9 +78,18 @@ def examples(run_dir: Path, run: dict[str, Any]) -> dict[str, Any]:
     popular = np.argsort(-np.bincount(bundle.seen_items, minlength=bundle.n_items), kind="stable")[:EXAMPLE_USERS]
     keys = {USERS: bundle.user_ids[:EXAMPLE_USERS].tolist()}
     out: dict[str, Any] = {}
+    titles = dict(zip(bundle.item_ids.tolist(), bundle.item_titles))
+
+    def label(unit: str, key: str) -> str:
+        if unit == USERS:
+            return f"user {key}"
+        raw = next((i for i in titles if str(i) == key), key)
+        return f"item {key}: {titles.get(raw) or ''}".rstrip(": ")
+
     for table in tables:
         chosen_keys = keys.get(table.unit, bundle.item_ids[popular].tolist())
-        shown = {m: table.examples(run_dir, bundle, m, chosen_keys) for m in run["models"]}
+        shown = {m: {label(table.unit, k): rows for k, rows in table.examples(run_dir, bundle, m, chosen_keys).items()}
+                 for m in run["models"]}
         if any(shown.values()):
             out[table.name] = shown
     return out
