@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -56,8 +57,13 @@ class ItemRules:
         return mask
 
     def eligible_or_none(self, n_items: int) -> np.ndarray | None:
-        """``eligible``, or None when no rule is set (every item may be listed)."""
-        return self.eligible(n_items) if self.active else None
+        """``eligible``, or None when no rule is set (every item may be listed); computed once."""
+        return self._eligible if self.active else None
+
+    @cached_property
+    def _eligible(self) -> np.ndarray:
+        masks = [m for m in (self.candidates, self.excluded) if m is not None]
+        return self.eligible(len(masks[0]))
 
     def penalty(self, n_items: int) -> np.ndarray | None:
         """float32 [n_items]: 0 for eligible items, -inf for the rest, to add to scores before

@@ -23,7 +23,6 @@ class UserMeans(Table):
                         metadata={"description": "Each user's mean predicted rating over the catalogue."})
     id_columns = {"user_id": "user"}
     needs_ratings = True
-    ordered_by = ("user_id",)
 
     def chunk_rows(self, chunk: UserChunk) -> dict[str, pa.Array]:
         bundle = chunk.bundle

@@ -96,8 +96,6 @@ class Table(ABC):
     needs_ratings: ClassVar[bool] = False
     """Whether the table reads every pair's rating, so the users' pass runs the all-items graphs;
     when no table does, it runs the ranking graphs alone."""
-    ordered_by: ClassVar[tuple[str, ...]] = ()
-    """The columns a reader sorts the table by to see it as written (for tests and examples)."""
     examples_title: ClassVar[str] = "{table} by {model}"
     """Heading of the report's examples of one model; may name ``{table}``, ``{model}``,
     ``{top_n}`` and ``{similar_k}``."""
@@ -114,10 +112,6 @@ class Table(ABC):
     def unavailable(self, bundle: Bundle, model: str) -> str | None:
         """Why this table cannot be written for ``model`` of ``bundle``, or None."""
         return None
-
-    def units(self, bundle: Bundle) -> int:
-        """How many users or items the table's passes cover."""
-        return bundle.n_users if self.unit == USERS else bundle.n_items
 
     def chunk_rows(self, chunk: UserChunk) -> dict[str, pa.Array]:
         """The rows of a chunk of users (tables with unit ``USERS``)."""

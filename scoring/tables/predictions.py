@@ -31,7 +31,6 @@ class Predictions(Table):
         metadata={"description": "Predicted rating on the data's rating scale, clipped to it, for every user-item "
                                  "pair."})
     needs_ratings = True
-    ordered_by = ("user_id", "item_id")
 
     def chunk_rows(self, chunk: UserChunk) -> dict[str, pa.Array]:
         """Every item of each user of the chunk."""

@@ -44,7 +44,6 @@ class Recommendations(Table):
         metadata={"description": "Top-N unseen items per user, rank 1 = best: ordered by 'logit', the model's "
                                  "ranking logit (does the user rate this item at all), ties by smaller item_id; "
                                  "'prediction' is the predicted rating."})
-    ordered_by = ("user_id", "rank")
     examples_title = "Top {top_n} by {model}"
 
     def chunk_rows(self, chunk: UserChunk) -> dict[str, pa.Array]:

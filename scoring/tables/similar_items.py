@@ -43,7 +43,6 @@ class SimilarItemsTable(Table):
                                  "smaller similar_item_id."})
     id_columns = {"item_id": "item", "similar_item_id": "item"}
     unit = ITEMS
-    ordered_by = ("item_id", "rank")
     examples_title = "Most similar items by {model}"
 
     def unavailable(self, bundle: Bundle, model: str) -> str | None:
