@@ -66,33 +66,26 @@ def top_n(masked: np.ndarray, n: int, block: int = BLOCK) -> tuple[np.ndarray, n
 
 GATHER_SHARE = 0.5
 """Below this share of the catalogue eligible, ``top_eligible`` selects among the eligible
-columns gathered into a smaller matrix; above it, among the best of all columns."""
+columns gathered into a smaller matrix."""
 
 
 def top_eligible(masked: np.ndarray, n: int, eligible: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     """``top_n`` of each row among the columns ``eligible`` (bool [n_items], None: all) allows:
-    the same items, order and ties as ``top_n`` of ``masked`` with every other column at -inf,
-    without writing that mask into every row. Few eligible columns are gathered first; many are
-    picked from each row's best ``2n + 8`` columns, and only rows where those hold too few
-    eligible ones are selected again with the mask."""
+    the same items, order and ties as ``top_n`` of ``masked`` with every other column at -inf.
+    Under ``GATHER_SHARE`` of the catalogue eligible, the eligible columns are gathered into a
+    smaller matrix first (cheaper than no rule); otherwise the ruled-out columns of ``masked``
+    are set to -inf in place (one pass over the rows: a gather or a wider pick cost more)."""
     if eligible is None:
         return top_n(masked, n)
+    rows, n_items = masked.shape
     columns = np.flatnonzero(eligible)
-    if len(columns) < GATHER_SHARE * masked.shape[1]:
-        picked, real = top_n(masked[:, columns], n)
-        width = min(n, masked.shape[1])   # as top_n's: lists past the eligible columns are not real
-        items, valid = np.zeros((len(masked), width), np.int64), np.zeros((len(masked), width), bool)
-        items[:, :picked.shape[1]], valid[:, :picked.shape[1]] = columns[picked], real
-        return items, valid
-    wide, wide_valid = top_n(masked, 2 * n + 8)
-    keep = wide_valid & eligible[wide]
-    order = np.argsort(~keep, axis=1, kind="stable")[:, :min(n, wide.shape[1])]
-    items, valid = np.take_along_axis(wide, order, 1), np.take_along_axis(keep, order, 1)
-    # A row is complete when it has n eligible picks or its wide pick reached past its last real column.
-    again = np.flatnonzero((valid.sum(axis=1) < items.shape[1]) & wide_valid[:, -1])
-    if len(again):
-        ruled_out = np.where(eligible, 0.0, -np.inf).astype(masked.dtype)
-        items[again], valid[again] = top_n(masked[again] + ruled_out, n)
+    if len(columns) >= GATHER_SHARE * n_items:
+        np.add(masked, np.where(eligible, 0.0, -np.inf).astype(masked.dtype), out=masked)
+        return top_n(masked, n)
+    picked, real = top_n(masked[:, columns], n)
+    width = min(n, n_items)   # as top_n's: lists past the eligible columns are not real
+    items, valid = np.zeros((rows, width), np.int64), np.zeros((rows, width), bool)
+    items[:, :picked.shape[1]], valid[:, :picked.shape[1]] = columns[picked], real
     return items, valid
 
 

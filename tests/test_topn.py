@@ -94,17 +94,18 @@ def test_the_rule_picks_from_twice_as_many_candidates_and_rates_past_n_only_wher
     assert items.tolist() == [[5, 6]]
 
 
+@pytest.mark.parametrize("n_items", [300, 8_000])
 @pytest.mark.parametrize("share", [0.02, 0.1, 0.3, 0.6, 0.9, 0.99])
-def test_top_eligible_equals_top_n_with_the_rest_at_minus_infinity(share):
+def test_top_eligible_equals_top_n_with_the_rest_at_minus_infinity(share, n_items):
     from scoring.topn import top_eligible
     rng = np.random.default_rng(int(share * 100))
-    scores = np.round(rng.normal(size=(40, 300)), 1).astype(np.float32)   # many ties
-    scores[rng.random(scores.shape) < 0.3] = -np.inf                     # seen items
-    scores[:3, :290] = -np.inf                                          # rows with few unseen items
-    eligible = rng.random(300) < share
+    scores = np.round(rng.normal(size=(40, n_items)), 1).astype(np.float32)   # many ties
+    scores[rng.random(scores.shape) < 0.3] = -np.inf                         # seen items
+    scores[:3, :n_items - 10] = -np.inf                                      # rows with few unseen items
+    eligible = rng.random(n_items) < share
     for n in (1, 5, 30):
         expected = top_n(np.where(eligible, scores, -np.inf), n)
-        items, valid = top_eligible(scores, n, eligible)
+        items, valid = top_eligible(scores.copy(), n, eligible)
         assert items.shape == expected[0].shape
         np.testing.assert_array_equal(valid, expected[1])
         np.testing.assert_array_equal(np.where(valid, items, -1), np.where(expected[1], expected[0], -1))
