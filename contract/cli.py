@@ -13,12 +13,12 @@ import sys
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 from . import strict_json
-from .errors import RecJobError, UsageError
+from .errors import RecJobError, StoreError, UsageError
 from .metrics import Sample, check_metrics_path, write_metrics
+from .store import Location, parse_location
 
 log = logging.getLogger("recjob")
 
@@ -45,6 +45,9 @@ class JsonLines(logging.Formatter):
         return strict_json.dumps(entry, default=str)
 
 
+QUIET_LIBRARIES = ("botocore", "boto3", "urllib3")
+
+
 def configure_logging(verbose: bool = False, log_format: str = "text") -> None:
     """Log lines to stderr, with a timestamp or as JSON objects; INFO by default, DEBUG with
     ``verbose``. Python warnings go through logging too, so JSON output stays JSON."""
@@ -53,15 +56,17 @@ def configure_logging(verbose: bool = False, log_format: str = "text") -> None:
                          logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"))
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler], force=True)
     logging.captureWarnings(True)
+    for library in QUIET_LIBRARIES:   # their INFO lines (where credentials were found) are not the job's
+        logging.getLogger(library).setLevel(logging.DEBUG if verbose else logging.WARNING)
 
 
 def add_scheduler_options(parser: argparse.ArgumentParser) -> None:
     """``--log-format`` and ``--metrics-file``, the same on every command."""
     parser.add_argument("--log-format", choices=LOG_FORMATS, default="text",
                         help="text lines, or one JSON object per line for log collectors (default: %(default)s)")
-    parser.add_argument("--metrics-file", type=Path, metavar="PATH",
+    parser.add_argument("--metrics-file", type=parse_location, metavar="PATH",
                         help="write the run's figures here in the Prometheus text format, atomically "
-                             "(for node_exporter's textfile collector; name it *.prom)")
+                             "(for node_exporter's textfile collector; name it *.prom; a store URI works too)")
 
 
 def setup_failure(exc: RecJobError) -> int:
@@ -73,7 +78,7 @@ def setup_failure(exc: RecJobError) -> int:
 
 
 def run_cli(action: Callable[[], list[Sample] | None], verbose: bool = False, *, log_format: str = "text",
-            metrics_file: Path | None = None, job: str = "run") -> int:
+            metrics_file: Location | None = None, job: str = "run") -> int:
     """Run ``action``; turn a RecJobError into one error line and its exit status. With a metrics
     file, write the samples ``action`` returned plus the exit status, the run's duration and its
     finish time, whether it succeeded or not (a failed run's file says so: alerts can key on it)."""
@@ -96,7 +101,7 @@ def run_cli(action: Callable[[], list[Sample] | None], verbose: bool = False, *,
         _report_error("interrupted", code, log_format)
     if metrics_file is not None and _writable(metrics_file):
         finished = time.time()
-        write_metrics(metrics_file, job, [
+        _write_metrics(metrics_file, job, [
             Sample("exit_code", code, help="exit status of the last run: 0 published, 1 error, 2 bad usage, "
                                            "3 refused by a gate, 75 locked (retry later)"),
             Sample("last_run_timestamp_seconds", round(finished, 3), help="when the last run ended (Unix seconds)"),
@@ -105,11 +110,18 @@ def run_cli(action: Callable[[], list[Sample] | None], verbose: bool = False, *,
     return code
 
 
-def _writable(path: Path) -> bool:
+def _write_metrics(path: Location, job: str, samples: list[Sample]) -> None:
+    try:
+        write_metrics(path, job, samples)
+    except StoreError as exc:
+        log.warning("metrics not written: %s", exc)
+
+
+def _writable(path: Location) -> bool:
     try:
         check_metrics_path(path)
         return True
-    except UsageError:
+    except (UsageError, StoreError):
         return False
 
 

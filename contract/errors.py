@@ -70,6 +70,11 @@ class PublishError(RecJobError):
     """The output location cannot be written, or a run could not be published atomically."""
 
 
+class StoreError(RecJobError):
+    """An object store refused a request or cannot be reached: wrong credentials, a missing bucket,
+    an unreachable endpoint."""
+
+
 class LockError(PublishError):
     """Another run holds the lock on the same output root: a scheduler may try again later
     (``EX_TEMPFAIL`` from sysexits.h)."""

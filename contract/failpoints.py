@@ -26,7 +26,20 @@ SCORING_POINTS = (
     "after_latest_switch",
     "mid_prune",
 )
-"""Every failpoint the scoring job passes, in order."""
+"""Every failpoint the scoring job passes publishing to a local root, in order."""
+
+STORE_POINTS = (
+    "after_lock",
+    "after_staging_created",
+    "after_manifest",
+    "after_store_files",
+    "after_store_manifest",
+    "after_success_marker",
+    "after_latest_switch",
+    "mid_prune",
+)
+"""The failpoints of a run publishing to an object store: those of its upload and pointer
+switch (``contract.roots.StoreRoot``) and the shared ones around them."""
 
 
 def failpoint(name: str) -> None:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import UsageError
+from .store import Location, Store, is_remote
 
 PREFIX = "recjob"
 """Every metric's name starts with ``recjob_<job>_``."""
@@ -52,8 +53,11 @@ def render(job: str, samples: list[Sample]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def check_metrics_path(path: Path) -> None:
-    """UsageError, before any work, when the metrics file could not be written."""
+def check_metrics_path(path: Location) -> None:
+    """UsageError (StoreError on a store), before any work, when the metrics file could not be written."""
+    if is_remote(path):
+        Store.open(str(path).rsplit("/", 1)[0]).check_access()
+        return
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir() or not os.access(folder, os.W_OK):
         raise UsageError(f"--metrics-file {path}: folder {folder} does not exist or is not writable")
@@ -61,8 +65,12 @@ def check_metrics_path(path: Path) -> None:
         raise UsageError(f"--metrics-file {path}: is a directory")
 
 
-def write_metrics(path: Path, job: str, samples: list[Sample]) -> None:
-    """Write ``samples`` to ``path`` atomically."""
+def write_metrics(path: Location, job: str, samples: list[Sample]) -> None:
+    """Write ``samples`` to ``path`` atomically (an object store's put is: readers see the old object or the new)."""
+    if is_remote(path):
+        folder, name = str(path).rsplit("/", 1)
+        Store.open(folder).write_bytes(name, render(job, samples).encode())
+        return
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(render(job, samples))
     os.replace(tmp, path)

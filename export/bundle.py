@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import logging
 import platform
-import shutil
 import time
 from collections.abc import Iterable
 import dataclasses
@@ -25,12 +24,14 @@ from contract import bundle_format as layout, strict_json
 from contract.bundle_format import GRAPH_OUTPUTS, ModelGraphs
 from contract.checksums import sha256_file
 from contract.tables import id_type
-from contract.errors import BundleError
+from contract.errors import BundleError, StoreError
 from contract.machine import available_cpus
-from contract.publish import (BUNDLE_IN_USE, STAGING_PREFIX, RootLock, new_name, new_staging_dir, prepare_root,
-                              publish, remove_stale_staging, resolve_latest)
-from contract.retention import DEFAULT_KEEP, prune, published
+from contract.publish import BUNDLE_IN_USE, STAGING_PREFIX
+from contract.retention import DEFAULT_KEEP, published
+from contract.roots import PublishRoot, StoreRoot, open_root
+from contract.store import Location, is_remote
 from scoring.bundle import ITEM_REFERENCE_ARRAYS, REFERENCE_ARRAYS, load_bundle
+from scoring.bundle_fetch import local_bundle
 from scoring.feeds import UserContext, build_feeds
 
 from .config import PARITY_MAX_TEST_PAIRS, RunConfig, child_seed
@@ -191,7 +192,7 @@ class PublishPolicy:
     gate: GateOptions = GateOptions()
     keep: int = DEFAULT_KEEP
     """Bundles kept under the artifacts root (0: all); those a kept scoring run read are kept too."""
-    runs_root: Path | None = None
+    runs_root: Location | None = None
     """The scoring runs' output root, whose runs' bundles retention spares."""
     data: DataCheckOptions = DataCheckOptions()
     data_record: dict[str, Any] | None = None
@@ -199,7 +200,8 @@ class PublishPolicy:
 
 
 def build_bundle(dataset: Dataset, trained: Iterable[TrainedModel], config: RunConfig, fingerprint: str,
-                 data_checksums: dict[str, str], artifacts_root: Path, policy: PublishPolicy = PublishPolicy()) -> Path:
+                 data_checksums: dict[str, str], artifacts_root: Location,
+                 policy: PublishPolicy = PublishPolicy()) -> Location:
     """Export every trained model into a staging bundle, check parity, pass it through the model
     gate and publish it atomically (as ``latest`` unless the gate refuses it: GateRefused then,
     the bundle kept beside the others).
@@ -208,11 +210,11 @@ def build_bundle(dataset: Dataset, trained: Iterable[TrainedModel], config: RunC
     as it arrives, while the others still train. The artifacts root is locked before the first one
     is asked for, so that a second trainer of the same root fails at once, not after training.
     """
-    root = prepare_root(artifacts_root)
-    with RootLock(root, advice="wait for it to finish (no two trainings publish into one artifacts root)"):
-        bundle_id, created = new_name(root, datetime.now(timezone.utc), fingerprint, "second")
-        remove_stale_staging(root)
-        staging = new_staging_dir(root, bundle_id)
+    root = open_root(artifacts_root)
+    with root.lock(False, "wait for it to finish (no two trainings publish into one artifacts root)"):
+        bundle_id, created = root.new_name(datetime.now(timezone.utc), fingerprint, "second")
+        root.clean()
+        staging = root.staging(bundle_id)
         try:
             setup = _setup(dataset, config, staging, bundle_id)
             references: dict[str, TorchReference] = {}
@@ -226,11 +228,11 @@ def build_bundle(dataset: Dataset, trained: Iterable[TrainedModel], config: RunC
             manifest = bundle_manifest(setup, created, fingerprint, data_checksums, models, trained_configs)
             manifest["data_checks"] = policy.data_record
             (staging / layout.MANIFEST).write_text(strict_json.dumps(manifest, indent=2, sort_keys=True))
-            manifest["gate"] = gate_record(dataset, config, staging, resolve_latest(root), policy.gate)
+            manifest["gate"] = gate_record(dataset, config, staging, root.latest(), policy.gate)
             (staging / layout.MANIFEST).write_text(strict_json.dumps(manifest, indent=2, sort_keys=True))
-            final = publish(staging, root, bundle_id, switch=manifest["gate"]["published_as_latest"])
+            final = root.publish(staging, bundle_id, switch=manifest["gate"]["published_as_latest"])
         except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
+            root.discard(staging)
             raise
         prune_bundles(root, policy)
     if not manifest["gate"]["published_as_latest"]:
@@ -239,13 +241,13 @@ def build_bundle(dataset: Dataset, trained: Iterable[TrainedModel], config: RunC
     return final
 
 
-def gate_record(dataset: Dataset, config: RunConfig, staging: Path, previous: Path | None,
+def gate_record(dataset: Dataset, config: RunConfig, staging: Path, previous: Location | None,
                 options: GateOptions) -> dict[str, Any]:
     """The staged bundle's models against those of ``previous`` (the current ``latest``)."""
     old = None
     if previous is not None:
         try:
-            old = load_bundle(previous)
+            old = load_bundle(local_bundle(previous))
         except BundleError as exc:
             log.warning("model gate: the current bundle cannot be read (%s); nothing to compare with", exc)
     new = load_bundle(staging)
@@ -259,10 +261,16 @@ def gate_record(dataset: Dataset, config: RunConfig, staging: Path, previous: Pa
     return record
 
 
-def bundles_in_use(runs_root: Path | None) -> set[str]:
+def bundles_in_use(runs_root: Location | None) -> set[str]:
     """Bundle folders that scoring runs under ``runs_root`` were scored from or are reading now."""
-    if runs_root is None or not runs_root.is_dir():
+    if is_remote(runs_root):
+        root = StoreRoot(str(runs_root))
+        names = {Path(m["bundle"]["path"]).name for m in root.manifests() if "path" in m.get("bundle", {})}
+        note = root.lease_note()
+        return names | ({note["bundle"]} if "bundle" in note else set())
+    if runs_root is None or not Path(runs_root).is_dir():
         return set()
+    runs_root = Path(runs_root)
     names = set()
     for run in published(runs_root):
         try:
@@ -277,10 +285,10 @@ def bundles_in_use(runs_root: Path | None) -> set[str]:
     return names
 
 
-def prune_bundles(root: Path, policy: PublishPolicy) -> None:
+def prune_bundles(root: PublishRoot, policy: PublishPolicy) -> None:
     """Retention after a publish; a failure to remove old bundles is reported, the bundle stands."""
     try:
-        prune(root, policy.keep, bundles_in_use(policy.runs_root))
-    except OSError as exc:
+        root.prune(policy.keep, bundles_in_use(policy.runs_root))
+    except (OSError, StoreError) as exc:
         log.warning("retention: could not remove old bundles under %s (%s); they are left for the next run",
-                    root, exc)
+                    root.location, exc)

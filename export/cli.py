@@ -13,7 +13,9 @@ from contract.metrics import Sample
 from contract.paths import DEFAULT_ARTIFACTS_ROOT, DEFAULT_DATA_DIR, DEFAULT_OUTPUT_ROOT
 from contract.retention import DEFAULT_KEEP
 from contract.scale import RatingScale
+from contract.store import parse_location
 from scoring.bundle import read_manifest
+from scoring.bundle_fetch import local_bundle
 
 from .config import RunConfig
 from .data.columns import ITEM_ROLES, RATING_ROLES, ColumnMapping
@@ -38,8 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "whose data, settings and code are unchanged is reused, not retrained.")
     add_data_options(parser)
     add_training_options(parser)
-    parser.add_argument("--artifacts", type=Path, default=DEFAULT_ARTIFACTS_ROOT,
-                        help="bundle root (default: %(default)s)")
+    parser.add_argument("--artifacts", type=parse_location, default=DEFAULT_ARTIFACTS_ROOT,
+                        help="bundle root: a directory, or a store URI such as s3://bucket/artifacts "
+                             "(default: %(default)s)")
     parser.add_argument("--batch-size", type=int, help="override every model's mini-batch size")
     parser.add_argument("--time-budget", type=float, help="stop each model's training after this many seconds")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
@@ -61,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--keep", type=int, default=DEFAULT_KEEP,
                         help="bundles to keep under ARTIFACTS, the newest, besides any a kept scoring run under "
                              "--output-root was scored from; 0 keeps all (default: %(default)s)")
-    parser.add_argument("--output-root", type=Path, default=DEFAULT_OUTPUT_ROOT,
+    parser.add_argument("--output-root", type=parse_location, default=DEFAULT_OUTPUT_ROOT,
                         help="the scoring runs' root, whose bundles retention keeps (default: %(default)s)")
     add_scheduler_options(parser)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -196,7 +199,7 @@ def run(args: argparse.Namespace) -> list[Sample]:
     config = make_config(args)
     bundle = train_and_export(config, data_source(args), args.artifacts, jobs_option(args.jobs), args.force,
                               models_given=args.models is not None, policy=publish_policy(args))
-    manifest = read_manifest(bundle)
+    manifest = read_manifest(local_bundle(bundle))
     for name in manifest["model_names"]:
         m = manifest["models"][name]["test_metrics"]
         print(f"{name:6s} test RMSE {_number(m['rmse_stars']):.4f}, MAE {_number(m['mae_stars']):.4f} on the rating "

@@ -11,7 +11,10 @@ import numpy as np
 
 from contract.errors import BundleError, DataError, GateRefused, UsageError
 from contract.publish import resolve_latest
+from contract.roots import StoreRoot
+from contract.store import Location, is_remote
 from scoring.bundle import read_manifest, verify_files
+from scoring.bundle_fetch import local_bundle
 
 from .bundle import PublishPolicy, build_bundle
 from .data_checks import check_data, check_minimums
@@ -25,18 +28,28 @@ from .training.workers import trained_as_completed
 log = logging.getLogger(__name__)
 
 
-def reusable_bundle(artifacts: Path, fingerprint: str) -> Path | None:
+def latest_bundle(artifacts: Location) -> tuple[Location, Path] | None:
+    """Where the artifacts root's ``latest`` bundle is published, and a local folder holding it
+    (a store's bundle is fetched into the cache and verified); None when there is none."""
+    if is_remote(artifacts):
+        latest = StoreRoot(str(artifacts)).latest()
+        return (latest, local_bundle(latest)) if latest is not None else None
+    latest = resolve_latest(Path(artifacts)) if Path(artifacts).is_dir() else None
+    return (latest, latest) if latest is not None else None
+
+
+def reusable_bundle(artifacts: Location, fingerprint: str) -> Location | None:
     """The latest bundle if it was built from the same fingerprint and its files are intact."""
-    latest = resolve_latest(artifacts)
-    if latest is None:
-        return None
     try:
-        manifest = read_manifest(latest)
-        verify_files(latest, manifest, list(manifest["files"]))
+        found = latest_bundle(artifacts)
+        if found is None:
+            return None
+        manifest = read_manifest(found[1])
+        verify_files(found[1], manifest, list(manifest["files"]))
     except BundleError as exc:
         log.warning("existing bundle is not reusable: %s", exc)
         return None
-    return latest if manifest.get("fingerprint") == fingerprint else None
+    return found[0] if manifest.get("fingerprint") == fingerprint else None
 
 
 def models_for_data(config: RunConfig, dataset: Dataset, models_given: bool) -> RunConfig:
@@ -68,14 +81,14 @@ def models_for_data(config: RunConfig, dataset: Dataset, models_given: bool) -> 
     return dataclasses.replace(config, models=kept)
 
 
-def current_bundle(artifacts: Path) -> tuple[Path | None, dict | None]:
-    """The bundle ``latest`` names and its manifest; (None, None) when there is none or it cannot
-    be read (then there is nothing to compare with, as on a first run)."""
-    latest = resolve_latest(artifacts) if artifacts.is_dir() else None
-    if latest is None:
-        return None, None
+def current_bundle(artifacts: Location) -> tuple[Path | None, dict | None]:
+    """A local folder holding the bundle ``latest`` names, and its manifest; (None, None) when there
+    is none or it cannot be read (then there is nothing to compare with, as on a first run)."""
     try:
-        return latest, read_manifest(latest)
+        found = latest_bundle(artifacts)
+        if found is None:
+            return None, None
+        return found[1], read_manifest(found[1])
     except BundleError as exc:
         log.warning("the current bundle cannot be read (%s); nothing to compare the data with", exc)
         return None, None
@@ -98,8 +111,8 @@ def check_held_out(dataset: Dataset, previous: Path | None, accept_worse: bool) 
     log.warning("%s: %s; training untested models (--accept-worse)", dataset.test_described, why)
 
 
-def train_and_export(config: RunConfig, source: DataSource, artifacts: Path, jobs: int | None, force: bool = False,
-                     models_given: bool = True, policy: PublishPolicy = PublishPolicy()) -> Path:
+def train_and_export(config: RunConfig, source: DataSource, artifacts: Location, jobs: int | None, force: bool = False,
+                     models_given: bool = True, policy: PublishPolicy = PublishPolicy()) -> Location:
     """Load and check the data, train each model, export, gate and publish; reuse an up-to-date
     bundle. The data is checked against the current bundle's before anything trains."""
     dataset, checksums = load_dataset(source, config, np.random.default_rng(child_seed(config.seed, "split")))
@@ -111,7 +124,8 @@ def train_and_export(config: RunConfig, source: DataSource, artifacts: Path, job
     config = models_for_data(config, dataset, models_given)
     fingerprint = run_fingerprint(config, checksums, code_fingerprint(models=config.models))
     if not force and (existing := reusable_bundle(artifacts, fingerprint)) is not None:
-        log.info("bundle %s is up to date (same data, settings and code); not retraining", existing.name)
+        log.info("bundle %s is up to date (same data, settings and code); not retraining",
+                 str(existing).rsplit("/", 1)[-1])
         return existing
     with closing(trained_as_completed(dataset, config, jobs)) as trained:
         return build_bundle(dataset, trained, config, fingerprint, checksums, artifacts, policy)

@@ -2,9 +2,7 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from pathlib import Path
 
 from contract.cli import add_scheduler_options, run_cli, setup_failure
 from contract.errors import RecJobError
@@ -13,8 +11,9 @@ from contract.paths import DEFAULT_ARTIFACTS_ROOT, DEFAULT_OUTPUT_ROOT
 from contract.metrics import Sample
 from contract.publish import LATEST
 from contract.retention import DEFAULT_KEEP
+from contract.store import parse_location
 
-from .drift import DriftLimits
+from .drift import DriftLimits, RunFiles
 from .options import DEFAULT_CHUNK_PAIRS, ENGINES, RANKING_CHUNK_PAIRS, ScoringOptions
 from .run_metrics import run_samples
 from .runner import run_scoring
@@ -34,10 +33,12 @@ def build_parser() -> argparse.ArgumentParser:
                     "write predictions, top-N recommendations and similar items as Hive-partitioned Parquet, check "
                     "the results against the bundle's torch reference, and publish the run "
                     "atomically under OUTPUT_ROOT/<run-id> with OUTPUT_ROOT/latest pointing at it.")
-    parser.add_argument("--bundle", type=Path, default=DEFAULT_ARTIFACTS_ROOT / LATEST,
-                        help="model bundle directory (default: %(default)s)")
-    parser.add_argument("--output-root", type=Path, default=DEFAULT_OUTPUT_ROOT,
-                        help="where runs are published (default: %(default)s)")
+    parser.add_argument("--bundle", type=parse_location, default=DEFAULT_ARTIFACTS_ROOT / LATEST,
+                        help="model bundle directory, or on a store an artifacts root (its _LATEST bundle) or "
+                             "one bundle, e.g. s3://bucket/artifacts (default: %(default)s)")
+    parser.add_argument("--output-root", type=parse_location, default=DEFAULT_OUTPUT_ROOT,
+                        help="where runs are published: a directory, or a store URI such as s3://bucket/recs "
+                             "(default: %(default)s)")
     parser.add_argument("--top-n", type=int, default=DEFAULT_TOP_N,
                         help="recommendations per user (default: %(default)s)")
     parser.add_argument("--models", help="comma-separated models to score (default: every model in the bundle)")
@@ -45,10 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"tables to write, of {','.join(names())} (default: %(default)s)")
     parser.add_argument("--similar-k", type=int, default=DEFAULT_SIMILAR_K,
                         help="similar items per item in the similar_items table (default: %(default)s)")
-    parser.add_argument("--exclude-items", type=Path, metavar="PATH",
+    parser.add_argument("--exclude-items", type=parse_location, metavar="PATH",
                         help="Parquet or CSV of item ids (column item_id, or its only column) never recommended "
                              "nor listed as similar")
-    parser.add_argument("--candidates", type=Path, metavar="PATH",
+    parser.add_argument("--candidates", type=parse_location, metavar="PATH",
                         help="Parquet or CSV of item ids (column item_id, or its only column): recommendations "
                              "and similar items are drawn from these only")
     parser.add_argument("--chunk-pairs", type=int, default=None,
@@ -105,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
             keep=args.keep, limits=DriftLimits(args.max_topn_change, args.max_prediction_change))
         run = run_scoring(options)
         print(run)
-        return run_samples(json.loads((run / "manifest.json").read_text()))
+        return run_samples(RunFiles.at(run).manifest())
 
     return run_cli(action, args.verbose, log_format=args.log_format, metrics_file=args.metrics_file, job="scoring")
 

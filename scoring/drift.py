@@ -20,8 +20,10 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.dataset as ds
+import pyarrow.fs as pafs
 
-from contract.errors import GateRefused
+from contract.errors import GateRefused, StoreError
+from contract.store import Location, Store, is_remote
 
 from .bundle import Bundle
 from .tables import DriftInputs, Table, chosen
@@ -44,7 +46,33 @@ class DriftLimits:
     """Largest mean absolute change of predictions (rating scale)."""
 
 
-def _dataset(run: Path, table: str, model: str) -> ds.Dataset:
+@dataclass(frozen=True)
+class RunFiles:
+    """A published run's files, in a local directory or on an object store."""
+
+    fs: pafs.FileSystem
+    path: str
+    name: str
+
+    @classmethod
+    def at(cls, location: Location) -> "RunFiles":
+        if is_remote(location):
+            store = Store.open(str(location))
+            return cls(store.fs, store.path, store.name)
+        return cls(pafs.LocalFileSystem(), str(Path(location).resolve()), Path(location).name)
+
+    def manifest(self) -> dict[str, Any]:
+        with self.fs.open_input_stream(f"{self.path}/manifest.json") as stream:
+            return json.loads(stream.read())
+
+    def dataset(self, table: str, model: str) -> ds.Dataset:
+        folder = table_file(Path("."), table, model).parent
+        return ds.dataset(f"{self.path}/{folder.as_posix()}", format="parquet", filesystem=self.fs)
+
+
+def _dataset(run: Path | RunFiles, table: str, model: str) -> ds.Dataset:
+    if isinstance(run, RunFiles):
+        return run.dataset(table, model)
     return ds.dataset(table_file(run, table, model).parent, format="parquet")
 
 
@@ -61,7 +89,7 @@ def _id_change(table: Table, now: pa.Schema, before: pa.Schema) -> str | None:
     return None
 
 
-def model_drift(new: Path, old: Path, model: str, tables: tuple[str, ...], inputs: DriftInputs) -> dict[str, Any]:
+def model_drift(new: Path, old: Path | RunFiles, model: str, tables: tuple[str, ...], inputs: DriftInputs) -> dict[str, Any]:
     """The figures of one model present in both runs; ``comparable`` False, with ``why``, where
     the runs share too little for the figures to mean anything."""
     figures: dict[str, Any] = {}
@@ -82,14 +110,16 @@ def model_drift(new: Path, old: Path, model: str, tables: tuple[str, ...], input
     return figures
 
 
-def run_drift(new: Path, previous: Path | None, bundle: Bundle, tables: tuple[str, ...]) -> dict[str, Any]:
-    """Figures of every model also in ``previous`` (the run ``latest`` pointed at), or why none."""
-    if previous is None:
+def run_drift(new: Path, location: Location | None, bundle: Bundle, tables: tuple[str, ...]) -> dict[str, Any]:
+    """Figures of every model also in the run at ``location`` (the one ``latest`` pointed at), or why none."""
+    if location is None:
         return {"previous_run": None, "models": {}}
     try:
-        manifest = json.loads((previous / "manifest.json").read_text())
-    except (OSError, ValueError):
-        return {"previous_run": previous.name, "models": {}, "why": "the previous run has no readable manifest"}
+        previous = RunFiles.at(location)
+        manifest = previous.manifest()
+    except (OSError, ValueError, StoreError):
+        return {"previous_run": str(location).rsplit("/", 1)[-1], "models": {},
+                "why": "the previous run has no readable manifest"}
     shared_tables = tuple(t for t in tables if t in manifest.get("tables", []))
     inputs = DriftInputs(bundle.n_items, manifest.get("n_items", 0), bundle.user_id_array)
     figures = {}

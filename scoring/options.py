@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from contract.machine import available_cpus
 from contract.retention import DEFAULT_KEEP
+from contract.store import Location
 
 from .drift import DriftLimits
 from .rules import ItemRules
@@ -30,17 +30,19 @@ workers (``scoring.spark_engine``)."""
 class ScoringOptions:
     """What a scoring run reads, computes and writes."""
 
-    bundle: Path
-    output_root: Path
+    bundle: Location
+    """A bundle folder; on a store, an artifacts root (its ``_LATEST`` bundle) or one bundle."""
+    output_root: Location
+    """A local folder, or a folder on an object store (``contract.roots``)."""
     top_n: int = DEFAULT_TOP_N
     models: tuple[str, ...] | None = None
     """Models to score; None: every model in the bundle."""
     tables: tuple[str, ...] = DEFAULT_TABLES
     similar_k: int = DEFAULT_SIMILAR_K
     """Items per list of the ``similar_items`` table."""
-    exclude_items: Path | None = None
+    exclude_items: Location | None = None
     """Parquet or CSV of item ids never listed (``scoring.rules``)."""
-    candidates: Path | None = None
+    candidates: Location | None = None
     """Parquet or CSV of the only item ids that may be listed."""
     chunk_pairs: int | None = None
     """Pairs per onnxruntime call; None: ``RANKING_CHUNK_PAIRS`` where no table needs ratings, else

@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 from contract.checksums import sha256_file
 from contract.errors import DataError
 from contract.ids import positions
+from contract.store import Location, is_remote, mirror
 
 log = logging.getLogger(__name__)
 
@@ -124,11 +125,19 @@ def _ids(column: pa.Array, path: Path, flag: str, text_ids: bool) -> np.ndarray:
                     "the data's")
 
 
-def read_rule(path: Path, rule: str, item_ids: np.ndarray) -> tuple[np.ndarray, dict[str, Any], np.ndarray]:
+def read_rule(location: Location, rule: str, item_ids: np.ndarray) -> tuple[np.ndarray, dict[str, Any], np.ndarray]:
     """The mask over the catalogue of the items a rule file names, what the manifest records of
-    it (path, sha256, rows, distinct ids, those in the catalogue and those not), and the known ids."""
+    it (path, sha256, rows, distinct ids, those in the catalogue and those not), and the known ids.
+    A file on an object store is copied here first; messages and the record name its URI."""
+    if is_remote(location):
+        local = mirror(str(location))
+        try:
+            mask, record, known = read_rule(local, rule, item_ids)
+        except DataError as exc:
+            raise DataError(str(exc).replace(str(local), str(location))) from exc
+        return mask, {**record, "path": str(location)}, known
     flag = RULES[rule]
-    path = Path(path)
+    path = Path(location)
     ids = _ids(_read(path, flag), path, flag, item_ids.dtype.kind == "U")
     distinct = np.unique(ids)
     index, found = positions(item_ids, distinct if item_ids.dtype.kind == "U" else distinct.astype(item_ids.dtype))
@@ -146,7 +155,7 @@ def read_rule(path: Path, rule: str, item_ids: np.ndarray) -> tuple[np.ndarray, 
     return mask, record, item_ids[mask]
 
 
-def load_rules(exclude_items: Path | None, candidates: Path | None,
+def load_rules(exclude_items: Location | None, candidates: Location | None,
                item_ids: np.ndarray) -> tuple[ItemRules, dict[str, np.ndarray]]:
     """The rules of the run's flags, and each rule's known ids (to keep with the run)."""
     masks: dict[str, np.ndarray] = {}

@@ -11,12 +11,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from contract.bundle_format import MANIFEST, PARITY_TOLERANCE
+from contract.store import is_remote
 from contract.checksums import sha256_file
 from contract.errors import VerificationError
 from contract.parity import LOGIT_TOLERANCE_RULE
 from contract.tables import RUN_SCHEMA_VERSION
 
 from .bundle import Bundle
+from .bundle_fetch import bundle_uri
 from .options import ScoringOptions
 from .results import ModelResult
 from .settings import PassSettings
@@ -73,7 +75,8 @@ def run_manifest(run_id: str, created: datetime, digest: str, bundle: Bundle, op
         "created_utc": created.isoformat(),
         "inputs_hash": digest,
         "bundle": {"path": str(bundle.path.resolve()), "bundle_id": bundle.bundle_id,
-                   "manifest_sha256": sha256_file(bundle.path / MANIFEST)},
+                   "manifest_sha256": sha256_file(bundle.path / MANIFEST),
+                   **({"uri": bundle_uri(str(options.bundle), bundle.path)} if is_remote(options.bundle) else {})},
         "top_n": options.top_n,
         "similar_k": options.similar_k,
         "rules": settings.rules.record,

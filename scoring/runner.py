@@ -11,7 +11,6 @@ import hashlib
 import importlib
 import json
 import logging
-import shutil
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -20,14 +19,15 @@ from typing import Any, Callable
 from contract import strict_json
 from contract.bundle_format import MANIFEST
 from contract.checksums import sha256_file
-from contract.errors import PublishError, UsageError
+from contract.errors import PublishError, StoreError, UsageError
 from contract.failpoints import failpoint
-from contract.publish import (BUNDLE_IN_USE, RootLock, new_name, new_staging_dir, prepare_root, publish,
-                              remove_stale_staging, resolve_latest)
-from contract.retention import prune
+from contract.publish import BUNDLE_IN_USE
+from contract.roots import PublishRoot, open_root
+from contract.store import Location
 from contract.tables import RUN_SCHEMA_VERSION
 
 from .bundle import Bundle, load_bundle, read_manifest
+from .bundle_fetch import local_bundle
 from .drift import check_limits, log_drift, run_drift
 from .options import DEFAULT_CHUNK_PAIRS, ENGINES, RANKING_CHUNK_PAIRS, ScoringOptions
 from .results import ModelResult
@@ -94,11 +94,13 @@ def inputs_hash(bundle: Bundle, options: ScoringOptions, rules: ItemRules) -> st
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
-def run_scoring(options: ScoringOptions) -> Path:
-    """Score, verify and publish one run; returns the published run directory."""
+def run_scoring(options: ScoringOptions) -> Location:
+    """Score, verify and publish one run; returns where it was published (a local directory, or
+    the URI of its folder on an object store)."""
     started = time.perf_counter()
     options = dataclasses.replace(options, tables=tuple(t.name for t in chosen(options.tables)))
-    bundle = load_bundle(options.bundle, chosen_models(options, Path(options.bundle)))
+    bundle_dir = local_bundle(options.bundle)
+    bundle = load_bundle(bundle_dir, chosen_models(options, bundle_dir))
     validate_options(options, bundle)
     rules, rule_ids = load_rules(options.exclude_items, options.candidates, bundle.item_ids)
     if options.top_n > bundle.n_items:
@@ -106,17 +108,17 @@ def run_scoring(options: ScoringOptions) -> Path:
                  bundle.n_items, bundle.n_items)
         options = dataclasses.replace(options, top_n=bundle.n_items)
     failpoint("after_bundle_load")
-    root = prepare_root(options.output_root)
+    root = open_root(options.output_root)
     settings = options.settings(rules)
     digest = inputs_hash(bundle, options, rules)
     load_seconds = time.perf_counter() - started
-    with RootLock(root, wait=options.wait):
+    # The note and the marker are read by export's retention, which must not remove a bundle a run still reads.
+    with root.lock(options.wait, "wait for it to finish or pass --wait", {"bundle": bundle.path.resolve().name}):
         failpoint("after_lock")
-        run_id, created = new_name(root, datetime.now(timezone.utc), digest, "microsecond")
-        remove_stale_staging(root)
-        previous = resolve_latest(root)
-        staging = new_staging_dir(root, run_id)
-        # Read by export's retention, which must not remove the bundle a run is still reading.
+        run_id, created = root.new_name(datetime.now(timezone.utc), digest, "microsecond")
+        root.clean()
+        previous = root.latest()
+        staging = root.staging(run_id)
         (staging / BUNDLE_IN_USE).write_text(bundle.path.resolve().name)
         failpoint("after_staging_created")
         try:
@@ -136,12 +138,12 @@ def run_scoring(options: ScoringOptions) -> Path:
             if options.report:
                 _write_report(staging)
             (staging / BUNDLE_IN_USE).unlink()
-            final = publish(staging, root, run_id)
+            final = root.publish(staging, run_id)
         except OSError as exc:
-            shutil.rmtree(staging, ignore_errors=True)
+            root.discard(staging)
             raise PublishError(f"{staging}: writing the run failed, nothing was published ({exc})") from exc
         except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
+            root.discard(staging)
             raise
         _prune(root, options.keep)
     log.info("published %s (%.2f s)", final, time.perf_counter() - started,
@@ -149,12 +151,13 @@ def run_scoring(options: ScoringOptions) -> Path:
     return final
 
 
-def _prune(root: Path, keep: int) -> None:
+def _prune(root: PublishRoot, keep: int) -> None:
     """Retention after a publish; a failure to remove old runs is reported, the run stands."""
     try:
-        prune(root, keep)
-    except OSError as exc:
-        log.warning("retention: could not remove old runs under %s (%s); they are left for the next run", root, exc)
+        root.prune(keep)
+    except (OSError, StoreError) as exc:
+        log.warning("retention: could not remove old runs under %s (%s); they are left for the next run",
+                    root.location, exc)
 
 
 def _write_report(run_dir: Path) -> None:

@@ -104,3 +104,26 @@ def table_contents(run: Path) -> dict:
         metadata = {k: v for k, v in (table.schema.metadata or {}).items() if k not in RUN_SPECIFIC_METADATA}
         contents[path.relative_to(run)] = (table.replace_schema_metadata(None), metadata)
     return contents
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """moto's S3 server on 127.0.0.1, for this test process's object-store tests."""
+    from object_store import start_server
+    server = start_server()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3(s3_server, monkeypatch, tmp_path):
+    """A fresh bucket; the AWS variables are set in this process (for in-process calls) and in
+    ``s3.env`` (for the CLIs), with a bundle cache of the test's own."""
+    import contract.store
+    env = {**s3_server.env, "RECJOB_CACHE_DIR": str(tmp_path / "cache"),
+           "RECJOB_STAGING_DIR": str(tmp_path / "staging")}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(contract.store, "_CLIENT", None)
+    from object_store import Bucket
+    return Bucket(s3_server.new_bucket(), s3_server, env)

@@ -13,6 +13,7 @@ import pandas as pd
 from contract.checksums import md5_file
 from contract.errors import DataError, UsageError
 from contract.paths import DEFAULT_DATA_DIR
+from contract.store import is_remote
 from contract.scale import MOVIELENS_STARS, RatingScale
 
 from ..config import RunConfig
@@ -74,6 +75,8 @@ class DataSource:
     def items_file(self, ratings: str) -> str | None:
         if self.items is not None:
             return self.items
+        if is_remote(ratings):
+            return None   # titles beside ratings on a store are not looked for: name them with --items
         folder = Path(ratings).parent if Path(ratings).is_file() else Path(ratings)
         return next((str(folder / name) for name in ITEM_FILES if (folder / name).is_file()), None)
 
@@ -119,7 +122,7 @@ def ratings_as_of(files: list[RatingsFile], as_of: int) -> dict[str, str]:
 
 def checksums(files: list[RatingsFile]) -> dict[str, str]:
     """md5 of every file the ratings were read from, keyed by its path."""
-    return {str(part.path): md5_file(part.path) for file in files for part in file.source.parts}
+    return {part.name: md5_file(part.path) for file in files for part in file.source.parts}
 
 
 def build_dataset(frames: list[pd.DataFrame], config: RunConfig, rng: np.random.Generator,

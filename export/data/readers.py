@@ -4,6 +4,7 @@ with or without a header, plain, gzip or zstd). Every table remembers where each
 from, so that a later check can name the file and the line or row."""
 from __future__ import annotations
 
+import dataclasses
 import glob as globbing
 import io
 import re
@@ -18,6 +19,7 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from contract.errors import DataError
+from contract.store import is_remote, mirror
 
 DELIMITERS = ("\t", "::", "|", ",")
 """Delimiters recognised in text files, in the order they are tried."""
@@ -36,6 +38,12 @@ class Part:
     rows: int
     first_line: int | None
     """Line number of the file's first data row, for text; None for Parquet (rows are counted)."""
+    label: str = ""
+    """The file's name in messages and checksums: its URI when read from an object store, else its path."""
+
+    @property
+    def name(self) -> str:
+        return self.label or str(self.path)
 
 
 @dataclass
@@ -52,19 +60,23 @@ class SourceTable:
         for part in self.parts:
             if part.start <= row < part.start + part.rows:
                 if part.first_line is not None:
-                    return f"{part.path}, line {part.first_line + row - part.start}"
-                return f"{part.path}, row {row - part.start + 1}"
+                    return f"{part.name}, line {part.first_line + row - part.start}"
+                return f"{part.name}, row {row - part.start + 1}"
         return f"row {row + 1}"
 
     @property
     def described(self) -> str:
         """The source's name in messages about the whole table."""
-        return str(self.parts[0].path) if len(self.parts) == 1 else f"{self.parts[0].path.parent} ({len(self.parts)} files)"
+        first = self.parts[0].name
+        return first if len(self.parts) == 1 else f"{first.rsplit('/', 1)[0]} ({len(self.parts)} files)"
 
 
 def read_table(spec: str | Path, encoding: str = "utf-8", names: frozenset[str] = frozenset()) -> SourceTable:
     """Read ``spec``: a Parquet file, a folder or glob of Parquet files, or a delimited text file
-    (``names``: column names that mark a first line as a header)."""
+    (``names``: column names that mark a first line as a header). On an object store (``s3://...``)
+    the file or folder is copied here first, and messages name it by its URI."""
+    if is_remote(str(spec)):
+        return _read_remote(str(spec), encoding, names)
     text = str(spec)
     if any(ch in text for ch in "*?["):
         files = sorted(Path(p) for p in globbing.glob(text) if Path(p).is_file())
@@ -79,6 +91,16 @@ def read_table(spec: str | Path, encoding: str = "utf-8", names: frozenset[str] 
     if path.suffix.lower() in PARQUET_SUFFIXES or _is_parquet(path):
         return _read_parquet_files([path], str(path))
     return read_text(path, encoding, names)
+
+
+def _read_remote(uri: str, encoding: str, names: frozenset[str]) -> SourceTable:
+    local = mirror(uri)
+    try:
+        source = read_table(local, encoding, names)
+    except DataError as exc:
+        raise DataError(str(exc).replace(str(local), uri)) from exc
+    source.parts = [dataclasses.replace(p, label=str(p.path).replace(str(local), uri)) for p in source.parts]
+    return source
 
 
 def _is_parquet(path: Path) -> bool:
