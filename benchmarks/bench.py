@@ -29,11 +29,13 @@ from contract.bundle_format import torch_weights_file
 from contract.cli import parse_names, run_cli
 from contract.machine import available_cpus
 from contract.pairs import pair_batches
+from contract.store import parse_location
 from evaluation.torch_models import PAIR_BATCH, load_torch_model, pairwise_batches
 from export.cli import build_parser as export_parser
 from export.cli import run as train_and_export
 from export.models import registry
 from scoring.bundle import Bundle, load_bundle
+from scoring.drift import RunFiles
 from scoring.sessions import ModelScorer
 from scoring.tables import DEFAULT_TABLES, needs_ratings
 from scoring.tables import names as table_names
@@ -48,9 +50,10 @@ def timed(action, *args, **kwargs) -> tuple[Any, float]:
     return value, time.perf_counter() - started
 
 
-def run_scoring_process(bundle: Path, output: Path, models: tuple[str, ...], tables: tuple[str, ...],
-                        extra: list[str]) -> dict[str, Any]:
-    """Run the scoring CLI as a separate torch-free process; return its wall time, peak RSS and manifest."""
+def run_scoring_process(bundle: Path, output: Path | str, models: tuple[str, ...], tables: tuple[str, ...],
+                        extra: list[str], keep_stderr: bool = False) -> dict[str, Any]:
+    """Run the scoring CLI as a separate torch-free process; return its wall time, peak RSS and
+    manifest (and its log lines with ``keep_stderr``). ``output`` may be a store URI."""
     # Peak RSS is the child's own VmHWM: getrusage/wait4 would also count the pages the child
     # shared with this (torch-laden) process between fork and exec.
     code = ("import sys, runpy; sys.modules['torch'] = None; sys.argv = ['scoring'] + sys.argv[1:]\n"
@@ -67,9 +70,9 @@ def run_scoring_process(bundle: Path, output: Path, models: tuple[str, ...], tab
     if process.returncode != 0:
         raise RuntimeError(f"scoring failed:\n{stderr[-2000:]}")
     peak_kb = int(stderr.rsplit("VmHWM", 1)[1].split()[0])
-    run_dir = Path(stdout.strip().splitlines()[-1])
-    manifest = json.loads((run_dir / "manifest.json").read_text())
-    return {"process_wall_s": wall, "peak_rss_mb": peak_kb / 1024, "manifest": manifest}
+    manifest = RunFiles.at(parse_location(stdout.strip().splitlines()[-1])).manifest()
+    return {"process_wall_s": wall, "peak_rss_mb": peak_kb / 1024, "manifest": manifest,
+            **({"stderr": stderr} if keep_stderr else {})}
 
 
 def eager_pairwise_seconds(bundle: Bundle, model: str, limit_pairs: int | None) -> tuple[float, int]:
@@ -404,6 +407,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--spark", action="store_true",
                         help="instead: score the bundle with the local engine and with --engine spark (local[2]) "
                              "and compare them")
+    parser.add_argument("--store", choices=("s3",),
+                        help="instead: score the bundle publishing to local disk and to an S3 store (moto's "
+                             "server on 127.0.0.1), alternated, and compare the stage times")
     parser.add_argument("--scoring-args", nargs=argparse.REMAINDER, default=[],
                         help="further options for the scoring process, e.g. --chunk-pairs 65536")
     args = parser.parse_args(argv)
@@ -411,6 +417,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--repeat: expected a positive integer, got {args.repeat}")
     if args.spark:
         return run_cli(lambda: run_spark_bench(args))
+    if args.store:
+        from .store_bench import run_store_bench
+        return run_cli(lambda: run_store_bench(args))
     if args.reading:
         from .reading import run_reading_bench
         return run_cli(lambda: run_reading_bench(args.reading, args.work_dir / "reading", args.out))

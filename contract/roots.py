@@ -179,11 +179,12 @@ class StoreRoot:
     def publish(self, staging: Path, name: str, switch: bool = True) -> str:
         """Upload ``staging`` as ``<root>/<name>/``: files, manifest, ``_SUCCESS``; then ``_LATEST``."""
         folder = self.store.child(name)
-        if folder.files():
+        there = set(folder.files())   # part files Spark's tasks sent here themselves
+        if MANIFEST in there or SUCCESS_MARKER in there:
             raise PublishError(f"{folder.uri}: a run of that name is already published")
         _, pointer_etag = self._read_pointer()
-        files = sorted(str(p.relative_to(staging)) for p in staging.rglob("*") if p.is_file())
-        data = [f for f in files if f not in (MANIFEST, SUCCESS_MARKER)]
+        files = sorted(p.relative_to(staging).as_posix() for p in staging.rglob("*") if p.is_file())
+        data = [f for f in files if f not in (MANIFEST, SUCCESS_MARKER) and f not in there]
         self.store.upload(staging, data, name)
         failpoint("after_store_files")
         if MANIFEST in files:

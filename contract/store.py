@@ -178,8 +178,9 @@ class Store:
         source = pafs.LocalFileSystem()
 
         def send(name: str) -> None:
-            with _errors(self.uri_of(f"{prefix}/{name}"), "write"):
-                pafs.copy_files(str(local / name), f"{self.path}/{prefix}/{name}",
+            key = f"{prefix}/{name}" if prefix else name
+            with _errors(self.uri_of(key), "write"):
+                pafs.copy_files(str(local / name), f"{self.path}/{key}",
                                 source_filesystem=source, destination_filesystem=self.fs)
 
         with ThreadPoolExecutor(UPLOAD_THREADS) as pool:

@@ -18,7 +18,7 @@ from .options import DEFAULT_CHUNK_PAIRS, ENGINES, RANKING_CHUNK_PAIRS, ScoringO
 from .run_metrics import run_samples
 from .runner import run_scoring
 from .settings import DEFAULT_SIMILAR_K, DEFAULT_TOP_N
-from .spark_options import WRITERS, SparkOptions, parse_conf
+from .spark_options import WRITERS, SparkOptions, parse_conf, under_spark_submit
 from .tables import DEFAULT_TABLES, names
 
 
@@ -59,8 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="onnxruntime intra-op threads (default: the CPUs this process may use, %(default)s)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                         help="onnxruntime execution provider (default: %(default)s)")
-    parser.add_argument("--engine", choices=ENGINES, default="local",
-                        help="score in this process, or in Spark's Python workers (default: %(default)s)")
+    parser.add_argument("--engine", choices=ENGINES, default="spark" if under_spark_submit() else "local",
+                        help="score in this process, or in Spark's Python workers (default: spark under "
+                             "spark-submit, else local)")
     parser.add_argument("--spark-master", help="Spark master URL (default: what spark-submit or the environment "
                                                "set, else local[*])")
     parser.add_argument("--spark-conf", action="append", default=[], metavar="KEY=VALUE",

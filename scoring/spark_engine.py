@@ -19,6 +19,7 @@ import os
 import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -36,15 +37,17 @@ from contract.errors import BundleError, RecJobError, UsageError, VerificationEr
 from contract.failpoints import ENVIRONMENT_VARIABLE
 from contract.pairs import user_ranges
 from contract.progress import EVERY_S
+from contract.store import Store, is_remote
 
 from .bundle import Bundle, load_bundle
+from .bundle_fetch import bundle_uri as bundle_of_run, local_bundle
 from .model_pass import open_outlets, score_span
 from .options import ScoringOptions
 from .results import ModelResult
 from .sessions import ModelScorer
 from .settings import PassSettings
 from .spark_attempts import attempts, job_failure
-from .spark_options import SparkOptions
+from .spark_options import SparkOptions, under_spark_submit
 from .tables import UNITS, Table, chosen, needs_ratings
 
 log = logging.getLogger(__name__)
@@ -66,7 +69,7 @@ def session(options: SparkOptions) -> Any:
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = SparkSession.builder.appName("recommender-scoring")
     # Under spark-submit the JVM is started already (it passes its gateway port) with its master set.
-    submitted = "PYSPARK_GATEWAY_PORT" in os.environ
+    submitted = under_spark_submit()
     master = options.master or os.environ.get("MASTER") or (None if submitted else "local[*]")
     if master and "spark.master" not in dict(options.conf):
         builder = builder.master(master)
@@ -112,6 +115,8 @@ class TaskSpec:
     threads: int
     staging: str
     run_id: str
+    store_run: str | None = None
+    """The run's folder on an object store, where tasks send their part files (None: they write to ``staging``)."""
 
 
 _WORKER_BUNDLES: dict[str, Bundle] = {}
@@ -128,7 +133,7 @@ def _bundle(bundle_path: str) -> Bundle:
         if local.startswith("shipped:"):
             from pyspark import SparkFiles
             local = SparkFiles.get(local.removeprefix("shipped:"))
-        _WORKER_BUNDLES[bundle_path] = load_bundle(Path(local))
+        _WORKER_BUNDLES[bundle_path] = load_bundle(local_bundle(local))
     return _WORKER_BUNDLES[bundle_path]
 
 
@@ -186,11 +191,14 @@ def write_span_parts(batches: Iterator[pa.RecordBatch], spec: TaskSpec) -> Itera
     never writes over another's), and reported."""
     for model, unit, start, stop in _spans(batches):
         part = f"part-{start:010d}-{uuid.uuid4().hex[:12]}.parquet"
-        outlets = open_outlets(Path(spec.staging), _tables(spec, unit), _bundle(spec.bundle_path), model, spec.run_id,
-                               part)
+        folder = Path(tempfile.mkdtemp(prefix="recjob-task-")) if spec.store_run else Path(spec.staging)
+        outlets = open_outlets(folder, _tables(spec, unit), _bundle(spec.bundle_path), model, spec.run_id, part)
         result = _run_span(spec, model, unit, outlets, start, stop)
-        report = {"files": [w.path.relative_to(spec.staging).as_posix() for _, w in outlets.values()],
-                  "rows": result.rows, "parity_pairs": result.parity_pairs, "parity": result.parity,
+        files = [w.path.relative_to(folder).as_posix() for _, w in outlets.values()]
+        if spec.store_run:
+            Store.open(spec.store_run).upload(folder, files, "")
+            shutil.rmtree(folder, ignore_errors=True)
+        report = {"files": files, "rows": result.rows, "parity_pairs": result.parity_pairs, "parity": result.parity,
                   "seconds": result.seconds}
         _maybe_die()
         yield pa.RecordBatch.from_pylist([{"model": model, "unit": unit, "start": start, "stop": stop,
@@ -286,16 +294,17 @@ def _spans_frame(spark: Any, spans: list[tuple[str, str, int, int]]) -> Any:
 
 
 def task_spec(spark: Any, bundle: Bundle, tables: tuple[str, ...], settings: PassSettings, staging: Path,
-              run_id: str, ship_bundle: bool = False) -> TaskSpec:
+              run_id: str, ship_bundle: bool = False, bundle_uri: str | None = None,
+              store_run: str | None = None) -> TaskSpec:
     """What the tasks need; with ``ship_bundle`` the bundle is zipped into ``staging`` and sent to
     every executor (Spark ships files and archives, not folders; it unpacks the zip there)."""
-    bundle_path = str(Path(bundle.path).resolve())
+    bundle_path = bundle_uri or str(Path(bundle.path).resolve())
     if ship_bundle:
         archive = Path(shutil.make_archive(str(staging / f"{SHIPPED_PREFIX}{bundle.bundle_id}"), "zip", bundle_path))
         spark.sparkContext.addArchive(str(archive))
         bundle_path = "shipped:" + archive.name
     return TaskSpec(bundle_path, tables, settings, not needs_ratings(tables),
-                    int(spark.conf.get("spark.task.cpus", "1")), str(staging.resolve()), run_id)
+                    int(spark.conf.get("spark.task.cpus", "1")), str(staging.resolve()), run_id, store_run)
 
 
 def write_tables(spark: Any, bundle: Bundle, spec: TaskSpec, writer: str = "tasks") -> dict[str, ModelResult]:
@@ -379,6 +388,8 @@ def _committed(bundle: Bundle, spec: TaskSpec, reports: list[tuple[str, str, int
     (parity)."""
     staging = Path(spec.staging)
     keep = {name for *_, report in reports for name in report["files"]}
+    if spec.store_run:
+        _keep_on_store(Store.open(spec.store_run), spec.tables, keep, staging)
     for table in spec.tables:
         for path in (staging / table).rglob("*"):
             if path.is_file() and path.relative_to(staging).as_posix() not in keep:
@@ -399,6 +410,18 @@ def _committed(bundle: Bundle, spec: TaskSpec, reports: list[tuple[str, str, int
     return results
 
 
+def _keep_on_store(run: Store, tables: tuple[str, ...], keep: set[str], staging: Path) -> None:
+    """Delete the part files on the store of attempts Spark did not accept, and copy the accepted
+    ones into ``staging``, where the runner checks them (row counts, schemas, checksums) before
+    the run is published; ``StoreRoot.publish`` then sends only what is not on the store yet."""
+    for table in tables:
+        folder = run.child(table)
+        for name in folder.files():
+            if f"{table}/{name}" not in keep:
+                folder.delete(name)
+        folder.download(staging / table)
+
+
 def _tiles(bounds: list[tuple[int, int]], total: int) -> bool:
     """Whether sorted ``[start, stop)`` spans cover ``[0, total)`` exactly once."""
     reached = 0
@@ -417,7 +440,14 @@ def score(bundle: Bundle, options: ScoringOptions, settings: PassSettings, stagi
     t = time.perf_counter()
     spark = session(options.spark)
     seconds = {"spark_start": time.perf_counter() - t}
-    spec = task_spec(spark, bundle, options.tables, settings, staging, run_id, options.spark.ship_bundle)
+    # On a store, executors fetch the bundle from it themselves and send their part files to it.
+    bundle_uri = bundle_of_run(options.bundle, bundle.path) if is_remote(options.bundle) else None
+    store_run = f"{options.output_root}/{run_id}" if is_remote(options.output_root) else None
+    if store_run and options.spark.writer != "tasks":
+        raise UsageError(f"--spark-writer {options.spark.writer}: on an object store the tasks write their part "
+                         "files themselves; use --spark-writer tasks")
+    spec = task_spec(spark, bundle, options.tables, settings, staging, run_id, options.spark.ship_bundle,
+                     bundle_uri, store_run)
     t = time.perf_counter()
     preflight(spark, spec.bundle_path)
     seconds["spark_preflight"] = time.perf_counter() - t

@@ -1,6 +1,7 @@
 """How ``--engine spark`` runs: the Spark options of a scoring run, parsed from the command line."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from contract.errors import UsageError
@@ -33,3 +34,8 @@ def parse_conf(pairs: list[str]) -> tuple[tuple[str, str], ...]:
             raise UsageError(f"--spark-conf: expected KEY=VALUE, got {pair!r}")
         parsed.append((key.strip(), value))
     return tuple(parsed)
+
+
+def under_spark_submit() -> bool:
+    """Whether this process is a driver that ``spark-submit`` started (it passes the JVM's gateway port)."""
+    return "PYSPARK_GATEWAY_PORT" in os.environ

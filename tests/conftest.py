@@ -109,7 +109,7 @@ def table_contents(run: Path) -> dict:
 @pytest.fixture(scope="session")
 def s3_server():
     """moto's S3 server on 127.0.0.1, for this test process's object-store tests."""
-    from object_store import start_server
+    from benchmarks.s3_server import start_server
     server = start_server()
     yield server
     server.stop()

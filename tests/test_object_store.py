@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 
 import pandas as pd
-import pyarrow.parquet as pq
 import pytest
 
 from conftest import QUICK_ARGS, SIMILAR_K, TABLES, run_cli, table_contents
@@ -119,9 +118,7 @@ def test_train_on_parquet_parts_in_a_bucket_publish_the_bundle_there_and_score_a
 
 def test_a_corrupted_bundle_file_on_the_store_is_refused(s3, trained):
     bundle = (trained / "latest").resolve()
-    for path in sorted(p for p in bundle.rglob("*") if p.is_file()):
-        s3.write(f"artifacts/{bundle.name}/{path.relative_to(bundle)}", path.read_bytes())
-    s3.write("artifacts/_LATEST", f"{bundle.name}\n".encode())
+    s3.put_bundle(bundle)
     victim = next(f for f in json.loads((bundle / "manifest.json").read_text())["files"] if f.endswith(".onnx"))
     s3.write(f"artifacts/{bundle.name}/{victim}", (bundle / victim).read_bytes()[:-7] + b"garbage")
     refused = score(s3, s3.uri("artifacts"), s3.uri("recs"), *FAST)

@@ -6,6 +6,7 @@ import re
 import subprocess
 
 import duckdb
+import pyarrow.parquet as pq
 import pytest
 
 from conftest import ROOT, run_cli
@@ -48,11 +49,27 @@ def test_every_make_target_exists():
 
 
 def test_the_pandas_example_reads_a_published_run(scored):
-    (example,) = code_blocks("python")
+    example = code_blocks("python")[0]
     namespace: dict = {}
     exec(example.replace("output/latest", str(scored / "latest")), namespace)
     assert set(namespace["preds"]["model"].unique()) == set(registry.names())
     assert len(namespace["recs"]) > 0 and set(namespace["recs"]["model"].unique()) == {"mf"}
+
+
+def test_the_object_store_example_follows_latest_in_a_bucket(scored, s3):
+    """The README's S3 reader, run against a bucket holding the published run under _LATEST."""
+    example = code_blocks("python")[1]
+    run = (scored / "latest").resolve()
+    for path in sorted(p for p in run.rglob("*") if p.is_file()):
+        s3.write(f"recs/{run.name}/{path.relative_to(run).as_posix()}", path.read_bytes())
+    s3.write("recs/_LATEST", f"{run.name}\n".encode())
+    namespace: dict = {}
+    exec(example.replace("s3://lake/recs", s3.uri("recs")), namespace)
+    assert namespace["run"] == run.name
+    assert len(namespace["frame"]) == pq.read_table(run / "recommendations").num_rows > 0
+    comment = re.search(r"# or (duckdb\.sql\(.*\))", example).group(1)
+    top = eval(comment, namespace).fetchall()
+    assert len(top) == len(namespace["frame"].query("rank <= 3")) > 0
 
 
 def test_the_duckdb_example_reads_a_published_run(scored):

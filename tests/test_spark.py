@@ -5,14 +5,19 @@ nothing. Each run goes through the real CLI (its own Spark driver), on ``local[2
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import socket
 import subprocess
+import sys
+from pathlib import Path
 
 import pyarrow.dataset as ds
 import pytest
 
 from conftest import SIMILAR_K, TABLES, run_cli
 from contract.failpoints import ENVIRONMENT_VARIABLE
+from contract.store import mirror
 from scoring.spark_engine import TASK_FAILPOINT, TASK_FAILPOINT_ALWAYS
 
 pytestmark = pytest.mark.slow
@@ -73,6 +78,23 @@ def test_spark_tables_equal_the_local_engines(trained, scored, local_tables, tmp
     assert "Traceback" not in result.stderr
 
 
+def test_spark_on_a_bucket_executors_fetch_the_bundle_and_send_their_parts_there(trained, local_tables, s3,
+                                                                                  tmp_path):
+    """The first task's worker dies after sending its part files: the driver keeps the accepted
+    attempt's files only, and the published tables equal the local engine's."""
+    s3.put_bundle((trained / "latest").resolve())
+    result = run_cli("scoring", "--bundle", s3.uri("artifacts"), "--output-root", s3.uri("recs"), "--top-n", "5",
+                     "--tables", ",".join(TABLES), "--similar-k", str(SIMILAR_K), "--engine", "spark",
+                     "--spark-master", "local[2,2]", "--no-report", env={**s3.env, ENVIRONMENT_VARIABLE: TASK_FAILPOINT})
+    assert result.returncode == 0, result.stderr
+    run_id = s3.read("recs/_LATEST").decode().strip()
+    manifest = json.loads(s3.read(f"recs/{run_id}/manifest.json"))
+    assert manifest["engine"] == "spark" and manifest["spark"]["failed_task_attempts"] >= 1
+    parts = [k.split("/", 2)[2] for k in s3.keys(f"recs/{run_id}/") if k.endswith(".parquet") and "/rules/" not in k]
+    assert sorted(parts) == sorted(manifest["files"])   # no file of a failed attempt is left
+    assert_same_tables(tables(mirror(s3.uri("recs", run_id))), local_tables)
+
+
 def test_spark_equals_local_with_rules_on(trained, tmp_path):
     exclude, candidates = tmp_path / "exclude.csv", tmp_path / "candidates.csv"
     exclude.write_text("item_id\n1\n2\n3\n999999\n")
@@ -128,3 +150,56 @@ def test_sparks_own_parquet_writer_gives_the_same_tables(trained, local_tables, 
     assert result.returncode == 0, result.stderr
     assert_same_tables(tables(tmp_path / "latest"), local_tables)
     assert not list((tmp_path / "latest").rglob("*.crc"))
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def spark_env() -> dict[str, str]:
+    """What Spark's scripts need here: the pip package's folder as SPARK_HOME (they look for it
+    with the ``python`` on PATH otherwise), and the loopback address."""
+    import pyspark
+    return {**os.environ, "SPARK_HOME": str(Path(pyspark.__file__).parent), "SPARK_LOCAL_IP": "127.0.0.1"}
+
+
+@pytest.fixture
+def standalone_cluster(tmp_path):
+    """A Spark standalone master and one worker (2 cores) on 127.0.0.1, as ``spark-class`` starts
+    them (the pip package of pyspark has no sbin/start-*.sh); its master URL."""
+    spark_class = Path(sys.executable).parent / "spark-class"
+    env = {**spark_env(), "SPARK_LOG_DIR": str(tmp_path), "SPARK_WORKER_DIR": str(tmp_path / "work")}
+    port = _free_port()
+    master = subprocess.Popen([str(spark_class), "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
+                               "--port", str(port), "--webui-port", str(_free_port())], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"spark://127.0.0.1:{port}"
+    worker = subprocess.Popen([str(spark_class), "org.apache.spark.deploy.worker.Worker", url, "--cores", "2",
+                               "--memory", "2g", "--webui-port", str(_free_port())], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield url
+    finally:
+        for process in (worker, master):
+            process.terminate()
+            process.wait(30)
+
+
+def test_spark_submit_to_a_standalone_cluster_scores_with_the_spark_engine(trained, local_tables, tmp_path,
+                                                                          standalone_cluster):
+    """The launcher the package ships, given to spark-submit with no --engine: Spark's engine runs."""
+    launcher = run_cli("scoring.spark_submit")
+    assert launcher.returncode == 0 and launcher.stdout.strip().endswith("scoring/spark_submit.py")
+    env = {**spark_env(), "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
+    submitted = subprocess.run(
+        [str(Path(sys.executable).parent / "spark-submit"), "--master", standalone_cluster,
+         "--conf", "spark.executor.memory=1g", launcher.stdout.strip(),
+         "--bundle", str(trained / "latest"), "--output-root", str(tmp_path / "out"), "--top-n", "5",
+         "--tables", ",".join(TABLES), "--similar-k", str(SIMILAR_K), "--no-report"],
+        env=env, capture_output=True, text=True, timeout=600)
+    assert submitted.returncode == 0, submitted.stderr[-3000:]
+    run = tmp_path / "out" / "latest"
+    assert json.loads((run / "manifest.json").read_text())["engine"] == "spark"
+    assert_same_tables(tables(run), local_tables)
