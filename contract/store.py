@@ -12,21 +12,23 @@ from __future__ import annotations
 import contextlib
 import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pyarrow.fs as pafs
 
-from .errors import PublishError, StoreError
+from .errors import PublishError, RecJobError, StoreError
 
 SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
 CONDITIONAL_SCHEMES = ("s3",)
 """Stores whose conditional writes this job sends; publishing elsewhere is refused."""
 UPLOAD_THREADS = 8
 """Files sent to a store at once: object stores reward parallel requests."""
+
+T = TypeVar("T")
 
 Location = Path | str
 """A local path, or the URI of a folder on an object store."""
@@ -321,3 +323,14 @@ def follow_latest(uri: str) -> Store | None:
     pointer = folder.read_bytes("_LATEST")
     name = pointer.decode().strip() if pointer is not None else ""
     return folder.child(name) if name else None
+
+
+def read_copy(uri: str, read: Callable[[Path], T]) -> T:
+    """``read`` applied to a local copy of ``uri`` (``mirror``); the messages of the errors it
+    raises name the URI, not the copy."""
+    local = mirror(uri)
+    try:
+        return read(local)
+    except RecJobError as exc:
+        exc.args = (str(exc).replace(str(local), uri),)
+        raise

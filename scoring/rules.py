@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 from contract.checksums import sha256_file
 from contract.errors import DataError
 from contract.ids import positions
-from contract.store import Location, is_remote, mirror
+from contract.store import Location, is_remote, read_copy
 
 log = logging.getLogger(__name__)
 
@@ -130,11 +130,7 @@ def read_rule(location: Location, rule: str, item_ids: np.ndarray) -> tuple[np.n
     it (path, sha256, rows, distinct ids, those in the catalogue and those not), and the known ids.
     A file on an object store is copied here first; messages and the record name its URI."""
     if is_remote(location):
-        local = mirror(str(location))
-        try:
-            mask, record, known = read_rule(local, rule, item_ids)
-        except DataError as exc:
-            raise DataError(str(exc).replace(str(local), str(location))) from exc
+        mask, record, known = read_copy(str(location), lambda local: read_rule(local, rule, item_ids))
         return mask, {**record, "path": str(location)}, known
     flag = RULES[rule]
     path = Path(location)

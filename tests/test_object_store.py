@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import threading
 import time
@@ -11,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import QUICK_ARGS, SIMILAR_K, TABLES, run_cli, table_contents
+from conftest import QUICK_ARGS, ROOT, SIMILAR_K, TABLES, run_cli, table_contents
 from contract.checksums import sha256_file
 from contract.errors import PublishError
 from contract.failpoints import ENVIRONMENT_VARIABLE, STORE_POINTS
@@ -87,12 +88,16 @@ def test_train_on_parquet_parts_in_a_bucket_publish_the_bundle_there_and_score_a
         local = tmp_path / f"part-{i}.parquet"
         part.to_parquet(local)
         s3.write(f"ratings/part-{i}.parquet", local.read_bytes())
+    s3.write("items.csv", "item,title\n" + "".join(f"{i},Film {i}\n" for i in sorted(frame["item"].unique())))
     artifacts = s3.uri("artifacts")
-    trained = run_cli("export", "--ratings", s3.uri("ratings"), "--columns",
-                      "user=user,item=item,rating=stars,timestamp=when", "--artifacts", artifacts,
-                      "--output-root", s3.uri("recs"), *QUICK_ARGS, env=s3.env)
+    args = ("export", "--ratings", s3.uri("ratings"), "--columns", "user=user,item=item,rating=stars,timestamp=when",
+            "--items", s3.uri("items.csv"), "--artifacts", artifacts, "--output-root", s3.uri("recs"), *QUICK_ARGS)
+    trained = run_cli(*args, env=s3.env)
     assert trained.returncode == 0, trained.stderr
     bundle_id = latest_of(s3, "artifacts")
+    reused = run_cli(*args, env=s3.env)   # same data, settings and code: the bundle on the store is reused
+    assert reused.returncode == 0 and "is up to date" in reused.stderr, reused.stderr
+    assert latest_of(s3, "artifacts") == bundle_id
     assert f"artifacts/{bundle_id}/_SUCCESS" in s3.keys("artifacts/")
     manifest = json.loads(s3.read(f"artifacts/{bundle_id}/manifest.json"))
     assert sorted(manifest["data"]["files_md5"]) == [s3.uri("ratings", "part-0.parquet"),
@@ -114,6 +119,32 @@ def test_train_on_parquet_parts_in_a_bucket_publish_the_bundle_there_and_score_a
                                                                            str(tmp_path / "elsewhere")})
     assert verified.returncode == 0, verified.stderr
     assert json.loads(verified.stdout)["run"] == s3.uri("recs")
+
+
+def test_a_bad_ratings_file_on_the_store_is_named_by_its_uri_and_row(s3, tmp_path):
+    s3.write("bad/ratings.csv", b"user,item,rating\n1,2,4\n1,3,oops\n")
+    failed = run_cli("export", "--ratings", s3.uri("bad", "ratings.csv"), "--artifacts", s3.uri("artifacts"),
+                     *QUICK_ARGS, env=s3.env)
+    assert failed.returncode == 1
+    [line] = failed.stderr.strip().splitlines()
+    assert line.startswith(f"error: {s3.uri('bad', 'ratings.csv')}, line 3") and "oops" in line, line
+    missing = run_cli("export", "--ratings", s3.uri("nothing.csv"), "--artifacts", s3.uri("artifacts"),
+                      *QUICK_ARGS, env=s3.env)
+    assert missing.returncode == 1 and missing.stderr.strip() == f"error: {s3.uri('nothing.csv')}: file not found"
+    assert s3.keys("artifacts/") == []
+
+
+def test_two_runs_started_at_once_on_one_root_one_publishes_and_one_exits_75(s3, trained):
+    import subprocess
+    import sys
+    command = [sys.executable, "-m", "scoring", "--bundle", str(trained / "latest"), "--output-root",
+               s3.uri("recs"), *FAST]
+    env = {**os.environ, **s3.env, "PYTHONPATH": str(ROOT)}
+    runs = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(2)]
+    codes = sorted(run.wait(300) for run in runs)
+    assert codes == [0, 75], [run.stderr.read() for run in runs]
+    assert len(run_folders(s3, "recs")) == 1
 
 
 def test_a_corrupted_bundle_file_on_the_store_is_refused(s3, trained):
@@ -228,3 +259,26 @@ def test_sigkill_at_any_publish_point_on_the_store_leaves_latest_whole_and_the_n
 def test_after_all_the_kills_the_stores_latest_run_still_matches_torch(crash_store):
     verified = run_cli("evaluation.verify", "--run", crash_store.uri("recs"), env=crash_store.env)
     assert verified.returncode == 0, verified.stderr
+
+
+def test_retention_and_cleaning_on_a_store_spare_the_pointer_and_protected_bundles(s3):
+    names = [f"2026010{d}T000000Z-{d}aaaaaaaaa" for d in range(1, 6)]
+    for name in names[:4]:
+        s3.write(f"artifacts/{name}/manifest.json", b"{}")
+        s3.write(f"artifacts/{name}/_SUCCESS", b"")
+    s3.write(f"artifacts/{names[4]}/model.onnx", b"half")   # a dead run's folder: no _SUCCESS
+    s3.write("artifacts/_LATEST", f"{names[1]}\n".encode())
+    root = StoreRoot(s3.uri("artifacts"))
+    with root.lock(False, "wait"):
+        root.clean()
+        assert root.prune(1, {names[0]}) == [names[2]]
+    assert run_folders(s3, "artifacts") == {names[0], names[1], names[3]}
+
+    # The bundles a store's runs were scored from, and the one a run holding the lease reads, are in use.
+    from export.bundle import bundles_in_use
+    s3.write("recs/20260101T000000000000Z-aaaaaaaaaa/manifest.json",
+             json.dumps({"bundle": {"path": f"/cache/bundles/{names[0]}"}}).encode())
+    s3.write("recs/20260101T000000000000Z-aaaaaaaaaa/_SUCCESS", b"")
+    with StoreLock(Store.open(s3.uri("recs")), note={"bundle": names[3]}):
+        assert bundles_in_use(s3.uri("recs")) == {names[0], names[3]}
+    assert bundles_in_use(s3.uri("recs")) == {names[0]}

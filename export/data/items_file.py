@@ -8,6 +8,7 @@ import numpy as np
 import pyarrow as pa
 
 from contract.errors import DataError
+from contract.store import is_remote, read_copy
 
 from .columns import ColumnMapping
 from .readers import Part, SourceTable, read_table, sniff
@@ -15,7 +16,10 @@ from .ratings_file import id_column
 
 
 def read_items(spec: str | Path, mapping: ColumnMapping = ColumnMapping(), as_text: bool = False) -> dict:
-    """Raw item id -> title (None where the file has no title column)."""
+    """Raw item id -> title (None where the file has no title column); a file on an object store
+    is read from a local copy."""
+    if is_remote(str(spec)):
+        return read_copy(str(spec), lambda local: read_items(local, mapping, as_text))
     source = _read_any_encoding(Path(spec), mapping.header_names("items"))
     roles = mapping.resolve(source.table.column_names, source.has_header, "items", ("item",), source.described)
     ids = id_column(source, source.table.column(roles["item"]), roles["item"], "item", as_text)

@@ -19,7 +19,7 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from contract.errors import DataError
-from contract.store import is_remote, mirror
+from contract.store import is_remote, mirror, read_copy
 
 DELIMITERS = ("\t", "::", "|", ",")
 """Delimiters recognised in text files, in the order they are tried."""
@@ -94,12 +94,9 @@ def read_table(spec: str | Path, encoding: str = "utf-8", names: frozenset[str] 
 
 
 def _read_remote(uri: str, encoding: str, names: frozenset[str]) -> SourceTable:
-    local = mirror(uri)
-    try:
-        source = read_table(local, encoding, names)
-    except DataError as exc:
-        raise DataError(str(exc).replace(str(local), uri)) from exc
-    source.parts = [dataclasses.replace(p, label=str(p.path).replace(str(local), uri)) for p in source.parts]
+    source = read_copy(uri, lambda local: read_table(local, encoding, names))
+    local = str(mirror(uri))
+    source.parts = [dataclasses.replace(p, label=str(p.path).replace(local, uri)) for p in source.parts]
     return source
 
 
