@@ -60,7 +60,7 @@ def _reason(exc: BaseException) -> str:
         code = response.get("Error", {}).get("Code", "")
     joined = f"{code} {text}"
     if any(k in joined for k in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "ACCESS_DENIED", "AccessDenied",
-                                 "Forbidden", "403", "NoCredentials", "Unable to locate credentials")):
+                                 "Forbidden", "NoCredentials", "Unable to locate credentials")):
         return ("access denied: check the credentials (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or "
                 "AWS_PROFILE) and the bucket's policy")
     if "NoSuchBucket" in joined or "NO_SUCH_BUCKET" in joined:
