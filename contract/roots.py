@@ -23,6 +23,8 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 from typing import Any, ContextManager, Protocol
@@ -56,6 +58,8 @@ class PublishRoot(Protocol):
     def latest(self) -> Location | None: ...
 
     def staging(self, name: str) -> Path: ...
+
+    def early_sender(self, staging: Path, name: str) -> Callable[[Path], None] | None: ...
 
     def publish(self, staging: Path, name: str, switch: bool = True) -> Location: ...
 
@@ -103,6 +107,10 @@ class LocalRoot:
     def staging(self, name: str) -> Path:
         return local.new_staging_dir(self.location, name)
 
+    def early_sender(self, staging: Path, name: str) -> None:
+        """Nothing to send: the staging folder is renamed into place."""
+        return None
+
     def publish(self, staging: Path, name: str, switch: bool = True) -> Path:
         return local.publish(staging, self.location, name, switch)
 
@@ -129,6 +137,8 @@ class StoreRoot:
         self.store.check_access()
         self.location: str = self.store.uri
         self._lock: StoreLock | None = None
+        self._sender: ThreadPoolExecutor | None = None
+        self._sent: list[Future[None]] = []
         self._pointer: tuple[str | None, str | None] | None = None
         digest = hashlib.sha256(self.location.encode()).hexdigest()[:16]
         base = Path(os.environ.get(STAGING_ENVIRONMENT) or tempfile.gettempdir())
@@ -176,10 +186,35 @@ class StoreRoot:
         path.mkdir(parents=True)
         return path
 
+    def early_sender(self, staging: Path, name: str) -> Callable[[Path], None]:
+        """A function the engine calls with each finished folder of ``staging``; the folder's files
+        are sent to ``<root>/<name>/`` in the background while the next is written. Nothing is
+        visible to readers until ``publish``; a run that is discarded has its folder removed."""
+        self._sender = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-upload")
+        self._sent = []
+
+        def send(folder: Path) -> None:
+            names = sorted(p.relative_to(staging).as_posix() for p in folder.rglob("*") if p.is_file())
+            self._sent.append(self._sender.submit(self.store.upload, staging, names, name))
+
+        return send
+
+    def _sent_files(self) -> None:
+        """Wait for the early uploads; the first one that failed raises here."""
+        if self._sender is None:
+            return
+        try:
+            for future in self._sent:
+                future.result()
+        finally:
+            self._sender.shutdown(wait=True)
+            self._sender = None
+
     def publish(self, staging: Path, name: str, switch: bool = True) -> str:
         """Upload ``staging`` as ``<root>/<name>/``: files, manifest, ``_SUCCESS``; then ``_LATEST``."""
+        self._sent_files()
         folder = self.store.child(name)
-        there = set(folder.files())   # part files Spark's tasks sent here themselves
+        there = set(folder.files())   # sent early, or by Spark's tasks themselves
         if MANIFEST in there or SUCCESS_MARKER in there:
             raise PublishError(f"{folder.uri}: a run of that name is already published")
         _, pointer_etag = self._read_pointer()
@@ -208,7 +243,14 @@ class StoreRoot:
         return folder.uri
 
     def discard(self, staging: Path) -> None:
+        """Remove a run that will not be published: here, and what was sent of it to the store."""
+        with contextlib.suppress(Exception):
+            self._sent_files()
         shutil.rmtree(staging, ignore_errors=True)
+        with contextlib.suppress(Exception):   # best effort: the next run removes a folder without _SUCCESS
+            name = staging.name
+            if not self.store.exists(f"{name}/{SUCCESS_MARKER}"):
+                self.store.delete_folder(name)
 
     def published(self) -> list[str]:
         """Names of the complete folders under the root, oldest first."""

@@ -3,12 +3,15 @@
 An engine takes the loaded bundle, the run's options and pass settings, the staging folder and
 the run id; it writes every chosen table of every model under ``staging/<table>/model=<m>/`` and
 returns each model's ``ModelResult`` with a record of its own for the manifest (docs/extending.md).
+It calls ``finished`` (when given) with each folder it will not write to again: a root on an
+object store sends it while the engine goes on.
 The runner then checks, records and publishes what it wrote, whichever engine it was.
 """
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -26,8 +29,8 @@ from .tables import UNITS, chosen
 log = logging.getLogger(__name__)
 
 
-def score(bundle: Bundle, options: ScoringOptions, settings: PassSettings, staging: Path,
-          run_id: str) -> tuple[dict[str, ModelResult], dict[str, Any]]:
+def score(bundle: Bundle, options: ScoringOptions, settings: PassSettings, staging: Path, run_id: str,
+          finished: Callable[[Path], None] | None = None) -> tuple[dict[str, ModelResult], dict[str, Any]]:
     """Each model's tables, unit by unit (its users' pass, then its items' tables)."""
     tables = chosen(options.tables)
     results: dict[str, ModelResult] = {}
@@ -46,6 +49,9 @@ def score(bundle: Bundle, options: ScoringOptions, settings: PassSettings, stagi
                     outlets = open_outlets(staging, mine, bundle, model, run_id)
                     result.add(score_span(bundle, model, unit, outlets, settings, scorer, pool, options.threads,
                                           options.device))
+                    if finished is not None:
+                        for _, writer in outlets.values():
+                            finished(writer.path.parent)
             failpoint("after_first_model")
             result.seconds["total"] = time.perf_counter() - t
             results[model] = result

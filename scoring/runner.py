@@ -33,15 +33,15 @@ from .options import DEFAULT_CHUNK_PAIRS, ENGINES, RANKING_CHUNK_PAIRS, ScoringO
 from .results import ModelResult
 from .rules import ItemRules, load_rules, write_rule_ids
 from .run_manifest import run_manifest, verify_tables
-from .settings import PassSettings
 from .tables import chosen
 
 log = logging.getLogger(__name__)
 
 __all__ = ["DEFAULT_CHUNK_PAIRS", "ENGINES", "RANKING_CHUNK_PAIRS", "ScoringOptions", "run_scoring"]
 
-Engine = Callable[[Bundle, ScoringOptions, PassSettings, Path, str], tuple[dict[str, ModelResult], dict[str, Any]]]
-"""What an engine module's ``score`` is (``scoring.local_engine`` says what it does)."""
+Engine = Callable[..., tuple[dict[str, ModelResult], dict[str, Any]]]
+"""What an engine module's ``score`` is: ``score(bundle, options, settings, staging, run_id,
+finished=None)`` (``scoring.local_engine`` says what it does)."""
 
 
 def engine(name: str) -> Engine:
@@ -122,7 +122,8 @@ def run_scoring(options: ScoringOptions) -> Location:
         (staging / BUNDLE_IN_USE).write_text(bundle.path.resolve().name)
         failpoint("after_staging_created")
         try:
-            results, engine_record = engine(options.engine)(bundle, options, settings, staging, run_id)
+            results, engine_record = engine(options.engine)(bundle, options, settings, staging, run_id,
+                                                            finished=root.early_sender(staging, run_id))
             failpoint("after_all_models")
             counts = verify_tables(staging, bundle, options.tables, settings)
             failpoint("after_verify")

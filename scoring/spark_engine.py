@@ -432,11 +432,12 @@ def _tiles(bounds: list[tuple[int, int]], total: int) -> bool:
     return reached == total
 
 
-def score(bundle: Bundle, options: ScoringOptions, settings: PassSettings, staging: Path,
-          run_id: str) -> tuple[dict[str, ModelResult], dict[str, Any]]:
+def score(bundle: Bundle, options: ScoringOptions, settings: PassSettings, staging: Path, run_id: str,
+          finished: Any = None) -> tuple[dict[str, ModelResult], dict[str, Any]]:
     """The engine (``scoring.local_engine`` says what one does): the tables written by Spark's
     tasks, each checking its span against torch's reference, and what Spark did with the tasks
-    (failed attempts, retried tasks, lost executors)."""
+    (failed attempts, retried tasks, lost executors). On a store the tasks send their own files,
+    so ``finished`` is not called."""
     t = time.perf_counter()
     spark = session(options.spark)
     seconds = {"spark_start": time.perf_counter() - t}

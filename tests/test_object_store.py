@@ -282,3 +282,16 @@ def test_retention_and_cleaning_on_a_store_spare_the_pointer_and_protected_bundl
     with StoreLock(Store.open(s3.uri("recs")), note={"bundle": names[3]}):
         assert bundles_in_use(s3.uri("recs")) == {names[0], names[3]}
     assert bundles_in_use(s3.uri("recs")) == {names[0]}
+
+
+def test_a_refused_run_leaves_nothing_on_the_store_of_what_it_sent_early(s3, trained):
+    """Each model's files are sent while the next model scores; a run the drift threshold refuses
+    afterwards removes them, and the published run stays as it was."""
+    first = score(s3, str(trained / "latest"), s3.uri("recs"), *FAST)
+    assert first.returncode == 0, first.stderr
+    before = latest_of(s3, "recs")
+    refused = score(s3, str(trained / "latest"), s3.uri("recs"), "--tables", "recommendations", "--top-n", "3",
+                    "--no-report", "--max-topn-change", "0")
+    assert refused.returncode == 3, refused.stderr
+    assert latest_of(s3, "recs") == before
+    assert run_folders(s3, "recs") == {before}
