@@ -29,17 +29,15 @@ SCORING_POINTS = (
 """Every failpoint the scoring job passes publishing to a local root, in order."""
 
 STORE_POINTS = (
-    "after_lock",
-    "after_staging_created",
-    "after_manifest",
     "after_store_files",
     "after_store_manifest",
     "after_success_marker",
     "after_latest_switch",
     "mid_prune",
 )
-"""The failpoints of a run publishing to an object store: those of its upload and pointer
-switch (``contract.roots.StoreRoot``) and the shared ones around them."""
+"""The failpoints where a run publishing to an object store differs from a local one: its upload,
+manifest, ``_SUCCESS``, pointer switch and pruning (``contract.roots.StoreRoot``); the earlier
+ones are the same code on both kinds of root."""
 
 
 def failpoint(name: str) -> None:

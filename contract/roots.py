@@ -31,10 +31,10 @@ from typing import Any, ContextManager, Protocol
 
 from . import publish as local
 from . import retention
-from .errors import PublishError
+from .errors import PublishError, UsageError
 from .failpoints import failpoint
 from .publish import NAME_CLOCKS, NAME_HASH_CHARS, POINTER_FILE, SUCCESS_MARKER
-from .store import Location, Store, is_remote
+from .store import CONDITIONAL_SCHEMES, Location, Store, is_remote
 from .store_lock import LOCK_OBJECT, StoreLock
 
 log = logging.getLogger(__name__)
@@ -133,6 +133,11 @@ class StoreRoot:
     """A folder on an object store (``s3://bucket/prefix``)."""
 
     def __init__(self, uri: str) -> None:
+        scheme = uri.split("://", 1)[0]
+        if scheme not in CONDITIONAL_SCHEMES:
+            raise UsageError(f"{uri}: publishing to {scheme}:// needs conditional writes, which this job sends to "
+                             f"{', '.join(s + '://' for s in CONDITIONAL_SCHEMES)} only; publish to a local path or "
+                             "an s3:// URI (reading inputs and bundles from it works)")
         self.store = Store.open(uri)
         self.store.check_access()
         self.location: str = self.store.uri

@@ -91,7 +91,8 @@ def test_train_on_parquet_parts_in_a_bucket_publish_the_bundle_there_and_score_a
     s3.write("items.csv", "item,title\n" + "".join(f"{i},Film {i}\n" for i in sorted(frame["item"].unique())))
     artifacts = s3.uri("artifacts")
     args = ("export", "--ratings", s3.uri("ratings"), "--columns", "user=user,item=item,rating=stars,timestamp=when",
-            "--items", s3.uri("items.csv"), "--artifacts", artifacts, "--output-root", s3.uri("recs"), *QUICK_ARGS)
+            "--items", s3.uri("items.csv"), "--artifacts", artifacts, "--output-root", s3.uri("recs"), "--models",
+            "mf,item_ae", *QUICK_ARGS)
     trained = run_cli(*args, env=s3.env)
     assert trained.returncode == 0, trained.stderr
     bundle_id = latest_of(s3, "artifacts")
@@ -157,6 +158,14 @@ def test_a_corrupted_bundle_file_on_the_store_is_refused(s3, trained):
     [line] = refused.stderr.strip().splitlines()
     assert f"{s3.uri('artifacts', bundle.name, victim)}: sha256" in line and "refused" in line
     assert s3.keys("recs/") == []
+
+
+def test_publishing_to_a_store_without_conditional_writes_is_refused_before_anything_runs(trained):
+    refused = run_cli("scoring", "--bundle", str(trained / "latest"), "--output-root", "gs://bucket/recs", *FAST)
+    assert refused.returncode == 2
+    assert refused.stderr.strip() == ("error: gs://bucket/recs: publishing to gs:// needs conditional writes, which "
+                                      "this job sends to s3:// only; publish to a local path or an s3:// URI "
+                                      "(reading inputs and bundles from it works)")
 
 
 @pytest.mark.parametrize("case", ["wrong_key", "no_bucket"])
