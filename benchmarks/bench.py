@@ -27,6 +27,7 @@ import torch
 
 from contract.bundle_format import torch_weights_file
 from contract.cli import parse_names, run_cli
+from contract.feedback import EXPLICIT, FEEDBACK_KINDS, IMPLICIT
 from contract.machine import available_cpus
 from contract.pairs import pair_batches
 from contract.store import parse_location
@@ -130,7 +131,8 @@ def train_bundle(args: argparse.Namespace, models: tuple[str, ...] | None) -> tu
     train_argv = ["--artifacts", str(args.work_dir / "artifacts"), *(["--models", ",".join(models)] if models else []),
                   "--jobs", str(args.jobs),
                   "--device", args.device, "--accept-worse", "--output-root", str(args.work_dir / "output")]
-    for option, value in (("--synthetic", args.synthetic), ("--time-budget", args.time_budget),
+    for option, value in (("--synthetic", args.synthetic), ("--feedback", args.feedback),
+                          ("--time-budget", args.time_budget),
                           ("--max-epochs", args.max_epochs), ("--batch-size", args.batch_size)):
         if value:
             train_argv += [option, str(value)]
@@ -261,7 +263,7 @@ def training_figures(manifest: dict[str, Any], models: tuple[str, ...]) -> dict[
         entry = manifest["models"][m]
         curve = [e for e in entry["learning_curve"] + entry["refit_curve"] if "train_seconds" in e]
         seconds = sum(e["train_seconds"] for e in curve)
-        out[m] = {"test_rmse_stars": entry["test_metrics"]["rmse_stars"], "epochs": len(entry["learning_curve"]),
+        out[m] = {"test_metrics": entry["test_metrics"], "epochs": len(entry["learning_curve"]),
                   "refit_epochs": len(entry["refit_curve"]), "best_epoch": entry["best_epoch"],
                   "out_of_time": entry["out_of_time"],
                   "batch_size": entry["batch_size"], "learning_rate": entry["learning_rate"],
@@ -288,6 +290,7 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
         "export_s": {m: manifest["models"][m]["export_seconds"] for m in models},
         "training": training_figures(manifest, models),
         "training_peak_rss_mb": training_peak_mb,
+        "feedback": args.feedback,
         "floor_rmse_stars": manifest.get("floor_rmse_stars"),
     }
     if not args.training_only:
@@ -366,13 +369,15 @@ def print_training(r: dict[str, Any], models: tuple[str, ...]) -> None:
     how = "one model at a time" if r["jobs"] == 1 else f"{r['jobs']} models at a time"
     print(f"\ntraining ({how}); floor RMSE of the planted truth: {'-' if floor is None else f'{floor:.4f}'}; "
           f"peak RSS {r['training_peak_rss_mb']:.0f} MB")
-    print(f"{'model':6s} {'test RMSE':>10s} {'/ floor':>8s} {'epochs':>7s} {'best':>5s} {'refit':>6s} {'batch':>6s} "
-          f"{'ratings/s':>10s} {'train s':>8s} {'stopped by budget':>18s}")
+    implicit = r.get("feedback") == IMPLICIT
+    print(f"{'model':6s} {'NDCG@10' if implicit else 'test RMSE':>10s} {'/ floor':>8s} {'epochs':>7s} {'best':>5s} "
+          f"{'refit':>6s} {'batch':>6s} {'ratings/s':>10s} {'train s':>8s} {'stopped by budget':>18s}")
     for m in models:
         t = r["training"][m]
-        ratio = "-" if floor is None else f"{t['test_rmse_stars'] / floor:.3f}"
+        figure = t["test_metrics"]["ndcg_at_10" if implicit else "rmse_stars"]
+        ratio = "-" if floor is None or implicit else f"{figure / floor:.3f}"
         rate = "-" if t["ratings_per_s"] is None else f"{t['ratings_per_s'] / 1e3:.0f}K"
-        print(f"{m:6s} {t['test_rmse_stars']:10.4f} {ratio:>8s} {t['epochs']:7d} {t['best_epoch']:5d} "
+        print(f"{m:6s} {figure:10.4f} {ratio:>8s} {t['epochs']:7d} {t['best_epoch']:5d} "
               f"{t['refit_epochs']:6d} {t['batch_size']:6d} {rate:>10s} {t['train_seconds']:8.0f} "
               f"{str(t['out_of_time']):>18s}")
 
@@ -381,6 +386,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.bench", description=__doc__)
     parser.add_argument("--synthetic", metavar="SHAPE",
                         help="USERS,ITEMS,RATINGS or ml-1m, ml-20m, ml-25m (default: MovieLens 100K itself)")
+    parser.add_argument("--feedback", choices=FEEDBACK_KINDS, default=EXPLICIT,
+                        help="train on the data as ratings or as implicit interactions (default: %(default)s)")
     parser.add_argument("--models", help="models (default: every registered family the data allows)")
     parser.add_argument("--tables", default=",".join(DEFAULT_TABLES), help="tables to write (default: %(default)s)")
     parser.add_argument("--time-budget", type=float, help="training seconds per model (large shapes)")

@@ -29,7 +29,8 @@ from export.cli import add_training_options, make_config
 from export.config import RunConfig, child_seed
 from export.data.dataset import Dataset, Interactions, seen_csr
 from export.data.loading import DataSource, build_dataset
-from export.data.ratings_file import read_ratings
+from export.data.ratings_file import RatingsOptions, read_ratings
+from contract.feedback import EXPLICIT, FEEDBACK_KINDS, IMPLICIT_SCALE
 from export.data.sequences import user_context
 from export.models import registry
 from export.training.metrics import rating_errors
@@ -93,9 +94,10 @@ def model_lists(trained: Any, dataset: Dataset, logits: np.ndarray, indptr: np.n
     inputs = family.pair_inputs(users, candidates.reshape(-1), context)
     rated = scale.clipped_rating(predict_in_batches(trained.module, family.predict, inputs).numpy())
     rated = rated.reshape(candidates.shape)
-    chosen, valid, picked = coherent_first(candidates, real, rated, scale.midpoint, n)
+    midpoint = None if dataset.implicit else scale.midpoint   # a low score is no dislike
+    chosen, valid, picked = coherent_first(candidates, real, rated, midpoint, n)
     below = np.take_along_axis(rated, picked, 1)[valid] < scale.midpoint
-    return np.where(valid, chosen, -1), float(below.mean()) if below.size else 0.0
+    return np.where(valid, chosen, -1), float(below.mean()) if below.size and midpoint is not None else 0.0
 
 
 Cut = Callable[[pd.DataFrame], tuple[pd.DataFrame, pd.DataFrame]]
@@ -118,7 +120,8 @@ def temporal_cut(fraction: float) -> Cut:
 
 
 def peer_scores(train: pd.DataFrame, dataset: Dataset, cut: Cut, seed: int, peers: tuple[Peer, ...],
-                full_train: Interactions | None = None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+                full_train: Interactions | None = None,
+                relevant_stars: float = RELEVANT_STARS) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Each peer tuned on ``cut`` of the split's training data, then fitted on all of it
     (``full_train``: ``train`` in index space, when the caller has it): its scores for every
     user x item, and the settings chosen with their validation figures."""
@@ -132,7 +135,7 @@ def peer_scores(train: pd.DataFrame, dataset: Dataset, cut: Cut, seed: int, peer
     scores, record = {}, {}
     for peer in peers:
         t = time.perf_counter()
-        best, figures = tune(peer, fit, validation, vocab.n_users, vocab.n_items, RELEVANT_STARS, seed)
+        best, figures = tune(peer, fit, validation, vocab.n_users, vocab.n_items, relevant_stars, seed)
         scores[peer.name] = peer.scores(everything, best, seed)
         record[peer.name] = {"setting": best, "validation_ndcg_at_10": figures,
                              "seconds": round(time.perf_counter() - t, 1)}
@@ -141,21 +144,25 @@ def peer_scores(train: pd.DataFrame, dataset: Dataset, cut: Cut, seed: int, peer
 
 def evaluate_split(name: str, train: pd.DataFrame, test: pd.DataFrame, config: RunConfig,
                    use_surprise: bool, jobs: int | None = None, cut: Cut | None = None,
-                   peers: tuple[Peer, ...] = ()) -> dict[str, Any]:
-    """Every model, baseline and top-N peer on one split (the peers tuned on ``cut``)."""
+                   peers: tuple[Peer, ...] = (), feedback: str = EXPLICIT) -> dict[str, Any]:
+    """Every model, baseline and top-N peer on one split (the peers tuned on ``cut``). On implicit
+    feedback every held-out interaction is relevant, and there are no ratings to compare."""
     started = time.perf_counter()
-    dataset = build_dataset([train, test], config, np.random.default_rng(child_seed(config.seed, "split")))
+    implicit = feedback != EXPLICIT
+    dataset = build_dataset([train, test], config, np.random.default_rng(child_seed(config.seed, "split")),
+                            **({"scale": IMPLICIT_SCALE, "feedback": feedback} if implicit else {}))
     vocab, test_i = dataset.vocab, dataset.test
     result: dict[str, Any] = {"name": name, "n_train": len(train), "n_test": len(test_i),
                               "cold_start_test_dropped": dataset.notes["cold_start_test_dropped"],
                               "rating": {}, "ranking": {}, "learning_curves": {}, "histograms": {}}
     full_train = Interactions.from_frame(train, vocab, dataset.scale)
     scale = dataset.scale
-    result["rating"]["global_mean"] = rating_errors(baselines.global_mean_predictions(full_train, test_i),
-                                                    test_i.ratings, scale)
-    result["rating"]["user_item_bias"] = rating_errors(
-        baselines.bias_predictions(full_train, test_i, vocab.n_users, vocab.n_items), test_i.ratings, scale)
-    if use_surprise:
+    if not implicit:
+        result["rating"]["global_mean"] = rating_errors(baselines.global_mean_predictions(full_train, test_i),
+                                                        test_i.ratings, scale)
+        result["rating"]["user_item_bias"] = rating_errors(
+            baselines.bias_predictions(full_train, test_i, vocab.n_users, vocab.n_items), test_i.ratings, scale)
+    if use_surprise and not implicit:
         warm = test[vocab.known(test)]
         for algorithm in baselines.SURPRISE_ALGORITHMS:
             t = time.perf_counter()
@@ -166,18 +173,19 @@ def evaluate_split(name: str, train: pd.DataFrame, test: pd.DataFrame, config: R
 
     indptr, seen = seen_csr(dataset.history, vocab.n_users)
     popularity = np.bincount(full_train.items, minlength=vocab.n_items).astype(np.float64)
-    relevant = {"rated_4_plus": test_i.take(np.flatnonzero(test_i.ratings >= RELEVANT_STARS)), "any_held_out": test_i}
+    relevant = {"any_held_out": test_i} if implicit else \
+        {"rated_4_plus": test_i.take(np.flatnonzero(test_i.ratings >= RELEVANT_STARS)), "any_held_out": test_i}
     candidates = {"most_popular": most_popular_scores(full_train, vocab.n_users, vocab.n_items),
                   "random": random_scores(vocab.n_users, vocab.n_items, np.random.default_rng(config.seed))}
     trained_models = train_models(dataset, config, jobs)
     for model_name, trained in zip(config.models, trained_models):
-        result["rating"][model_name] = trained.test_metrics
+        result["ranking_tests" if implicit else "rating"][model_name] = trained.test_metrics
         result["learning_curves"][model_name] = trained.fit.epochs
         candidates[model_name] = logit_matrix(trained, dataset)
         result["histograms"][model_name] = trained.histogram
     if peers:
         scores, result["peers"] = peer_scores(train, dataset, cut or random_cut(0.2, config.seed), config.seed, peers,
-                                              full_train)
+                                              full_train, 0.0 if implicit else RELEVANT_STARS)
         candidates.update(scores)
     trained_by_name = dict(zip(config.models, trained_models))
     for label, scores in candidates.items():
@@ -194,9 +202,11 @@ def evaluate_split(name: str, train: pd.DataFrame, test: pd.DataFrame, config: R
                                                       TOP_K)["recall_at_20"]
             result["ranking"][label][kind] = metrics if below is None else {**metrics, "below_midpoint": below}
     result["seconds"] = round(time.perf_counter() - started, 1)
-    summary = ", ".join(f"{m} {result['rating'][m]['rmse_stars']:.4f}" for m in config.models)
-    log.info("%s done in %.0f s: RMSE %s; NDCG@10 %s", name, result["seconds"], summary,
-             {k: round(v["rated_4_plus"]["ndcg"], 4) for k, v in result["ranking"].items()})
+    summary = ", ".join(f"{m} {result['rating'][m]['rmse_stars']:.4f}" for m in config.models
+                        if m in result["rating"]) or "none (implicit feedback)"
+    kind = next(iter(relevant))
+    log.info("%s done in %.0f s: RMSE %s; NDCG@10 (%s) %s", name, result["seconds"], summary, kind,
+             {k: round(v[kind]["ndcg"], 4) for k, v in result["ranking"].items()})
     return result
 
 
@@ -223,23 +233,27 @@ def run_evaluation(args: argparse.Namespace) -> dict[str, Any]:
                               "untuned_reference_rmse_unit": {m: registry.get(m).untuned_reference_rmse
                                                               for m in config.models},
                               "config": config.to_dict(), "protocols": {}}
+    options = RatingsOptions(feedback=args.feedback)
+    report["feedback"] = args.feedback
     if args.train_file:
         if len(args.train_file) != len(args.test_file or []):
             raise UsageError("--train-file and --test-file: give them in pairs, as many of each")
-        splits = [(f"{Path(tr).name}/{Path(te).name}", read_ratings(tr).frame, read_ratings(te).frame)
-                  for tr, te in zip(args.train_file, args.test_file)]
+        splits = [(f"{Path(tr).name}/{Path(te).name}", read_ratings(tr, options).frame,
+                   read_ratings(te, options).frame) for tr, te in zip(args.train_file, args.test_file)]
     else:
-        frame = read_ratings(DataSource(data_dir=args.data_dir, cache_dir=args.cache_dir).ratings_files()[0]).frame
+        frame = read_ratings(DataSource(data_dir=args.data_dir, cache_dir=args.cache_dir).ratings_files()[0],
+                             options).frame
         splits = kfold_splits(frame, args.folds, args.seed) if args.folds > 1 else []
     if splits:
         cut = random_cut(1 / max(args.folds, 2), args.seed)
-        results = [evaluate_split(name, tr, te, config, use_surprise, jobs, cut, peers) for name, tr, te in splits]
+        results = [evaluate_split(name, tr, te, config, use_surprise, jobs, cut, peers, args.feedback)
+                   for name, tr, te in splits]
         report["protocols"]["cross_validation"] = {"splits": results, "mean_rating": mean_over(results, "rating"),
                                                    "mean_ranking": mean_over(results, "ranking")}
     if args.temporal_fraction > 0 and not args.train_file:
         train, test = temporal_split(frame, args.temporal_fraction)
         result = evaluate_split("temporal", train, test, config, use_surprise, jobs,
-                                temporal_cut(args.temporal_fraction), peers)
+                                temporal_cut(args.temporal_fraction), peers, args.feedback)
         report["protocols"]["temporal"] = {"splits": [result], "mean_rating": result["rating"],
                                            "mean_ranking": result["ranking"]}
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -255,12 +269,13 @@ def print_summary(report: dict[str, Any]) -> None:
     for protocol, body in report["protocols"].items():
         print(f"\n{protocol}: mean over {len(body['splits'])} split(s)")
         print(f"  {'method':22s} {'RMSE':>7s} {'MAE':>7s} {'RMSE[0,1]':>9s}")
-        for method, m in body["mean_rating"].items():
+        for method, m in (body["mean_rating"] or {}).items():
             print(f"  {method:22s} {m['rmse_stars']:7.4f} {m['mae_stars']:7.4f} {m['rmse_unit']:9.4f}")
-        print(f"  {'top-10 (rated >= 4)':22s} {'P':>6s} {'R':>6s} {'NDCG':>6s} {'MAP':>6s} {'HR':>6s} {'R@20':>6s} "
+        kind = next(iter(next(iter(body["mean_ranking"].values()))))
+        print(f"  {'top-10 (' + kind + ')':22s} {'P':>6s} {'R':>6s} {'NDCG':>6s} {'MAP':>6s} {'HR':>6s} {'R@20':>6s} "
               f"{'cov':>6s} {'pop':>6s}")
         for method, kinds in body["mean_ranking"].items():
-            m = kinds["rated_4_plus"]
+            m = kinds[kind]
             print(f"  {method:22s} {m['precision']:6.4f} {m['recall']:6.4f} {m['ndcg']:6.4f} {m['map']:6.4f} "
                   f"{m['hit_rate']:6.4f} {m['recall_at_20']:6.4f} {m['coverage']:6.4f} {m['mean_popularity']:6.1f}")
 
@@ -274,6 +289,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--temporal-fraction", type=float, default=0.2,
                         help="share of each user's latest ratings held out (default: %(default)s; 0 = skip)")
     parser.add_argument("--data-dir", type=Path, help="an ml-100k folder instead of the download")
+    parser.add_argument("--feedback", choices=FEEDBACK_KINDS, default=EXPLICIT,
+                        help="implicit: every rating read as one interaction, every held-out one relevant, "
+                             "no rating errors (default: %(default)s)")
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_DATA_DIR, help="download cache (default: %(default)s)")
     try:
         add_training_options(parser)   # lists every registered family's options: installed ones load here

@@ -18,7 +18,9 @@ from scoring.bundle import read_manifest
 from scoring.bundle_fetch import local_bundle
 
 from .config import RunConfig
-from .data.columns import ITEM_ROLES, RATING_ROLES, ColumnMapping
+from contract.feedback import EXPLICIT, FEEDBACK_KINDS
+
+from .data.columns import INTERACTION_ROLES, ITEM_ROLES, ColumnMapping
 from .data.loading import DataSource, parse_as_of
 from .data.ratings_file import DUPLICATE_POLICIES, RatingsOptions
 from .data.synthetic import parse_shape
@@ -77,6 +79,9 @@ def add_data_options(parser: argparse.ArgumentParser) -> None:
         "data (default: download and cache MovieLens 100K)",
         "PATH: a Parquet file, a folder or glob of Parquet part files (Hive-partitioned too), or a "
         "delimited text file (tab, comma, '::' or '|'; with or without a header; .gz or .zst too).")
+    data.add_argument("--feedback", choices=FEEDBACK_KINDS, default=EXPLICIT,
+                      help="explicit: a rating per row; implicit: each row one interaction (a click, play or "
+                           "purchase), with no rating, weighed by an optional weight column (default: %(default)s)")
     data.add_argument("--ratings", metavar="PATH", help="ratings to split into train/validation/test")
     data.add_argument("--train-file", metavar="PATH", help="training ratings (with --test-file)")
     data.add_argument("--test-file", metavar="PATH", help="test ratings (with --train-file)")
@@ -84,15 +89,17 @@ def add_data_options(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--items", metavar="PATH", help="item titles (default: u.item, movies.dat or movies.csv "
                                                        "beside the ratings, if there is one)")
     data.add_argument("--columns", metavar="ROLE=COLUMN,...",
-                      help="which column holds user, item, rating and timestamp: names, or positions from 0 for "
-                           "files without a header (default: userId/user_id/user, movieId/itemId/item_id/item, "
-                           "rating, timestamp/ts/time; by position: 0, 1, 2, 3)")
+                      help="which column holds user, item, rating and timestamp (and, for implicit feedback, "
+                           "weight): names, or positions from 0 for files without a header (default: "
+                           "userId/user_id/user, movieId/itemId/item_id/item, rating, timestamp/ts/time, weight; "
+                           "by position: 0, 1, 2, 3)")
     data.add_argument("--item-columns", metavar="ROLE=COLUMN,...", help="which column holds item and title")
     data.add_argument("--rating-scale", metavar="MIN,MAX",
                       help="the ratings' scale (default: the lowest and highest rating seen)")
-    data.add_argument("--duplicates", choices=DUPLICATE_POLICIES, default="error",
-                      help="a (user, item) pair rated more than once: refuse it, keep the latest rating, or "
-                           "average them (default: %(default)s)")
+    data.add_argument("--duplicates", choices=DUPLICATE_POLICIES,
+                      help="a (user, item) pair rated more than once: refuse it, keep the latest rating, "
+                           "average them, or add up the weights (implicit feedback) (default: error for ratings, "
+                           "sum for implicit feedback)")
     data.add_argument("--order-by", metavar="COLUMN",
                       help="a column that orders each user's ratings, for data without a timestamp")
     data.add_argument("--string-ids", action="store_true", help="read every id as text, even ids that look "
@@ -159,8 +166,8 @@ def parse_scale(text: str | None) -> RatingScale | None:
 
 
 def data_source(args: argparse.Namespace) -> DataSource:
-    options = RatingsOptions(ColumnMapping.parse(args.columns, RATING_ROLES), args.string_ids, args.order_by,
-                             args.duplicates)
+    options = RatingsOptions(ColumnMapping.parse(args.columns, INTERACTION_ROLES), args.string_ids, args.order_by,
+                             args.duplicates, args.feedback)
     return DataSource(ratings=args.ratings, data_dir=args.data_dir, train_file=args.train_file,
                       test_file=args.test_file, items=args.items, cache_dir=args.cache_dir,
                       synthetic=parse_shape(args.synthetic) if args.synthetic else None, options=options,
@@ -184,9 +191,16 @@ def bundle_samples(manifest: dict) -> list[Sample]:
     out = [Sample("bundle", 1, {"bundle_id": manifest["bundle_id"]}, "the bundle now latest")]
     for name in manifest["model_names"]:
         entry = manifest["models"][name]
-        out += [Sample("test_rmse", _number(entry["test_metrics"]["rmse_stars"]), {"model": name},
-                       "held-out RMSE on the rating scale"),
-                Sample("train_seconds", entry["train_seconds"], {"model": name}, "training wall time")]
+        metrics = entry["test_metrics"]
+        if manifest.get("feedback", EXPLICIT) == EXPLICIT:
+            out.append(Sample("test_rmse", _number(metrics["rmse_stars"]), {"model": name},
+                              "held-out RMSE on the rating scale"))
+        else:
+            out += [Sample("test_ndcg_at_10", _number(metrics["ndcg_at_10"]), {"model": name},
+                           "held-out NDCG@10, every held-out interaction relevant"),
+                    Sample("test_recall_at_20", _number(metrics["recall_at_20"]), {"model": name},
+                           "held-out recall@20, every held-out interaction relevant")]
+        out.append(Sample("train_seconds", entry["train_seconds"], {"model": name}, "training wall time"))
     return out + (gate_samples(manifest["gate"]) if "gate" in manifest else [])
 
 
@@ -202,8 +216,12 @@ def run(args: argparse.Namespace) -> list[Sample]:
     manifest = read_manifest(local_bundle(bundle))
     for name in manifest["model_names"]:
         m = manifest["models"][name]["test_metrics"]
-        print(f"{name:6s} test RMSE {_number(m['rmse_stars']):.4f}, MAE {_number(m['mae_stars']):.4f} on the rating "
-              f"scale, RMSE {_number(m['rmse_unit']):.4f} on [0, 1]")
+        if manifest.get("feedback", EXPLICIT) == EXPLICIT:
+            print(f"{name:6s} test RMSE {_number(m['rmse_stars']):.4f}, MAE {_number(m['mae_stars']):.4f} on the "
+                  f"rating scale, RMSE {_number(m['rmse_unit']):.4f} on [0, 1]")
+        else:
+            print(f"{name:6s} test NDCG@10 {_number(m['ndcg_at_10']):.4f}, recall@20 {_number(m['recall_at_20']):.4f}, "
+                  f"MAP@10 {_number(m['map_at_10']):.4f} (implicit feedback: every held-out interaction relevant)")
     print(f"bundle: {bundle}")
     return bundle_samples(manifest)
 

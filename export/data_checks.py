@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from contract import bundle_format as layout
+from contract.feedback import EXPLICIT
 from contract.errors import DataError, GateRefused
 
 from .data.dataset import Dataset
@@ -57,6 +58,8 @@ class DataProfile:
     """"integer" or "text"."""
     item_ids: str
     rating_scale: tuple[float, float]
+    feedback: str = EXPLICIT
+    """``explicit`` or ``implicit`` (``contract.feedback``)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "rating_scale": list(self.rating_scale)}
@@ -75,7 +78,7 @@ def profile_of(dataset: Dataset) -> DataProfile:
                + int(notes.get("cold_start_test_dropped", 0)))
     return DataProfile(ratings, dataset.vocab.n_users, dataset.vocab.n_items,
                        _id_kind(dataset.vocab.user_ids.dtype.kind), _id_kind(dataset.vocab.item_ids.dtype.kind),
-                       (dataset.scale.low, dataset.scale.high))
+                       (dataset.scale.low, dataset.scale.high), dataset.feedback)
 
 
 def bundle_profile(bundle: Path, manifest: dict[str, Any]) -> DataProfile:
@@ -90,7 +93,7 @@ def bundle_profile(bundle: Path, manifest: dict[str, Any]) -> DataProfile:
     return DataProfile(ratings, int(manifest["n_users"]), int(manifest["n_items"]),
                        _id_kind(pq.read_schema(bundle / layout.USERS).field("user_id").type),
                        _id_kind(pq.read_schema(bundle / layout.ITEMS).field("item_id").type),
-                       (float(scale["low"]), float(scale["high"])))
+                       (float(scale["low"]), float(scale["high"])), manifest.get("feedback", EXPLICIT))
 
 
 def check_minimums(dataset: Dataset, described: str) -> None:
@@ -120,7 +123,9 @@ def compare_profiles(new: DataProfile, old: DataProfile, max_shrink: float) -> l
         now, before = getattr(new, name), getattr(old, name)
         if now != before:
             problems.append(f"{name.replace('_', ' ')} are {now} where they were {before}")
-    if new.rating_scale != old.rating_scale:
+    if new.feedback != old.feedback:
+        problems.append(f"the feedback is {new.feedback} where it was {old.feedback}")
+    elif new.rating_scale != old.rating_scale:
         problems.append(f"the rating scale is {_scale(new.rating_scale)} where it was {_scale(old.rating_scale)}")
     return problems
 

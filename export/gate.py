@@ -23,6 +23,7 @@ import numpy as np
 
 from contract.bundle_format import HELD_OUT
 from contract.errors import GateRefused, TrainingError
+from contract.feedback import EXPLICIT
 from contract.ids import positions
 from contract.metrics import Sample
 from scoring.bundle import Bundle
@@ -34,6 +35,7 @@ from .data.dataset import Interactions, seen_csr
 log = logging.getLogger(__name__)
 
 NDCG_K = 10
+RECALL_K = 20
 GATE_USERS = 5_000
 """Most held-out users the NDCG is measured over (a seeded sample beyond that), so the gate's
 cost stays a few seconds at any catalogue size."""
@@ -65,25 +67,27 @@ def _worse_beyond_noise(new: np.ndarray, old: np.ndarray) -> bool:
     return bool(difference.mean() - Z_ONE_SIDED_95 * difference.std(ddof=1) / np.sqrt(len(difference)) > 0)
 
 
-def _ndcg(scorer: ModelScorer, users: np.ndarray, columns: np.ndarray, seen: tuple[np.ndarray, np.ndarray],
-          relevant: np.ndarray) -> np.ndarray:
-    """NDCG@10 of each of ``users`` (the scorer's indices), ranking its items ``columns``; ``seen``
-    (indptr, positions in ``columns``) per user is left out; ``relevant`` [users, columns] bool."""
+def _ranking(scorer: ModelScorer, users: np.ndarray, columns: np.ndarray, seen: tuple[np.ndarray, np.ndarray],
+             relevant: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """NDCG@10 and recall@20 of each of ``users`` (the scorer's indices), ranking its items
+    ``columns``; ``seen`` (indptr, positions in ``columns``) per user is left out; ``relevant``
+    [users, columns] bool."""
     indptr, items = seen
     step = max(1, USER_CHUNK_PAIRS // max(len(columns), 1))
     discounts = 1.0 / np.log2(np.arange(2, NDCG_K + 2))
-    per_user = np.empty(len(users))
+    ndcg, recall = np.empty(len(users)), np.empty(len(users))
     for start in range(0, len(users), step):
         stop = min(start + step, len(users))
         logits = scorer.score_users(users[start:stop]).logit[:, columns]
         chunk_ptr = indptr[start:stop + 1]
         masked = mask_seen(logits, chunk_ptr - chunk_ptr[0], items[chunk_ptr[0]:chunk_ptr[-1]], copy=False)
-        chosen, valid = top_n(masked, min(NDCG_K, len(columns)))
+        chosen, valid = top_n(masked, min(RECALL_K, len(columns)))
         hits = np.take_along_axis(relevant[start:stop], chosen, axis=1) & valid
-        dcg = (hits * discounts[:hits.shape[1]]).sum(axis=1)
-        ideal = np.cumsum(discounts)[np.minimum(relevant[start:stop].sum(axis=1), NDCG_K) - 1]
-        per_user[start:stop] = dcg / ideal
-    return per_user
+        n_relevant = relevant[start:stop].sum(axis=1)
+        dcg = (hits[:, :NDCG_K] * discounts[:min(NDCG_K, hits.shape[1])]).sum(axis=1)
+        ndcg[start:stop] = dcg / np.cumsum(discounts)[np.minimum(n_relevant, NDCG_K) - 1]
+        recall[start:stop] = hits.sum(axis=1) / n_relevant
+    return ndcg, recall
 
 
 def _users_sample(users: np.ndarray, seed: int) -> np.ndarray:
@@ -123,11 +127,12 @@ def _compare_model(model: str, new: Bundle, old: Bundle, test: Interactions, tra
     }
     if not both.any():
         return figures
-    actual = test.ratings[both].astype(np.float64)
-    new_sq = (new_scorer.rate_pairs(test.users[both], test.items[both]).rating - actual) ** 2
-    old_sq = (old_scorer.rate_pairs(old_users[both], old_items[both]).rating - actual) ** 2
-    figures.update(rmse=float(np.sqrt(new_sq.mean())), previous_rmse=float(np.sqrt(old_sq.mean())),
-                   rmse_worse_beyond_noise=_worse_beyond_noise(new_sq, old_sq))
+    if new.feedback == EXPLICIT:   # implicit feedback has no ratings to be wrong about
+        actual = test.ratings[both].astype(np.float64)
+        new_sq = (new_scorer.rate_pairs(test.users[both], test.items[both]).rating - actual) ** 2
+        old_sq = (old_scorer.rate_pairs(old_users[both], old_items[both]).rating - actual) ** 2
+        figures.update(rmse=float(np.sqrt(new_sq.mean())), previous_rmse=float(np.sqrt(old_sq.mean())),
+                       rmse_worse_beyond_noise=_worse_beyond_noise(new_sq, old_sq))
     # Rank the items both bundles know, for users both know, leaving out their training items.
     column_in_old, column_known = positions(old.item_ids, new.item_ids)
     columns = np.flatnonzero(column_known)
@@ -145,34 +150,43 @@ def _compare_model(model: str, new: Bundle, old: Bundle, test: Interactions, tra
     indptr, seen_columns = seen_csr(Interactions(row_of[masked.users[picked]], column_of[masked.items[picked]],
                                                  masked.ratings[picked], masked.timestamps[picked]), len(users))
     figures["users"] = int(len(users))
-    ndcg = _ndcg(new_scorer, users, columns, (indptr, seen_columns), relevant)
+    ndcg, recall = _ranking(new_scorer, users, columns, (indptr, seen_columns), relevant)
     old_rows, _ = positions(old.user_ids, new.user_ids[users])
-    previous = _ndcg(old_scorer, old_rows, column_in_old[columns], (indptr, seen_columns), relevant)
-    figures["ndcg_at_10"] = float(ndcg.mean())
-    figures["previous_ndcg_at_10"] = float(previous.mean())
-    figures["ndcg_lower_beyond_noise"] = _worse_beyond_noise(previous, ndcg)
+    previous, previous_recall = _ranking(old_scorer, old_rows, column_in_old[columns], (indptr, seen_columns),
+                                         relevant)
+    figures.update(ndcg_at_10=float(ndcg.mean()), previous_ndcg_at_10=float(previous.mean()),
+                   ndcg_lower_beyond_noise=_worse_beyond_noise(previous, ndcg),
+                   recall_at_20=float(recall.mean()), previous_recall_at_20=float(previous_recall.mean()),
+                   recall_lower_beyond_noise=_worse_beyond_noise(previous_recall, recall))
     return figures
 
 
 def _verdict(model: str, figures: dict[str, Any], limit: float) -> str | None:
-    """Why ``model`` is refused, or None."""
-    rmse, before = figures["rmse"], figures["previous_rmse"]
-    if rmse > before * (1 + limit) and figures["rmse_worse_beyond_noise"]:
-        return (f"model '{model}': RMSE {rmse:.4f} is {rmse / before - 1:.1%} worse than the current bundle's "
-                f"{before:.4f} (allowed {limit:.1%})")
-    ndcg, before = figures["ndcg_at_10"], figures["previous_ndcg_at_10"]
-    if ndcg < before * (1 - limit) and figures["ndcg_lower_beyond_noise"]:
-        return (f"model '{model}': NDCG@10 {ndcg:.4f} is {1 - ndcg / before:.1%} lower than the current bundle's "
-                f"{before:.4f} (allowed {limit:.1%})")
+    """Why ``model`` is refused, or None: its RMSE (explicit feedback) or recall@20 (implicit),
+    or its NDCG@10, worse beyond the allowed share and beyond noise."""
+    if "rmse" in figures:
+        rmse, before = figures["rmse"], figures["previous_rmse"]
+        if rmse > before * (1 + limit) and figures["rmse_worse_beyond_noise"]:
+            return (f"model '{model}': RMSE {rmse:.4f} is {rmse / before - 1:.1%} worse than the current bundle's "
+                    f"{before:.4f} (allowed {limit:.1%})")
+    lower = [("NDCG@10", "ndcg_at_10", "ndcg_lower_beyond_noise")]
+    if "rmse" not in figures:
+        lower.append(("recall@20", "recall_at_20", "recall_lower_beyond_noise"))
+    for label, key, beyond_noise in lower:
+        value, before = figures[key], figures[f"previous_{key}"]
+        if value < before * (1 - limit) and figures[beyond_noise]:
+            return (f"model '{model}': {label} {value:.4f} is {1 - value / before:.1%} lower than the current "
+                    f"bundle's {before:.4f} (allowed {limit:.1%})")
     return None
 
 
 def _untested(bundle: Bundle, model: str) -> str | None:
     """Why ``model`` of ``bundle`` has no usable test figure (a metric that is not finite), or None."""
     metrics = bundle.manifest["models"][model].get("test_metrics", {})
-    value = metrics.get("rmse_stars")
+    key, label = ("rmse_stars", "RMSE") if bundle.feedback == EXPLICIT else ("ndcg_at_10", "NDCG@10")
+    value = metrics.get(key)
     if value is None or not np.isfinite(value):
-        return f"it has no finite test RMSE (got {value})"
+        return f"it has no finite test {label} (got {value})"
     return None
 
 
@@ -215,8 +229,12 @@ def evaluate_gate(new: Bundle, old: Bundle | None, test: Interactions, train: In
             record["models"][model] = {"compared": False, "passed": True, "why": "no previous bundle" if old is None
                                        else "the previous bundle has no such model"}
             continue
-        figures = ({"pairs": 0, "why": f"the rating scale changed from {old.scale} to {new.scale}"}
-                   if old.scale != new.scale else _compare_model(model, new, old, test, train, threads, seed))
+        if old.feedback != new.feedback:
+            figures = {"pairs": 0, "why": f"the feedback changed from {old.feedback} to {new.feedback}"}
+        elif old.scale != new.scale:
+            figures = {"pairs": 0, "why": f"the rating scale changed from {old.scale} to {new.scale}"}
+        else:
+            figures = _compare_model(model, new, old, test, train, threads, seed)
         if not figures["pairs"]:
             _incomparable(record, model, figures, len(test), options)
             continue
@@ -225,13 +243,18 @@ def evaluate_gate(new: Bundle, old: Bundle | None, test: Interactions, train: In
         record["models"][model] = figures
         if reason:
             record["refusals"].append(reason)
-        log.info("gate %s: RMSE %.4f (previous %.4f), NDCG@10 %.4f (previous %.4f) over %d pairs, %d users%s",
-                 model, figures["rmse"], figures["previous_rmse"], figures["ndcg_at_10"],
-                 figures["previous_ndcg_at_10"], figures["pairs"], figures["users"],
+        log.info("gate %s: RMSE %s (previous %s), NDCG@10 %.4f (previous %.4f), recall@20 %.4f (previous %.4f) "
+                 "over %d pairs, %d users%s", model, _figure(figures.get("rmse")), _figure(figures.get("previous_rmse")),
+                 figures["ndcg_at_10"], figures["previous_ndcg_at_10"], figures["recall_at_20"],
+                 figures["previous_recall_at_20"], figures["pairs"], figures["users"],
                  "" if reason is None else ": WORSE", extra={"figures": figures})
     record["passed"] = not record["refusals"]
     record["published_as_latest"] = record["passed"] or options.accept_worse
     return record
+
+
+def _figure(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
 
 
 def gate_samples(record: dict[str, Any]) -> list[Sample]:
@@ -240,7 +263,10 @@ def gate_samples(record: dict[str, Any]) -> list[Sample]:
                                                                "bundle's, else 0")]
     for model, figures in record["models"].items():
         if figures.get("compared"):
-            for key in ("rmse", "previous_rmse", "ndcg_at_10", "previous_ndcg_at_10"):
+            for key in ("rmse", "previous_rmse", "ndcg_at_10", "previous_ndcg_at_10", "recall_at_20",
+                        "previous_recall_at_20"):
+                if key not in figures:
+                    continue
                 out.append(Sample(f"gate_{key}", figures[key], {"model": model},
                                   "the model gate's figures on the new bundle's held-out ratings"))
     return out

@@ -21,6 +21,7 @@ from contract.bundle_format import (CONTEXT, CONTEXT_ARRAYS, GRAPH_KINDS, ITEMS,
                                     torch_weights_file)
 from contract.checksums import sha256_file
 from contract.errors import BundleError
+from contract.feedback import EXPLICIT, IMPLICIT, SCORE_COLUMN
 from contract.scale import RatingScale
 from contract.tables import ID_TYPES
 
@@ -96,9 +97,21 @@ class Bundle:
         return scale_of(self.manifest)
 
     @property
+    def feedback(self) -> str:
+        """``explicit`` or ``implicit``: what the models were trained on (bundles from before the
+        field are explicit)."""
+        return str(self.manifest.get("feedback", EXPLICIT))
+
+    @property
+    def value_column(self) -> str:
+        """The tables' column of the models' rating (explicit) or score (implicit)."""
+        return SCORE_COLUMN[self.feedback]
+
+    @property
     def coherence_midpoint(self) -> float | None:
-        """The rating a recommended item's prediction should reach (``topn.coherent_first``)."""
-        return self.scale.midpoint
+        """The rating a recommended item's prediction should reach (``topn.coherent_first``); None
+        for implicit feedback, whose low score says "less likely", not "disliked": logit order."""
+        return None if self.feedback == IMPLICIT else self.scale.midpoint
 
     def graphs(self, model: str) -> ModelGraphs:
         """The model's graphs as the manifest lists them."""

@@ -49,7 +49,8 @@ def open_outlets(run_dir: Path, tables: tuple[Table, ...], bundle: Bundle, model
     carrying the run's provenance."""
     version = bundle.model_version(model)
     return {t.name: (t, PartitionWriter(run_dir, t.name, model, t.schema(bundle), part=part,
-                                        metadata=provenance(run_id, bundle.bundle_id, model, version, t.name)))
+                                        metadata=provenance(run_id, bundle.bundle_id, model, version, t.name,
+                                                            bundle.feedback)))
             for t in tables}
 
 

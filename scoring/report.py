@@ -22,6 +22,7 @@ import numpy as np
 from contract import strict_json
 from contract.bundle_format import MANIFEST
 from contract.cli import run_cli
+from contract.feedback import EXPLICIT, IMPLICIT
 from contract.paths import DEFAULT_EVALUATION, DEFAULT_OUTPUT_ROOT
 from contract.publish import LATEST
 
@@ -48,6 +49,7 @@ def gather(run_dir: Path, evaluation: Path | None) -> dict[str, Any]:
         "run_id": run["run_id"], "bundle_id": bundle["bundle_id"], "top_n": run["top_n"],
         "baseline_global_mean": bundle["baseline_global_mean"],
         "rating_scale": bundle["rating_scale"],
+        "feedback": bundle.get("feedback", EXPLICIT),
         "models": {m: {k: bundle["models"][m][k] for k in ("test_metrics", "untuned_reference_rmse_unit",
                                                            "learning_curve", "best_epoch", "histogram")
                        if k in bundle["models"][m]} for m in run["models"]},
@@ -132,7 +134,7 @@ def figures(data: dict[str, Any]) -> dict[str, str]:
         ax.set(title=name, xlabel="epoch", ylabel="RMSE on [0, 1]")
         ax.legend()
     out["learning_curves"] = _png(fig)
-    with_hist = {n: m for n, m in models.items() if "histogram" in m}
+    with_hist = {n: m for n, m in models.items() if m.get("histogram")}
     if with_hist:
         fig, axes = plt.subplots(1, len(with_hist), figsize=(4 * len(with_hist), 3), squeeze=False)
         for ax, (name, m) in zip(axes[0], with_hist.items()):
@@ -148,10 +150,38 @@ def figures(data: dict[str, Any]) -> dict[str, str]:
         ranking = data["evaluation"][protocol]["mean_ranking"]
         fig, ax = plt.subplots(figsize=(7, 3))
         names = list(ranking)
-        ax.bar(names, [ranking[n]["rated_4_plus"]["ndcg"] for n in names])
-        ax.set(title=f"NDCG@10, {protocol} hold-out (relevant = rated >= 4)", ylabel="NDCG@10")
+        kind = _relevance(ranking)
+        ax.bar(names, [ranking[n][kind]["ndcg"] for n in names])
+        ax.set(title=f"NDCG@10, {protocol} hold-out (relevant: {kind.replace('_', ' ')})", ylabel="NDCG@10")
         out["ranking"] = _png(fig)
     return out
+
+
+def _relevance(ranking: dict[str, Any]) -> str:
+    """The relevance an evaluation's top-N figures are shown for: rated 4 and up where it has
+    ratings, else (implicit feedback) any held-out interaction."""
+    kinds = next(iter(ranking.values()))
+    return "rated_4_plus" if "rated_4_plus" in kinds else "any_held_out"
+
+
+def _test_section(data: dict[str, Any]) -> list[str]:
+    """The bundle's test figures: rating errors, or for implicit feedback top-N quality."""
+    if data["feedback"] == IMPLICIT:
+        rows = [[n, *(m["test_metrics"].get(k) for k in ("ndcg_at_10", "recall_at_20", "map_at_10", "users"))]
+                for n, m in data["models"].items()]
+        return ["<h2>Test-set top-N quality (bundle's hold-out)</h2>",
+                "<p>Implicit feedback: every held-out interaction is relevant; each user's training items are left "
+                "out of the lists.</p>", _table(["model", "NDCG@10", "recall@20", "MAP@10", "users"], rows)]
+    baseline = data["baseline_global_mean"]
+    rows = [["global mean", baseline["rmse_stars"], baseline["mae_stars"], baseline["rmse_unit"], "-"]]
+    rows += [[n, m["test_metrics"]["rmse_stars"], m["test_metrics"]["mae_stars"], m["test_metrics"]["rmse_unit"],
+              "-" if m.get("untuned_reference_rmse_unit") is None else m["untuned_reference_rmse_unit"]]
+             for n, m in data["models"].items()]
+    scale = data["rating_scale"]
+    return ["<h2>Test-set rating error (bundle's hold-out)</h2>",
+            f"<p>Ratings from {scale['low']:g} to {scale['high']:g}.</p>",
+            _table(["model", "RMSE", "MAE", "RMSE [0, 1]", "untuned reference RMSE [0, 1] (introductory article)"],
+                   rows)]
 
 
 def _table(header: list[str], rows: list[list[Any]]) -> str:
@@ -168,13 +198,14 @@ def _gate_section(gate: dict[str, Any] | None) -> list[str]:
     if gate["previous_bundle"] is None:
         return ["<h2>Model gate</h2><p>The first bundle: nothing to compare with; passed.</p>"]
     verdict = "passed" if gate["passed"] else "refused, published with --accept-worse"
-    rows = [[m, f.get("rmse"), f.get("previous_rmse"), f.get("ndcg_at_10"),
-             f.get("previous_ndcg_at_10"), f.get("pairs"), f.get("users"),
+    rows = [[m, f.get("rmse"), f.get("previous_rmse"), f.get("ndcg_at_10"), f.get("previous_ndcg_at_10"),
+             f.get("recall_at_20"), f.get("previous_recall_at_20"), f.get("pairs"), f.get("users"),
              ("yes" if f["passed"] else "WORSE") if f.get("compared") else f.get("why", "-")]
             for m, f in gate["models"].items()]
     return [f"<h2>Model gate against bundle {html.escape(gate['previous_bundle'])}: {verdict}</h2>",
             f"<p>On this bundle's held-out ratings; allowed regression {gate['max_regression']:.1%}.</p>",
-            _table(["model", "RMSE", "previous RMSE", "NDCG@10", "previous NDCG@10", "pairs", "users", "passed"], rows)]
+            _table(["model", "RMSE", "previous RMSE", "NDCG@10", "previous NDCG@10", "recall@20",
+                    "previous recall@20", "pairs", "users", "passed"], rows)]
 
 
 def _data_section(checks: dict[str, Any] | None) -> list[str]:
@@ -188,7 +219,7 @@ def _data_section(checks: dict[str, Any] | None) -> list[str]:
 
     profile, before = checks["profile"], checks.get("previous_profile") or {}
     rows = [[key.replace("_", " "), shown(profile, key), shown(before, key)]
-            for key in ("ratings", "users", "items", "user_ids", "item_ids", "rating_scale")]
+            for key in ("ratings", "users", "items", "user_ids", "item_ids", "rating_scale", "feedback")]
     if checks["compared_with"] is None:
         verdict = "the first bundle: nothing to compare with"
     elif checks["passed"]:
@@ -217,17 +248,8 @@ def _drift_section(drift: dict[str, Any] | None) -> list[str]:
 def render(data: dict[str, Any], images: dict[str, str]) -> str:
     """The page's HTML."""
     parts = [f"<h1>Run {html.escape(data['run_id'])}</h1>",
-             f"<p>Model bundle {html.escape(data['bundle_id'])}; top {data['top_n']} per user.</p>",
-             "<h2>Test-set rating error (bundle's hold-out)</h2>"]
-    baseline = data["baseline_global_mean"]
-    rows = [["global mean", baseline["rmse_stars"], baseline["mae_stars"], baseline["rmse_unit"], "-"]]
-    rows += [[n, m["test_metrics"]["rmse_stars"], m["test_metrics"]["mae_stars"], m["test_metrics"]["rmse_unit"],
-              "-" if m.get("untuned_reference_rmse_unit") is None else m["untuned_reference_rmse_unit"]]
-             for n, m in data["models"].items()]
-    scale = data["rating_scale"]
-    parts.append(f"<p>Ratings from {scale['low']:g} to {scale['high']:g}.</p>")
-    parts.append(_table(["model", "RMSE", "MAE", "RMSE [0, 1]", "untuned reference RMSE [0, 1] (introductory article)"],
-                        rows))
+             f"<p>Model bundle {html.escape(data['bundle_id'])}, trained on {data['feedback']} feedback; top "
+             f"{data['top_n']} per user.</p>", *_test_section(data)]
     for table, per_model in (data.get("table_figures") or {}).items():
         names = sorted({k for figures in per_model.values() for k in figures})
         parts.append(f"<h2>Figures of the {html.escape(table)} table</h2>"
@@ -243,11 +265,14 @@ def render(data: dict[str, Any], images: dict[str, str]) -> str:
     if data["evaluation"]:
         for protocol, body in data["evaluation"].items():
             parts.append(f"<h2>{protocol.replace('_', ' ')}: mean over {body['splits']} split(s)</h2>")
-            parts.append(_table(["method", "RMSE", "MAE", "RMSE [0, 1]"],
-                                [[k, v["rmse_stars"], v["mae_stars"], v["rmse_unit"]] for k, v in body["mean_rating"].items()]))
-            parts.append(_table(["method (top-10, relevant = rated >= 4)", "precision", "recall", "NDCG", "MAP",
-                                 "hit rate", "coverage", "mean popularity"],
-                                [[k, *(v["rated_4_plus"][c] for c in ("precision", "recall", "ndcg", "map", "hit_rate",
+            if body["mean_rating"]:
+                parts.append(_table(["method", "RMSE", "MAE", "RMSE [0, 1]"],
+                                    [[k, v["rmse_stars"], v["mae_stars"], v["rmse_unit"]]
+                                     for k, v in body["mean_rating"].items()]))
+            kind = _relevance(body["mean_ranking"])
+            parts.append(_table([f"method (top-10, relevant: {kind.replace('_', ' ')})", "precision", "recall", "NDCG",
+                                 "MAP", "hit rate", "coverage", "mean popularity"],
+                                [[k, *(v[kind][c] for c in ("precision", "recall", "ndcg", "map", "hit_rate",
                                                                        "coverage", "mean_popularity"))]
                                  for k, v in body["mean_ranking"].items()]))
     else:

@@ -99,6 +99,7 @@ def run_manifest(run_id: str, created: datetime, digest: str, bundle: Bundle, op
         "model_versions": {m: bundle.model_version(m) for m in bundle.models},
         "drift": drift,
         "table_figures": figures,
-        "table_descriptions": {t.name: t.columns.metadata[b"description"].decode() for t in chosen(options.tables)
-                               if t.columns.metadata and b"description" in t.columns.metadata},
+        "feedback": bundle.feedback,
+        "table_descriptions": {t.name: t.description(bundle) for t in chosen(options.tables)
+                               if t.description(bundle) is not None},
     }

@@ -49,11 +49,13 @@ class TableWriter(Protocol):
     def close(self) -> None: ...
 
 
-def provenance(run_id: str, bundle_id: str, model: str, model_version: str, table: str) -> dict[str, str]:
+def provenance(run_id: str, bundle_id: str, model: str, model_version: str, table: str,
+               feedback: str) -> dict[str, str]:
     """Key-value metadata in every table file's footer, so that a reader holding one file knows
-    which run, bundle and model wrote it, and under which schema version."""
+    which run, bundle and model wrote it, on which feedback the model was trained (``explicit``
+    or ``implicit``), and under which schema version."""
     return {"recjob.run_id": run_id, "recjob.bundle_id": bundle_id, "recjob.model": model,
-            "recjob.model_version": model_version, "recjob.table": table,
+            "recjob.model_version": model_version, "recjob.table": table, "recjob.feedback": feedback,
             "recjob.run_schema_version": str(RUN_SCHEMA_VERSION)}
 
 

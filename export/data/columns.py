@@ -7,7 +7,9 @@ from dataclasses import dataclass, field
 from contract.errors import DataError, UsageError
 
 RATING_ROLES = ("user", "item", "rating", "timestamp")
-"""Roles of a ratings file's columns; the timestamp is optional."""
+"""Roles of a ratings file's columns by position; the timestamp is optional."""
+INTERACTION_ROLES = (*RATING_ROLES, "weight")
+"""Roles ``--columns`` may name: a ``weight`` (implicit feedback) is read by name only."""
 ITEM_ROLES = ("item", "title")
 """Roles of an items file's columns; the title is optional."""
 
@@ -17,6 +19,7 @@ RECOGNISED: dict[str, tuple[str, ...]] = {
     "rating": ("rating",),
     "timestamp": ("timestamp", "ts", "time"),
     "title": ("title", "name"),
+    "weight": ("weight",),
 }
 """Column names each role takes without a mapping, compared case-insensitively."""
 
@@ -55,12 +58,13 @@ class ColumnMapping:
         return cls(roles)
 
     def resolve(self, columns: list[str], has_header: bool, kind: str, required: tuple[str, ...],
-                where: str) -> dict[str, str]:
-        """The column of each role found in ``columns``: mapped, else recognised by name (or by
-        position without a header). DataError naming the columns found when a required one is missing."""
+                where: str, optional: tuple[str, ...] = ()) -> dict[str, str]:
+        """The column of each role found in ``columns`` (the kind's positional roles and
+        ``optional`` ones): mapped, else recognised by name (or by position without a header).
+        DataError naming the columns found when a required one is missing."""
         found: dict[str, str] = {}
         lower = {c.lower(): c for c in columns}
-        for role in POSITIONS[kind]:
+        for role in (*POSITIONS[kind], *optional):
             name = self.roles.get(role)
             if name is not None:
                 if name not in columns:
@@ -72,7 +76,7 @@ class ColumnMapping:
                               if n in lower and lower[n] not in self.roles.values()), None)
                 if match is not None:
                     found[role] = match
-            elif POSITIONS[kind][role] < len(columns):
+            elif role in POSITIONS[kind] and POSITIONS[kind][role] < len(columns):
                 found[role] = columns[POSITIONS[kind][role]]
         missing = [r for r in required if r not in found]
         if missing:

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 
 from contract.errors import DataError
+from contract.feedback import EXPLICIT, IMPLICIT
 from contract.ids import fits_int32, index_of
 from contract.scale import MOVIELENS_STARS, RatingScale
 
@@ -118,6 +119,13 @@ class Dataset:
     which no model can beat but by chance."""
     sources: tuple[str, ...] = ()
     """Where the ratings came from, for messages: the ratings file, or the training then the test file."""
+    feedback: str = EXPLICIT
+    """``explicit`` (ratings) or ``implicit`` (interactions, ``ratings`` holding each one's confidence
+    on (0, 1]); see ``contract.feedback``."""
+
+    @property
+    def implicit(self) -> bool:
+        return self.feedback == IMPLICIT
 
     @property
     def described(self) -> str:

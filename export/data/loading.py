@@ -14,6 +14,7 @@ from contract.checksums import md5_file
 from contract.errors import DataError, UsageError
 from contract.paths import DEFAULT_DATA_DIR
 from contract.store import is_remote
+from contract.feedback import EXPLICIT, IMPLICIT, IMPLICIT_SCALE, confidence
 from contract.scale import MOVIELENS_STARS, RatingScale
 
 from ..config import RunConfig
@@ -23,7 +24,7 @@ from .fetch import fetch_movielens
 from .items_file import read_items
 from .ratings_file import RatingsFile, RatingsOptions, rating_scale, read_ratings
 from .split import split_frame
-from .synthetic import generate_ratings
+from .synthetic import as_interactions, generate_ratings
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +127,8 @@ def checksums(files: list[RatingsFile]) -> dict[str, str]:
 
 
 def build_dataset(frames: list[pd.DataFrame], config: RunConfig, rng: np.random.Generator,
-                  titles: dict[int, str] | None = None, scale: RatingScale = MOVIELENS_STARS) -> Dataset:
+                  titles: dict[int, str] | None = None, scale: RatingScale = MOVIELENS_STARS,
+                  feedback: str = EXPLICIT) -> Dataset:
     """Split one frame into train/validation/test, or an explicit (train, test) pair into
     train/validation plus test; test pairs with a user or item unseen in training are dropped."""
     notes: dict[str, int] = {}
@@ -154,6 +156,7 @@ def build_dataset(frames: list[pd.DataFrame], config: RunConfig, rng: np.random.
         item_titles=titles or {},
         notes=notes,
         floor_rmse_stars=_floor(test[warm]),
+        feedback=feedback,
     )
     log.info("data: %d users, %d items; %d train, %d validation, %d test ratings",
              vocab.n_users, vocab.n_items, len(dataset.train), len(dataset.validation), len(dataset.test))
@@ -176,18 +179,26 @@ def load_dataset(source: DataSource, config: RunConfig,
         if source.as_of is not None:
             raise UsageError("--as-of: synthetic ratings have no dates; give --ratings with a timestamp column")
         shape = ",".join(map(str, source.synthetic))
-        return (dataclasses.replace(build_dataset([frame], config, rng), sources=(f"--synthetic {shape}",)),
-                {f"synthetic:{shape}": f"seed={config.seed}"})
+        if source.options.implicit:
+            interactions = as_interactions(frame, config.seed)
+            frame = interactions.drop(columns="weight").assign(rating=confidence(interactions["weight"].to_numpy()))
+            dataset = build_dataset([frame], config, rng, scale=IMPLICIT_SCALE, feedback=IMPLICIT)
+        else:
+            dataset = build_dataset([frame], config, rng)
+        return (dataclasses.replace(dataset, sources=(f"--synthetic {shape}",)),
+                {f"synthetic:{shape}": f"seed={config.seed}" + (", implicit" if source.options.implicit else "")})
     names = source.ratings_files()
+    if source.options.implicit and source.rating_scale is not None:
+        raise UsageError("--rating-scale: --feedback implicit has no ratings; its scores lie on [0, 1]")
     files = [read_ratings(name, source.options) for name in names]
     selection = ratings_as_of(files, source.as_of) if source.as_of is not None else {}
-    scale = rating_scale(files, source.rating_scale)
+    scale = IMPLICIT_SCALE if source.options.implicit else rating_scale(files, source.rating_scale)
     titles = None
     items = source.items_file(names[0])
     if items is not None:
         text_ids = not all(pd.api.types.is_integer_dtype(f.frame["item_id"]) for f in files)
         titles = read_items(items, source.item_columns, as_text=text_ids or source.options.string_ids)
-    dataset = build_dataset([f.frame for f in files], config, rng, titles, scale)
+    dataset = build_dataset([f.frame for f in files], config, rng, titles, scale, source.options.feedback)
     ordered = all(f.has_order for f in files)
     sources = tuple(f.source.described for f in files)
     return dataclasses.replace(dataset, ordered=ordered, sources=sources), {**checksums(files), **selection}

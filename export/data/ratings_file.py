@@ -1,10 +1,13 @@
 """Ratings as teams have them, read and checked in whole columns: ids of any integer or text type,
-ratings on any scale, an optional timestamp, duplicates resolved as asked. Each failure names the
-file and the line (text) or part file and row (Parquet), what was expected and what was found."""
+ratings on any scale (or, for implicit feedback, interactions with an optional weight), an
+optional timestamp, duplicates resolved as asked. Each failure names the file and the line (text)
+or part file and row (Parquet), what was expected and what was found."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+
+import logging
 
 import numpy as np
 import pandas as pd
@@ -12,14 +15,21 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from contract.errors import DataError, UsageError
+from contract.feedback import EXPLICIT, FEEDBACK_KINDS, IMPLICIT, confidence
 from contract.ids import fits_int32
 from contract.scale import RatingScale
 
 from .columns import RATING_ROLES, ColumnMapping
 from .readers import SourceTable, read_table
 
-DUPLICATE_POLICIES = ("error", "last", "mean")
-"""What ``--duplicates`` may ask for when a (user, item) pair is rated more than once."""
+log = logging.getLogger(__name__)
+
+DUPLICATE_POLICIES = ("error", "last", "mean", "sum")
+"""What ``--duplicates`` may ask for when a (user, item) pair appears more than once ("sum":
+implicit feedback only, its weights added up)."""
+DEFAULT_DUPLICATES = {EXPLICIT: "error", IMPLICIT: "sum"}
+"""The duplicates policy when ``--duplicates`` is not given: a repeated rating is a mistake to
+report, a repeated interaction (a second play) is more evidence."""
 
 _INTEGER = r"^-?[0-9]+$"
 _NUMBER = r"^\s*[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?\s*$|^\s*[-+]?(nan|NaN|inf|Inf|infinity)\s*$"
@@ -34,23 +44,47 @@ class RatingsOptions:
     """Read every id as text, even ids that look like integers."""
     order_by: str | None = None
     """A column that orders each user's ratings when there is no timestamp."""
-    duplicates: str = "error"
+    duplicates: str | None = None
+    """One of ``DUPLICATE_POLICIES``; None: the feedback's default (``DEFAULT_DUPLICATES``)."""
+    feedback: str = EXPLICIT
+    """``explicit``: a rating per row; ``implicit``: each row one interaction, weighed by its
+    ``weight`` column where there is one (``contract.feedback.confidence``)."""
 
     def __post_init__(self) -> None:
+        if self.feedback not in FEEDBACK_KINDS:
+            raise UsageError(f"--feedback: expected one of {', '.join(FEEDBACK_KINDS)}, got {self.feedback!r}")
+        if self.duplicates is None:
+            object.__setattr__(self, "duplicates", DEFAULT_DUPLICATES[self.feedback])
         if self.duplicates not in DUPLICATE_POLICIES:
             raise UsageError(f"--duplicates: expected one of {', '.join(DUPLICATE_POLICIES)}, got {self.duplicates!r}")
+        if self.feedback == EXPLICIT and self.duplicates == "sum":
+            raise UsageError("--duplicates sum: adds up the weights of repeated interactions, for --feedback "
+                             "implicit; for ratings use error, last or mean")
+        if self.feedback == EXPLICIT and "weight" in self.columns.roles:
+            raise UsageError("--columns weight=...: a weight is read with --feedback implicit; ratings are read "
+                             "from the rating column")
+        if self.feedback == IMPLICIT and "rating" in self.columns.roles:
+            raise UsageError(f"--columns rating={self.columns.roles['rating']}: --feedback implicit reads no "
+                             f"rating; to weigh each interaction by that column map it as "
+                             f"weight={self.columns.roles['rating']}, or train on ratings with --feedback explicit")
+
+    @property
+    def implicit(self) -> bool:
+        return self.feedback == IMPLICIT
 
 
 @dataclass
 class RatingsFile:
-    """One file's ratings as a frame of ``user_id``, ``item_id``, ``rating`` (float32) and
-    ``timestamp`` (int64; each user's order, 0 where the file gives none), and where they came from."""
+    """One file's ratings as a frame of ``user_id``, ``item_id``, ``rating`` (float32; for
+    implicit feedback each pair's confidence on (0, 1]) and ``timestamp`` (int64; each user's
+    order, 0 where the file gives none), and where they came from."""
 
     frame: pd.DataFrame
     source: SourceTable
     has_order: bool
     """Whether the file gives each user's ratings an order (a timestamp or ``--order-by`` column)."""
-    rating_column: str
+    rating_column: str | None
+    """The rating column (explicit), or the weight column (implicit; None without one)."""
     time_column: str | None = None
     """The timestamp column, when the order is a time (not an ``--order-by`` column)."""
 
@@ -59,8 +93,12 @@ def read_ratings(spec: str | Path, options: RatingsOptions = RatingsOptions()) -
     """Read and check one ratings file (any form ``readers.read_table`` takes)."""
     source = read_table(spec, names=options.columns.header_names("ratings"))
     check_positions(source, options.columns)
-    roles = options.columns.resolve(source.table.column_names, source.has_header, "ratings",
-                                    ("user", "item", "rating"), source.described)
+    required = ("user", "item") if options.implicit else ("user", "item", "rating")
+    roles = options.columns.resolve(source.table.column_names, source.has_header, "ratings", required,
+                                    source.described, ("weight",) if options.implicit else ())
+    if options.implicit and (ignored := roles.pop("rating", None)) is not None:
+        log.warning("%s: column '%s' is not read: with --feedback implicit every row is one interaction (to "
+                    "weigh each by that column, pass --columns weight=%s)", source.described, ignored, ignored)
     order_column = options.order_by or roles.get("timestamp")
     if options.order_by is not None and options.order_by not in source.table.column_names:
         raise DataError(f"{source.described}: no column '{options.order_by}' (--order-by); columns found: "
@@ -74,14 +112,44 @@ def read_ratings(spec: str | Path, options: RatingsOptions = RatingsOptions()) -
     source.table = pa.table({})
     users = id_column(source, columns.pop("user"), names["user"], "user", options.string_ids)
     items = id_column(source, columns.pop("item"), names["item"], "item", options.string_ids)
-    ratings = rating_column(source, columns.pop("rating"), names["rating"]).astype(np.float32)
+    value_role = "weight" if options.implicit else "rating"
+    if value_role in columns:
+        values = number_column(source, columns.pop(value_role), names[value_role], value_role)
+        ratings = _weights(source, values, names[value_role]) if options.implicit else values.astype(np.float32)
+    else:   # implicit, without a weight column: each row one interaction
+        ratings = np.ones(n, np.float32)
     order = order_values(source, columns.pop("order"), order_column, options.order_by is not None) \
         if order_column else np.zeros(n, np.int64)
     columns.clear()
     frame = pd.DataFrame({"user_id": users, "item_id": items, "rating": ratings, "timestamp": order}, copy=False)
     frame = resolve_duplicates(frame, source, options.duplicates)
+    if options.implicit:
+        frame = _confidences(frame, source)
     time_column = roles.get("timestamp") if options.order_by is None else None
-    return RatingsFile(frame, source, order_column is not None, roles["rating"], time_column)
+    return RatingsFile(frame, source, order_column is not None, roles.get(value_role), time_column)
+
+
+def _weights(source: SourceTable, values: np.ndarray, name: str) -> np.ndarray:
+    """Interaction weights: numbers >= 0 (a zero-weight row is no interaction)."""
+    negative = values < 0
+    if negative.any():
+        row = _first(negative)
+        raise DataError(f"{source.where(row)}, column '{name}': expected a weight >= 0 (a count, a duration, an "
+                        f"amount), got {values[row]:g}")
+    return values.astype(np.float32)
+
+
+def _confidences(frame: pd.DataFrame, source: SourceTable) -> pd.DataFrame:
+    """Each pair's summed weight turned into its confidence (``contract.feedback.confidence``);
+    pairs of weight zero left out. DataError when no pair is left."""
+    weights = frame["rating"].to_numpy(np.float64)
+    kept = weights > 0
+    if not kept.any():
+        raise DataError(f"{source.described}: every interaction has weight 0; expected some with a weight > 0")
+    if not kept.all():
+        log.info("%s: %d interactions of weight 0 left out", source.described, int((~kept).sum()))
+        frame, weights = frame[kept].reset_index(drop=True), weights[kept]
+    return frame.assign(rating=confidence(weights))
 
 
 def check_positions(source: SourceTable, columns: ColumnMapping) -> None:
@@ -156,18 +224,18 @@ def _whole_numbers(column: pa.ChunkedArray, where, expected: str) -> np.ndarray:
     return values.astype(np.int64)
 
 
-def rating_column(source: SourceTable, column: pa.ChunkedArray, name: str) -> np.ndarray:
-    """Ratings as float64: numbers, finite."""
+def number_column(source: SourceTable, column: pa.ChunkedArray, name: str, role: str = "rating") -> np.ndarray:
+    """Ratings (or weights) as float64: numbers, finite."""
     where = lambda row: f"{source.where(row)}, column '{name}'"  # noqa: E731
     if column.null_count:
-        raise DataError(f"{where(_first(column.is_null()))}: missing rating, expected a number")
+        raise DataError(f"{where(_first(column.is_null()))}: missing {role}, expected a number")
     if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
         numeric = pc.match_substring_regex(column, _NUMBER)
         if not pc.all(numeric).as_py():
             row = _first(pc.invert(numeric))
             raise DataError(f"{where(row)}: expected a number, got {column[row].as_py()!r}")
     elif not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type) or pa.types.is_decimal(column.type)):
-        raise DataError(f"{source.described}, column '{name}': expected numeric ratings, got {column.type} values")
+        raise DataError(f"{source.described}, column '{name}': expected numeric {role}s, got {column.type} values")
     values = pc.cast(column, pa.float64()).to_numpy()
     bad = ~np.isfinite(values)
     if bad.any():
@@ -219,7 +287,8 @@ def _first_not_a_time(column: pa.ChunkedArray) -> int:
 
 def resolve_duplicates(frame: pd.DataFrame, source: SourceTable, policy: str) -> pd.DataFrame:
     """One rating per (user, item): DataError naming two rows of a pair under "error"; the latest
-    rating (by time, then by row) under "last"; the mean rating, at the latest time, under "mean"."""
+    rating (by time, then by row) under "last"; the mean (or "sum") of the ratings (or weights),
+    at the latest time, under "mean"."""
     if not _may_have_duplicates(frame["user_id"].to_numpy(), frame["item_id"].to_numpy()):
         return frame
     duplicated = frame.duplicated(["user_id", "item_id"], keep=False).to_numpy()
@@ -236,8 +305,8 @@ def resolve_duplicates(frame: pd.DataFrame, source: SourceTable, policy: str) ->
     ordered = frame.assign(_row=np.arange(len(frame))).sort_values(["timestamp", "_row"], kind="stable")
     groups = ordered.groupby(["user_id", "item_id"], sort=False)
     kept = groups.tail(1).set_index(["user_id", "item_id"])
-    if policy == "mean":
-        kept["rating"] = groups["rating"].mean().astype(np.float32).reindex(kept.index)
+    if policy in ("mean", "sum"):
+        kept["rating"] = groups["rating"].agg(policy).astype(np.float32).reindex(kept.index)
     return kept.reset_index().sort_values("_row").drop(columns="_row").reset_index(drop=True)
 
 

@@ -137,6 +137,17 @@ def generate_ratings(n_users: int, n_items: int, n_ratings: int, seed: int, rank
     return frame.sample(frac=1.0, random_state=seed).reset_index(drop=True)
 
 
+def as_interactions(frame: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """Synthetic ratings as implicit feedback: every rated pair one interaction, with a ``weight``
+    (plays) of ``1 + Poisson(2 ** (expected - 1))`` from its planted rating (``expected``, or the
+    rating without truth), so that the pairs a user likes more are played more, and no rating."""
+    rng = np.random.default_rng(seed)
+    planted = frame["expected"] if "expected" in frame.columns else frame["rating"]
+    plays = 1 + rng.poisson(2.0 ** (planted.to_numpy(np.float64) - 1.0))
+    return frame.drop(columns=[c for c in ("rating", "expected") if c in frame.columns]).assign(
+        weight=plays.astype(np.float32))
+
+
 TASTE_CHUNK = 1 << 22
 """Pairs whose taste is computed at once: bounds the gathered factor rows at large shapes."""
 

@@ -139,6 +139,13 @@ class Family(ABC):
         """The largest catalogue (items) the family accepts; None: no limit."""
         return None
 
+    def implicit_config(self, config: Any) -> Any:
+        """``config`` for implicit feedback, where every interaction is a positive: the rating output
+        learns interactions against sampled non-interactions, each interaction ranks first against
+        sampled items in the joint loss, and every held-out one is relevant to the ranking fit's
+        validation NDCG@10."""
+        return self.with_training(config, negative_targets=True, rank_positive_min=0.0, rank_relevant_min=0.0)
+
     def trained_config(self, config: Any, model: nn.Module) -> Any:
         """The config that builds a module of ``model``'s shape: ``config``, with whatever the fit
         changed (a ``cut`` rank) written into it."""

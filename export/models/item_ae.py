@@ -60,6 +60,10 @@ class ItemAEConfig:
     (5.8 ms a user at 3,706 items on 2 cores)."""
     choices: dict[str, Any] = field(default_factory=dict)
     """What the fit chose, with each candidate's validation figure (written by the fit)."""
+    implicit: bool = False
+    """Implicit feedback: the rating output is the ranking head's own output, its reconstruction
+    of the user's interactions (an estimate of whether the user interacts with the item); the
+    biases and residual averages rate nothing there, every interaction being a positive."""
     training: TrainingConfig = TrainingConfig()
     """Its ``refit``: whether the validation ratings join the final solve (not "none")."""
 
@@ -83,9 +87,10 @@ class ItemAutoencoder(nn.Module):
     ``e_uj`` their residuals from the biases. Row ``n_items`` of ``A`` and ``W`` is the history's
     padding, all zero."""
 
-    def __init__(self, n_users: int, n_items: int) -> None:
+    def __init__(self, n_users: int, n_items: int, implicit: bool = False) -> None:
         super().__init__()
         self.n_items = n_items
+        self.implicit = implicit
         self.register_buffer("global_mean", torch.zeros(()))
         self.register_buffer("user_bias", torch.zeros(n_users))
         self.register_buffer("item_bias", torch.zeros(n_items + 1))
@@ -102,6 +107,9 @@ class ItemAutoencoder(nn.Module):
     def forward(self, users: torch.Tensor, items: torch.Tensor, history_items: torch.Tensor,
                 history_ratings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One (user, item) pair per row -> unit rating [B] and ranking logit [B]."""
+        if self.implicit:   # the user bias is zero: it keeps the graphs' user input
+            logit = self.ranking_logit(users, items, history_items, history_ratings)
+            return logit + self.user_bias[users], logit
         flat = history_items * self.n_items + items[:, None]                         # [B, L]
         weights = self.rating_weights.reshape(-1)[flat]
         rating = ((self.residuals(users, history_items, history_ratings) * weights).sum(-1)
@@ -131,6 +139,9 @@ class AllItemsAE(nn.Module):
     def forward(self, users: torch.Tensor, history_items: torch.Tensor,
                 history_ratings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         m = self.model
+        if m.implicit:
+            logit = self.ranking(history_items, history_ratings)
+            return logit + m.user_bias[users][:, None], logit
         residuals = self._rows(history_items, m.residuals(users, history_items, history_ratings))
         rated = self._rows(history_items, (history_items < m.n_items).to(history_ratings.dtype))
         average = (residuals @ m.rating_weights) / (AVERAGE_FLOOR + rated @ m.rating_weights.abs())
@@ -148,11 +159,12 @@ def solve(config: ItemAEConfig, ratings: Interactions, n_users: int, n_items: in
     unit = ratings.unit.astype(np.float64)
     biases = fit_biases(ratings.users, ratings.items, unit, n_users, n_items, config.bias_l2)
     residuals = unit - biases.of(ratings.users, ratings.items)
-    model = ItemAutoencoder(n_users, n_items)
+    model = ItemAutoencoder(n_users, n_items, config.implicit)
     popularity = np.bincount(ratings.items, minlength=n_items).astype(np.float64)
     with torch.no_grad():
         model.global_mean.fill_(biases.mean)
-        model.user_bias.copy_(torch.as_tensor(biases.users))
+        if not config.implicit:   # implicit: the rating output is the reconstruction alone
+            model.user_bias.copy_(torch.as_tensor(biases.users))
         model.item_bias[:n_items] = torch.as_tensor(biases.items)
         model.rank_weights[:n_items] = Ridge.of(ratings.users, ratings.items, unit, n_users, n_items).weights(
             config.rank_l2[0])
@@ -215,11 +227,16 @@ class ItemAEFamily(Family):
     def context_length(self, config: ItemAEConfig) -> int:
         return config.history
 
+    def implicit_config(self, config: ItemAEConfig) -> ItemAEConfig:
+        """Every held-out interaction relevant when ``rank_l2`` is chosen; the rating output the
+        ranking head's (``ItemAEConfig.implicit``)."""
+        return replace(super().implicit_config(config), relevant_min=0.0, implicit=True)
+
     def catalogue_limit(self, config: ItemAEConfig) -> int:
         return config.max_items
 
     def build(self, config: ItemAEConfig, n_users: int, n_items: int, global_mean: float) -> nn.Module:
-        return ItemAutoencoder(n_users, n_items)
+        return ItemAutoencoder(n_users, n_items, config.implicit)
 
     def choose(self, config: ItemAEConfig, fit: Interactions, validation: Interactions, n_users: int,
                n_items: int) -> ItemAEConfig:

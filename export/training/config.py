@@ -5,6 +5,8 @@ from dataclasses import dataclass
 
 from contract.errors import ConfigError
 
+from .ranking_metric import RELEVANT_MIN
+
 REFITS = ("fresh", "continue", "none")
 """The values of ``TrainingConfig.refit``."""
 
@@ -53,6 +55,14 @@ class TrainingConfig:
     larger one, over this many items drawn uniformly for each batch, plus each rating's own item."""
     rank_validation_users: int = 2000
     """At most this many validation users (a seeded sample) measure the ranking fit's NDCG@10."""
+    negative_targets: bool = False
+    """Implicit feedback: each training row's first sampled item (of ``rank_negatives``) is also a
+    non-interaction whose rating output the loss pulls to 0, as the rated item's is pulled to its
+    confidence, so that the rating output learns which items a user interacts with (the
+    ``predictions`` table's ``score``), not a constant."""
+    rank_relevant_min: float = RELEVANT_MIN
+    """Validation ratings on [0, 1] at or above this count as relevant in the ranking fit's NDCG@10
+    (4 stars on 1-5, as ``make evaluate``; 0 for implicit feedback: every held-out interaction)."""
     batch_size: int | None = None
     """Ratings per mini-batch; None: ``batch_size_for`` the training set (1,024 up to about 128K
     training ratings, larger for larger sets)."""
@@ -159,6 +169,8 @@ class TrainingConfig:
                 raise ConfigError(f"training {name}: expected a positive number, got {getattr(self, name)!r}")
         if self.rank_negatives < 1:
             raise ConfigError(f"training rank_negatives: expected a positive integer, got {self.rank_negatives!r}")
+        if not 0 <= self.rank_relevant_min <= 1:
+            raise ConfigError(f"training rank_relevant_min: expected a number in [0, 1], got {self.rank_relevant_min!r}")
         if not 0 <= self.rank_positive_min <= 1:
             raise ConfigError(f"training rank_positive_min: expected a number in [0, 1], got {self.rank_positive_min!r}")
         for name in ("embedding_decay", "bias_decay", "weight_decay", "rank_weight", "continue_epochs", "time_budget_s",

@@ -33,15 +33,25 @@ class Objective:
 def batch_loss(model: nn.Module, objective: Objective, batch: Inputs, targets: torch.Tensor,
                config: TrainingConfig, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """Total loss (rating MSE and ranking loss; the L2 penalty's gradient is the optimizer's) and
-    the rating MSE of one mini-batch."""
+    the rating MSE of one mini-batch (over its rows and, with ``negative_targets``, as many
+    sampled non-interactions)."""
     family = objective.family
-    if not config.rank_weight:
+    if not config.rank_weight and not config.negative_targets:
         mse = torch.mean((family.outputs(model, batch)[0] - targets) ** 2)
         return mse, mse
     sampled = torch.randint(0, objective.n_items, (config.rank_negatives, *targets.shape),
                             generator=generator).to(targets.device)
-    unit, rated_logits, sampled_logits = family.sampled_outputs(model, batch, sampled[0])
-    mse = torch.mean((unit - targets) ** 2)
+    if config.negative_targets:   # the first sampled item a non-interaction, its rating output pulled to 0
+        both = tuple(torch.cat(pair) for pair in zip(batch, family.with_items(batch, sampled[0])))
+        units, both_logits = family.outputs(model, both)   # one pass: a sequence model runs each history once
+        unit, negative = units.split(len(targets))
+        rated_logits, sampled_logits = both_logits.split(len(targets))
+        mse = (torch.mean((unit - targets) ** 2) + torch.mean(negative ** 2)) / 2
+    else:
+        unit, rated_logits, sampled_logits = family.sampled_outputs(model, batch, sampled[0])
+        mse = torch.mean((unit - targets) ** 2)
+    if not config.rank_weight:
+        return mse, mse
     more = [family.logits(model, family.with_items(batch, items)) for items in sampled[1:]]
     logits = torch.stack([rated_logits, sampled_logits, *more], dim=1)   # the rated item first
     picked = nn.functional.cross_entropy(logits, torch.zeros_like(targets, dtype=torch.long), reduction="none")

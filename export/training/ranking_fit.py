@@ -21,7 +21,7 @@ from torch import nn
 from ..data.dataset import Interactions
 from ..models.base import Family
 from .config import TrainingConfig, batch_size_for, learning_rate_for
-from .ranking_metric import RELEVANT_MIN, ndcg_of
+from .ranking_metric import ndcg_of
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ def fits_ranking(model: nn.Module, family: Family, config: TrainingConfig) -> bo
 def fit_ranking(model: nn.Module, family: Family, train: Interactions, validation: Interactions,
                 config: TrainingConfig, generator: torch.Generator, name: str) -> RankingFitResult:
     """Train ``model``'s ranking head on ``train`` until ``config.rank_fit_patience`` epochs bring
-    no better NDCG@10 on ``validation`` (relevant: ``RELEVANT_MIN`` and up; seen: ``train``);
+    no better NDCG@10 on ``validation`` (relevant: ``config.rank_relevant_min`` and up; seen: ``train``);
     ``model`` keeps the best epoch's head (the one it had, if none is better)."""
     started = time.perf_counter()
     result = RankingFitResult(candidates=min(config.rank_candidates, _n_items(model, family)))
@@ -221,7 +221,7 @@ def _loss(model: nn.Module, family: Family, users: torch.Tensor, items: torch.Te
 def _validation_measure(model: nn.Module, family: Family, train: Interactions, validation: Interactions,
                         config: TrainingConfig, generator: torch.Generator):
     """``() -> NDCG@10`` of the model's current head on (a seeded sample of) the validation users."""
-    liked = validation.take(np.flatnonzero(validation.unit >= RELEVANT_MIN))
+    liked = validation.take(np.flatnonzero(validation.unit >= config.rank_relevant_min))
     users = np.unique(liked.users)
     if len(users) > config.rank_validation_users:
         pick = torch.randperm(len(users), generator=generator)[:config.rank_validation_users].numpy()

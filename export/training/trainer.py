@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 from ..config import RunConfig, child_seed
@@ -16,6 +17,8 @@ from ..models import registry
 from ..models.base import Family, Inputs, TrainingRows, init_parameters
 from .epoch import Objective
 from .loop import FitResult, fit, refit
+from .held_out_ranking import held_out_ranking
+from .negatives import with_negatives
 from .ranking_fit import fit_ranking, fits_ranking, ranking_state, refit_ranking
 from .metrics import prediction_histogram, rating_errors
 from .validation import predict_in_batches
@@ -56,7 +59,10 @@ class _Setup:
         """A newly initialised module (its global mean from ``ratings``) and its generator."""
         vocab = self.dataset.vocab
         generator = torch.Generator().manual_seed(self.seed)
-        module = self.family.build(self.config, vocab.n_users, vocab.n_items, float(ratings.unit.mean()))
+        mean = float(ratings.unit.mean())
+        if self.dataset.implicit:   # the rating output's targets: as many sampled zeros as interactions
+            mean /= 2
+        module = self.family.build(self.config, vocab.n_users, vocab.n_items, mean)
         init_parameters(module, generator)
         return module.to(self.device), generator
 
@@ -100,9 +106,14 @@ def _refit(setup: _Setup, module: torch.nn.Module, generator: torch.Generator, r
 
 
 def _test(setup: _Setup, module: torch.nn.Module, context_from: Interactions) -> tuple[dict[str, float], dict]:
-    """Test metrics and the predicted-rating histogram, on the CPU."""
+    """Test metrics and the predicted-rating histogram (none for implicit feedback: top-N figures
+    instead of rating errors), on the CPU."""
     test = setup.dataset.test
     scale = setup.dataset.scale
+    if setup.dataset.implicit:
+        vocab = setup.dataset.vocab
+        return held_out_ranking(setup.family, module, setup.family.context_length(setup.config), test, context_from,
+                                vocab.n_users, vocab.n_items, child_seed(setup.seed, "test users")), {}
     inputs, _ = setup.pair_data(test, context_from)
     predicted = scale.clipped_rating(predict_in_batches(module, setup.family.predict, inputs).numpy())
     return rating_errors(predicted, test.ratings, scale), prediction_histogram(predicted, test.ratings, scale)
@@ -130,7 +141,11 @@ def train_model(name: str, dataset: Dataset, config: RunConfig, seed: int) -> Tr
     units toward zero, and arithmetic on denormals is many times slower on CPUs.
     """
     torch.set_flush_denormal(True)
-    setup = _Setup(registry.get(name), config.model_config(name), dataset, torch.device(config.device), seed)
+    family = registry.get(name)
+    model_config = config.model_config(name)
+    if dataset.implicit:
+        model_config = family.implicit_config(model_config)
+    setup = _Setup(family, model_config, dataset, torch.device(config.device), seed)
     if setup.family.closed_form:
         module, result, trained_on, trained_config = _solve(setup)
     else:
@@ -139,9 +154,23 @@ def train_model(name: str, dataset: Dataset, config: RunConfig, seed: int) -> Tr
     metrics, histogram = _test(setup, module, trained_on)
     reference = f" (untuned reference: {setup.family.untuned_reference_rmse:.2f})" \
         if setup.family.untuned_reference_rmse is not None else ""
-    log.info("%s test: RMSE %.4f, MAE %.4f on the rating scale, RMSE %.4f on [0, 1]%s", name,
-             metrics["rmse_stars"], metrics["mae_stars"], metrics["rmse_unit"], reference)
+    if dataset.implicit:
+        log.info("%s test: NDCG@10 %.4f, recall@20 %.4f, MAP@10 %.4f over %d users", name, metrics["ndcg_at_10"],
+                 metrics["recall_at_20"], metrics["map_at_10"], metrics["users"])
+    else:
+        log.info("%s test: RMSE %.4f, MAE %.4f on the rating scale, RMSE %.4f on [0, 1]%s", name,
+                 metrics["rmse_stars"], metrics["mae_stars"], metrics["rmse_unit"], reference)
     return TrainedModel(name, module, result, metrics, histogram, trained_config)
+
+
+def _validation_pairs(setup: _Setup) -> Interactions:
+    """The pairs the rating fit's early stopping is judged on: the validation ratings, or for
+    implicit feedback its interactions and as many sampled non-interactions (seeded)."""
+    dataset = setup.dataset
+    if not dataset.implicit:
+        return dataset.validation
+    rng = np.random.default_rng(child_seed(setup.seed, "validation negatives"))
+    return with_negatives(dataset.validation, dataset.train, dataset.vocab.n_items, rng)
 
 
 def _train(setup: _Setup) -> tuple[torch.nn.Module, FitResult, Interactions]:
@@ -149,7 +178,7 @@ def _train(setup: _Setup) -> tuple[torch.nn.Module, FitResult, Interactions]:
     dataset = setup.dataset
     module, generator = setup.fresh(dataset.train)
     objective = Objective(setup.family, dataset.vocab.n_items)
-    validation = _on(setup.device, setup.pair_data(dataset.validation, dataset.train))
+    validation = _on(setup.device, setup.pair_data(_validation_pairs(setup), dataset.train))
     training, family = setup.config.training, setup.family
     module, result = fit(module, objective, setup.training_data(dataset.train), validation, training,
                          generator, family.name)

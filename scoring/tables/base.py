@@ -96,6 +96,11 @@ class Table(ABC):
     needs_ratings: ClassVar[bool] = False
     """Whether the table reads every pair's rating, so the users' pass runs the all-items graphs;
     when no table does, it runs the ranking graphs alone."""
+    value_column: ClassVar[str | None] = None
+    """The column (as ``columns`` names it, ``prediction``) holding each row's predicted rating; for
+    an implicit-feedback bundle it is named ``score`` and holds the model's score (``schema``)."""
+    implicit_description: ClassVar[str | None] = None
+    """The table's description for an implicit-feedback bundle, where it differs."""
     examples_title: ClassVar[str] = "{table} by {model}"
     """Heading of the report's examples of one model; may name ``{table}``, ``{model}``,
     ``{top_n}`` and ``{similar_k}``."""
@@ -107,7 +112,17 @@ class Table(ABC):
         for column, whose in self.id_columns.items():
             index = schema.get_field_index(column)
             schema = schema.set(index, schema.field(index).with_type(types[whose]))
+        if self.value_column is not None and bundle.value_column != self.value_column:
+            index = schema.get_field_index(self.value_column)
+            schema = schema.set(index, schema.field(index).with_name(bundle.value_column))
+            if self.implicit_description is not None:
+                schema = schema.with_metadata({"description": self.implicit_description})
         return schema
+
+    def description(self, bundle: Bundle) -> str | None:
+        """What the table holds, for the run manifest."""
+        metadata = self.schema(bundle).metadata or {}
+        return metadata[b"description"].decode() if b"description" in metadata else None
 
     def unavailable(self, bundle: Bundle, model: str) -> str | None:
         """Why this table cannot be written for ``model`` of ``bundle``, or None."""

@@ -10,6 +10,7 @@ import pyarrow.dataset as ds
 
 from contract.bundle_format import PARITY_TOLERANCE
 from contract.errors import VerificationError
+from contract.feedback import SCORE_COLUMN
 from contract.ids import index_of
 
 from ..bundle import Bundle
@@ -88,3 +89,10 @@ def list_examples(dataset: ds.Dataset, bundle: Bundle, key: str, keys: list[Any]
         out.setdefault(str(row[key]), []).append({"rank": row["rank"], "item_id": row[member],
                                                   "title": titles.get(row[member]) or "", value: row[value]})
     return out
+
+
+def value_name(dataset: ds.Dataset) -> str:
+    """The column of a written table holding its model's rating or score (``prediction`` or
+    ``score``, ``contract.feedback.SCORE_COLUMN``)."""
+    names = dataset.schema.names
+    return next((name for name in SCORE_COLUMN.values() if name in names), "prediction")

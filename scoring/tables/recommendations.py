@@ -45,6 +45,10 @@ class Recommendations(Table):
                                  "ranking logit (does the user rate this item at all), ties by smaller item_id; "
                                  "'prediction' is the predicted rating."})
     examples_title = "Top {top_n} by {model}"
+    value_column = "prediction"
+    implicit_description = ("Top-N unseen items per user, rank 1 = best: ordered by 'logit', the model's ranking "
+                            "logit (does the user interact with this item), ties by smaller item_id; 'score' is "
+                            "the model's score, its estimate on [0, 1] that the user interacts with the item.")
 
     def chunk_rows(self, chunk: UserChunk) -> dict[str, pa.Array]:
         """Each user's best ``top_n`` unseen eligible items by logit under the coherence rule
@@ -84,7 +88,7 @@ class Recommendations(Table):
         return {"user_id": ids(bundle.user_ids, bundle.user_id_array, chunk.start + rows),
                 "rank": arrow_array((ranks + 1).astype(np.int16)),
                 "item_id": ids(bundle.item_ids, bundle.item_id_array, chosen),
-                "prediction": arrow_array(rating[rows, picked[rows, ranks]]),
+                bundle.value_column: arrow_array(rating[rows, picked[rows, ranks]]),
                 "logit": arrow_array(masked[rows, chosen])}
 
     def expected_rows(self, bundle: Bundle, settings: PassSettings) -> int:
@@ -92,7 +96,10 @@ class Recommendations(Table):
 
     def run_figures(self, run_dir: Path, bundle: Bundle, model: str) -> dict[str, Any]:
         """The share of listed items whose predicted rating is below the scale's midpoint: a list
-        that recommends what its own model says the user will dislike reads as a bug."""
+        that recommends what its own model says the user will dislike reads as a bug. None for
+        implicit feedback, where a low score is no dislike."""
+        if bundle.coherence_midpoint is None:
+            return {"below_midpoint": None}
         folder = table_file(run_dir, self.name, model).parent
         predictions = ds.dataset(folder, format="parquet").to_table(columns=["prediction"]).column("prediction")
         share = (float(pc.mean(pc.less(predictions, bundle.scale.midpoint).cast(pa.float64())).as_py())
@@ -143,8 +150,8 @@ class Recommendations(Table):
                 f"{bundle.item_ids[expected[users[worst], ranks[worst]]]} there (logit gap {gap[worst]:.3g}, or a "
                 "seen or ruled-out item)")
         rating = bundle.scale.clipped_rating(torch.unit[users, items])
-        if np.abs(rating - table.column("prediction").to_numpy()).max(initial=0) > stars_tolerance(bundle):
-            raise VerificationError(f"{path}: a recommendation's prediction differs from torch's rating")
+        if np.abs(rating - table.column(bundle.value_column).to_numpy()).max(initial=0) > stars_tolerance(bundle):
+            raise VerificationError(f"{path}: a recommendation's {bundle.value_column} differs from torch's")
         if (np.abs(ours - table.column("logit").to_numpy()) > allowed_difference(ours, logits=True)).any():
             raise VerificationError(f"{path}: a recommendation's logit differs from torch's ranking logit")
         return {"tie_swaps": int((expected[users, ranks] != items).sum())}
@@ -152,7 +159,7 @@ class Recommendations(Table):
     def examples(self, run_dir: Path, bundle: Bundle, model: str, keys: list[Any]) -> dict[str, Any]:
         """The lists of the users ``keys``, with titles."""
         return list_examples(ds.dataset(table_file(run_dir, self.name, model).parent, format="parquet"), bundle,
-                         "user_id", keys, "item_id", "prediction")
+                         "user_id", keys, "item_id", bundle.value_column)
 
 
 def _ratings(chunk: UserChunk, candidates: np.ndarray, real: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:

@@ -1,0 +1,207 @@
+"""Implicit feedback (clicks, plays, purchases): reading interactions with an optional weight,
+training every family on them, the ``score`` column, the gate on NDCG@10 and recall@20, and the
+bad-input contract, through the real CLIs where a user would meet them."""
+from __future__ import annotations
+
+import json
+import logging
+import re
+
+import numpy as np
+import pandas as pd
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from conftest import run_cli
+from contract.errors import UsageError
+from contract.feedback import IMPLICIT_SCALE, confidence
+from evaluation.evaluate import logit_matrix
+from export.config import RunConfig
+from export.data.columns import ColumnMapping
+from export.data.dataset import seen_csr
+from export.data.loading import DataSource, build_dataset, load_dataset
+from export.data.sequences import user_context
+from export.data.ratings_file import RatingsOptions, read_ratings
+from export.data.synthetic import planted_blocks
+from export.gate import _verdict
+from export.models import registry
+from export.training.trainer import train_model
+from scoring.feeds import build_feeds
+from scoring.topn import mask_seen, top_n
+
+N_USERS, N_ITEMS, N_BLOCKS, TOP = 160, 120, 4, 5
+MIN_OWN = 0.9
+"""Share of all top-N slots that must hold items of the user's own block on the planted implicit
+catalogue (measured: 1.0 for every family)."""
+MIN_SCORE_AUC = 0.8
+"""How often an unseen own-block pair must score above an unseen other-block pair (measured:
+0.95 and up for the factor models, 0.99 for item_ae)."""
+
+
+def interactions_frame(n_users: int = 60, seed: int = 0) -> pd.DataFrame:
+    """Plays of text-id users and items, some pairs repeated, a timestamp, and a rating-like
+    column that implicit feedback must not read."""
+    rng = np.random.default_rng(seed)
+    users = rng.integers(0, n_users, 3_000)
+    items = (users % 3) * 10 + rng.integers(0, 14, len(users))   # three overlapping tastes
+    return pd.DataFrame({"user": [f"user-{u}" for u in users], "item": [f"sku-{i}" for i in items],
+                         "plays": rng.integers(1, 20, len(users)).astype(np.int64),
+                         "rating": rng.integers(1, 6, len(users)), "ts": 1_700_000_000 + np.arange(len(users))})
+
+
+def test_repeated_interactions_add_up_and_weights_become_log_confidences(tmp_path):
+    path = tmp_path / "plays.csv"
+    pd.DataFrame({"user": ["a", "a", "a", "b", "b"], "item": ["x", "x", "y", "x", "z"],
+                  "plays": [2, 5, 1, 0, 0.5]}).to_csv(path, index=False)
+    file = read_ratings(path, RatingsOptions(feedback="implicit",
+                                             columns=ColumnMapping.parse("weight=plays", ("weight",))))
+    got = {(u, i): r for u, i, r in file.frame[["user_id", "item_id", "rating"]].itertuples(index=False)}
+    # a/x played 2 + 5 times; b/x's single row of weight 0 is no interaction
+    expected = dict(zip([("a", "x"), ("a", "y"), ("b", "z")], confidence(np.array([7.0, 1.0, 0.5]))))
+    assert got.keys() == expected.keys()
+    assert all(got[k] == pytest.approx(v) for k, v in expected.items())
+    assert max(got.values()) == pytest.approx(1.0)
+
+
+def test_without_a_weight_every_row_is_one_interaction_and_a_rating_column_is_not_read(tmp_path, caplog):
+    path = tmp_path / "clicks.parquet"
+    interactions_frame().drop(columns="plays").drop_duplicates(["user", "item"]).to_parquet(path)
+    with caplog.at_level(logging.WARNING):
+        file = read_ratings(path, RatingsOptions(feedback="implicit"))
+    assert (file.frame["rating"] == 1.0).all()
+    assert file.has_order
+    assert any("column 'rating' is not read" in r.message and "--columns weight=rating" in r.message
+               for r in caplog.records)
+
+
+def test_mapping_a_rating_or_a_weight_for_the_other_kind_of_feedback_is_refused():
+    with pytest.raises(UsageError, match="--feedback implicit reads no rating.*weight=stars"):
+        RatingsOptions(feedback="implicit", columns=ColumnMapping.parse("rating=stars", ("rating",)))
+    with pytest.raises(UsageError, match="a weight is read with --feedback implicit"):
+        RatingsOptions(columns=ColumnMapping.parse("weight=plays", ("weight",)))
+    with pytest.raises(UsageError, match="--duplicates sum"):
+        RatingsOptions(duplicates="sum")
+
+
+@pytest.mark.parametrize("change, expected", [
+    (lambda f: f.assign(plays=f["plays"].where(f.index != 7, -3)),
+     r"plays\.csv, line 9, column 'plays': expected a weight >= 0 \(a count, a duration, an amount\), got -3"),
+    (lambda f: f.drop(columns="item"),
+     r"plays\.csv: no item column; columns found: user, plays, rating, ts; expected one named"),
+])
+def test_bad_interactions_get_one_line_and_exit_1(tmp_path, change, expected):
+    path = tmp_path / "plays.csv"
+    change(interactions_frame()).to_csv(path, index=False)
+    result = run_cli("export", "--feedback", "implicit", "--ratings", str(path), "--columns", "weight=plays",
+                     "--artifacts", str(tmp_path / "artifacts"), "--models", "mf")
+    assert result.returncode == 1, result.stderr
+    (error,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert re.search(expected, error), error
+    assert not (tmp_path / "artifacts" / "latest").exists()
+
+
+@pytest.mark.slow
+def test_implicit_plays_end_to_end_through_the_clis(tmp_path):
+    """Train on plays with text ids, score, verify; then a worse bundle is refused by the gate on
+    NDCG@10 or recall@20, and the tables keep the run's feedback in the manifest and the report."""
+    path = tmp_path / "plays.parquet"
+    interactions_frame().to_parquet(path, index=False)
+    artifacts, output = tmp_path / "artifacts", tmp_path / "output"
+    train = ("export", "--feedback", "implicit", "--ratings", str(path), "--columns", "weight=plays,timestamp=ts",
+             "--artifacts", str(artifacts), "--output-root", str(output), "--models", "mf,item_ae", "--seed", "3")
+    result = run_cli(*train, "--max-epochs", "20", "--batch-size", "128")
+    assert result.returncode == 0, result.stderr
+    assert "test NDCG@10" in result.stdout and "implicit feedback" in result.stdout
+    bundle = (artifacts / "latest").resolve()
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["feedback"] == "implicit" and manifest["rating_scale"] == {"low": 0.0, "high": 1.0}
+    for name in ("mf", "item_ae"):
+        assert manifest["models"][name]["test_metrics"]["ndcg_at_10"] > 0.1
+
+    scored = run_cli("scoring", "--bundle", str(artifacts / "latest"), "--output-root", str(output), "--top-n", "5",
+                     block_torch=True)
+    assert scored.returncode == 0, scored.stderr
+    run = (output / "latest").resolve()
+    predictions = ds.dataset(run / "predictions", partitioning="hive").to_table()
+    assert predictions.column_names == ["user_id", "item_id", "score", "model"]
+    assert predictions.schema.field("user_id").type == "string"
+    scores = predictions.column("score").to_numpy()
+    assert scores.min() >= 0.0 and scores.max() <= 1.0
+    recommendations = ds.dataset(run / "recommendations", partitioning="hive").to_table()
+    assert "score" in recommendations.column_names and "prediction" not in recommendations.column_names
+    footer = pq.read_metadata(next((run / "predictions").rglob("*.parquet"))).metadata
+    assert footer[b"recjob.feedback"] == b"implicit"
+    run_manifest = json.loads((run / "manifest.json").read_text())
+    assert run_manifest["feedback"] == "implicit"
+    assert "interacts" in run_manifest["table_descriptions"]["predictions"]
+    assert "trained on implicit feedback" in (run / "report.html").read_text()
+    assert run_cli("evaluation.verify", "--run", str(run)).returncode == 0
+
+    worse = run_cli(*train, "--force", "--max-epochs", "1", "--batch-size", "4096", "--models", "mf")
+    assert worse.returncode == 3, worse.stderr
+    (error,) = [line for line in worse.stderr.splitlines() if line.startswith("error:")]
+    assert "model gate: model 'mf'" in error and ("NDCG@10" in error or "recall@20" in error), error
+    assert (artifacts / "latest").resolve() == bundle
+    refused = next(p for p in artifacts.iterdir() if p.is_dir() and p not in (bundle, artifacts / "latest"))
+    figures = json.loads((refused / "manifest.json").read_text())["gate"]["models"]["mf"]
+    assert "rmse" not in figures and {"ndcg_at_10", "recall_at_20", "previous_recall_at_20"} <= figures.keys()
+
+
+def test_the_gate_refuses_an_implicit_model_on_recall_at_20_alone():
+    figures = {"ndcg_at_10": 0.2, "previous_ndcg_at_10": 0.2, "ndcg_lower_beyond_noise": False,
+               "recall_at_20": 0.28, "previous_recall_at_20": 0.3, "recall_lower_beyond_noise": True}
+    reason = _verdict("mf", figures, 0.01)
+    assert reason is not None and "recall@20 0.2800" in reason
+    assert _verdict("mf", {**figures, "recall_lower_beyond_noise": False}, 0.01) is None
+
+
+@pytest.fixture(scope="module")
+def planted():
+    """Planted taste blocks read as implicit feedback: a user interacts with 40% of their own
+    block's items and 5% of the others', playing their own block's more."""
+    frame, truth = planted_blocks(N_USERS, N_ITEMS, N_BLOCKS, seed=11, own_share=0.4, other_share=0.05, noise=0.3)
+    plays = np.where(frame["rating"] > 3, 4.0, 1.0)
+    frame = frame.assign(rating=confidence(plays))
+    config = RunConfig(seed=5).replace_training(batch_size=128, max_epochs=30)
+    dataset = build_dataset([frame], config, np.random.default_rng(0), scale=IMPLICIT_SCALE, feedback="implicit")
+    return dataset, truth, config
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", registry.names())
+def test_every_model_finds_the_planted_blocks_from_interactions_alone(planted, name):
+    dataset, truth, config = planted
+    trained = train_model(name, dataset, config, seed=1)
+    vocab = dataset.vocab
+    assert trained.test_metrics["ndcg_at_10"] > 0.3, trained.test_metrics
+    logits = logit_matrix(trained, dataset)
+    indptr, seen = seen_csr(dataset.history, vocab.n_users)
+    items, valid = top_n(mask_seen(logits, indptr, seen), TOP)
+    user_blocks = truth.user_block[vocab.user_ids - 1]
+    own = truth.item_block[vocab.item_ids[items] - 1] == user_blocks[:, None]
+    assert valid.all() and own.mean() >= MIN_OWN, own.mean()
+    # The score (the predictions table's column) ranks an unseen own-block pair above an unseen
+    # other-block pair, as the planted taste does.
+    family = registry.get(name)
+    graph = family.graphs(trained.module, dataset.scale)["all_items"]
+    context = user_context(dataset.history, vocab.n_users, vocab.n_items, family.context_length(trained.config))
+    feeds = build_feeds(family.all_items_inputs, np.arange(vocab.n_users), None, context)
+    with torch.no_grad():
+        score = graph(*(torch.as_tensor(feeds[n]) for n in family.all_items_inputs))[1].numpy()
+    assert score.min() >= 0.0 and score.max() <= 1.0
+    unseen = np.ones(score.shape, bool)
+    unseen[np.repeat(np.arange(vocab.n_users), np.diff(indptr)), seen] = False
+    same = user_blocks[:, None] == truth.item_block[vocab.item_ids - 1][None, :]
+    own_scores, other_scores = score[unseen & same], score[unseen & ~same]
+    auc = (own_scores[:, None] > np.random.default_rng(0).choice(other_scores, 500)[None, :]).mean()
+    assert auc >= MIN_SCORE_AUC, auc
+
+
+def test_movielens_shaped_synthetic_interactions_carry_plays_from_the_planted_taste():
+    source = DataSource(synthetic=(200, 80, 4_000), options=RatingsOptions(feedback="implicit"))
+    dataset, checksums = load_dataset(source, RunConfig(seed=2), np.random.default_rng(0))
+    assert dataset.implicit and dataset.scale == IMPLICIT_SCALE
+    assert 0.0 < dataset.train.ratings.min() < dataset.train.ratings.max() == pytest.approx(1.0, abs=0.2)
+    assert list(checksums.values()) == ["seed=2, implicit"]
