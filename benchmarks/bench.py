@@ -411,6 +411,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reading", metavar="SHAPE",
                         help="instead: time reading and checking a synthetic ratings file of this shape (e.g. "
                              "ml-25m) as CSV and as Parquet")
+    parser.add_argument("--feedback-throughput", metavar="SHAPE",
+                        help="instead: each family's training throughput on a synthetic catalogue of this shape "
+                             "(e.g. ml-20m) read as ratings and as implicit interactions, alternated")
     parser.add_argument("--spark", action="store_true",
                         help="instead: score the bundle with the local engine and with --engine spark (local[2]) "
                              "and compare them")
@@ -427,6 +430,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.store:
         from .store_bench import run_store_bench
         return run_cli(lambda: run_store_bench(args))
+    if args.feedback_throughput:
+        from .feedback_throughput import run_feedback_bench
+        models = parse_names("--models", args.models, registry.names()) if args.models else ("mf", "dense", "lstm")
+        return run_cli(lambda: run_feedback_bench(args.feedback_throughput, models, args.time_budget or 30.0,
+                                                  args.repeat, args.out))
     if args.reading:
         from .reading import run_reading_bench
         return run_cli(lambda: run_reading_bench(args.reading, args.work_dir / "reading", args.out))

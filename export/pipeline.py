@@ -20,7 +20,7 @@ from .bundle import PublishPolicy, build_bundle
 from .data_checks import check_data, check_minimums
 from .config import RunConfig, child_seed
 from .data.dataset import Dataset
-from .data.loading import DataSource, load_dataset
+from .data.loading import DataSource, load_dataset, reading
 from .models import registry
 from .fingerprint import code_fingerprint, run_fingerprint
 from .training.workers import trained_as_completed
@@ -122,7 +122,7 @@ def train_and_export(config: RunConfig, source: DataSource, artifacts: Location,
     check_held_out(dataset, previous, policy.gate.accept_worse)
     policy = dataclasses.replace(policy, data_record=record)
     config = models_for_data(config, dataset, models_given)
-    fingerprint = run_fingerprint(config, checksums, code_fingerprint(models=config.models))
+    fingerprint = run_fingerprint(config, {**checksums, **reading(source)}, code_fingerprint(models=config.models))
     if not force and (existing := reusable_bundle(artifacts, fingerprint)) is not None:
         log.info("bundle %s is up to date (same data, settings and code); not retraining",
                  str(existing).rsplit("/", 1)[-1])

@@ -202,3 +202,17 @@ def load_dataset(source: DataSource, config: RunConfig,
     ordered = all(f.has_order for f in files)
     sources = tuple(f.source.described for f in files)
     return dataclasses.replace(dataset, ordered=ordered, sources=sources), {**checksums(files), **selection}
+
+
+def reading(source: DataSource) -> dict[str, str]:
+    """How the files were read, where it is not the default, for the bundle's fingerprint: the
+    same file read as interactions, or with another column as the rating, is other data."""
+    options, default = source.options, RatingsOptions()
+    chosen = {"feedback": options.feedback, "columns": options.columns.roles, "duplicates": options.duplicates,
+              "string_ids": options.string_ids, "order_by": options.order_by,
+              "rating_scale": None if source.rating_scale is None else source.rating_scale.to_dict()}
+    defaults = {"feedback": default.feedback, "columns": default.columns.roles, "duplicates": default.duplicates,
+                "string_ids": default.string_ids, "order_by": default.order_by, "rating_scale": None}
+    if chosen == defaults:
+        return {}
+    return {"reading": ", ".join(f"{k}={v}" for k, v in chosen.items() if v != defaults[k])}
