@@ -45,22 +45,28 @@ def datasets(shape: str, seed: int) -> dict[str, Dataset]:
     return out
 
 
-def throughput(name: str, dataset: Dataset, seconds: float, seed: int) -> float:
-    """Training rows per second of one pass of ``name`` on ``dataset``, cut after ``seconds``."""
+def model_config(name: str, dataset: Dataset, seed: int) -> Any:
+    """The family's settings as a run on ``dataset`` trains it (adjusted for implicit feedback)."""
     family = registry.get(name)
     config = RunConfig(seed=seed).model_config(name)
-    if dataset.implicit:
-        config = family.implicit_config(config)
+    return family.implicit_config(config) if dataset.implicit else config
+
+
+def throughput(name: str, dataset: Dataset, rows: Any, seconds: float, seed: int) -> float:
+    """Training rows per second of one pass of ``name`` over ``rows`` (its training inputs of
+    ``dataset``, built once), cut after ``seconds``."""
+    family = registry.get(name)
+    config = model_config(name, dataset, seed)
     vocab, training = dataset.vocab, config.training
     generator = torch.Generator().manual_seed(seed)
     module = family.build(config, vocab.n_users, vocab.n_items, float(dataset.train.unit.mean()))
     init_parameters(module, generator)
-    rows, targets = family.training_inputs(dataset.train, config, vocab.n_items)
+    inputs, targets = rows
     optimizer = optimizer_for(module, training, len(targets))
     penalty = penalty_terms(module, family, training)
     started = time.perf_counter()
-    _, seen, _ = train_epoch(module, Objective(family, vocab.n_items), (rows, targets), optimizer, penalty, training,
-                             generator, f"{name} {dataset.feedback}", started + seconds)
+    _, seen, _ = train_epoch(module, Objective(family, vocab.n_items), (inputs, targets), optimizer, penalty,
+                             training, generator, f"{name} {dataset.feedback}", started + seconds)
     elapsed = time.perf_counter() - started
     optimizer.release()
     return seen / elapsed
@@ -75,10 +81,13 @@ def run_feedback_bench(shape: str, models: tuple[str, ...], seconds: float, repe
     log.info("data: %s, %.0f s", {k: len(v.train) for k, v in data.items()}, time.perf_counter() - started)
     figures: dict[str, Any] = {}
     for name in models:
-        runs = {"explicit": [], "implicit": []}
+        runs: dict[str, list[float]] = {"explicit": [], "implicit": []}
+        rows = {feedback: registry.get(name).training_inputs(data[feedback].train,
+                                                              model_config(name, data[feedback], seed),
+                                                              data[feedback].vocab.n_items) for feedback in runs}
         for _ in range(repeat):
             for feedback in runs:   # alternated, so that both meet the machine alike
-                runs[feedback].append(throughput(name, data[feedback], seconds, seed))
+                runs[feedback].append(throughput(name, data[feedback], rows[feedback], seconds, seed))
                 log.info("%s %s: %.0fK rows/s", name, feedback, runs[feedback][-1] / 1e3)
         explicit, implicit = (float(np.median(runs[k])) for k in ("explicit", "implicit"))
         figures[name] = {"explicit_rows_per_s": explicit, "implicit_rows_per_s": implicit,

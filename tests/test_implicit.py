@@ -34,15 +34,16 @@ from scoring.feeds import build_feeds
 from scoring.topn import mask_seen, top_n
 
 N_USERS, N_ITEMS, N_BLOCKS, TOP = 400, 120, 4, 5
-MIN_OWN = 0.9
+MIN_OWN = 0.95
 """Share of all top-N slots that must hold items of the user's own block on the planted implicit
 catalogue (measured: 1.0 for every family)."""
-MIN_OF_ORACLE = 0.85
+MIN_OF_ORACLE = 0.9
 """Share of the block oracle's test NDCG@10 (own-block items first, in random order) each model
-must reach (measured: ...)."""
-MIN_SCORE_AUC = 0.8
+must reach (measured: 1.04 for item_ae to 1.09 for MF: the models also learn which own-block
+items are played more)."""
+MIN_SCORE_AUC = 0.95
 """How often an unseen own-block pair must score above an unseen other-block pair (measured:
-0.95 and up for the factor models, 0.99 for item_ae)."""
+0.994 for item_ae, 0.999 and up for the others)."""
 
 
 def interactions_frame(n_users: int = 60, seed: int = 0) -> pd.DataFrame:
@@ -170,7 +171,8 @@ def planted():
     frame, truth = planted_blocks(N_USERS, N_ITEMS, N_BLOCKS, seed=11, own_share=0.3, other_share=0.05, noise=0.3)
     plays = np.where(frame["rating"] > 3, 4.0, 1.0)
     frame = frame.assign(rating=confidence(plays))
-    config = RunConfig(seed=5).replace_training(batch_size=128, max_epochs=30)
+    # no decay path: the blocks are found without it, and MF's phases would double the test's time
+    config = RunConfig(seed=5).replace_training(batch_size=128, max_epochs=30, decay_steps=0)
     dataset = build_dataset([frame], config, np.random.default_rng(0), scale=IMPLICIT_SCALE, feedback="implicit")
     return dataset, truth, config
 

@@ -288,6 +288,28 @@ def test_a_family_s_shared_sampled_outputs_equal_the_separate_passes(family):
         torch.testing.assert_close(grads[0][name], grads[1][name], rtol=1e-5, atol=1e-6)
 
 
+def test_a_family_s_negative_outputs_equal_the_separate_passes(family):
+    # What implicit feedback's loss reads: the outputs of the rated items and of sampled
+    # non-interactions; MF and the dense net share the users' side, with the same values and gradients.
+    if family.closed_form:
+        pytest.skip("a closed-form family has no training loss")
+    users, items = np.array([0, 3, 3, 6]), np.array([1, 4, 9, 2])
+    batch = family.pair_inputs(users, items, history(family))
+    negatives = torch.tensor([5, 5, 0, 10])
+    models = build(family).train(), build(family).train()
+    shared = family.negative_outputs(models[0], batch, negatives)
+    rated, other = family.outputs(models[1], batch), family.outputs(models[1], family.with_items(batch, negatives))
+    separate = (rated[0], other[0], rated[1], other[1])
+    for got, want in zip(shared, separate, strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+    sum(o.sum() * (k + 1) for k, o in enumerate(shared)).backward()
+    sum(o.sum() * (k + 1) for k, o in enumerate(separate)).backward()
+    grads = [{n: p.grad for n, p in m.named_parameters() if p.grad is not None} for m in models]
+    assert grads[0].keys() == grads[1].keys()
+    for name in grads[0]:
+        torch.testing.assert_close(grads[0][name], grads[1][name], rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("name", ["mf", "dense", "lstm"])
 def test_ranking_head_moves_only_what_it_may(name):
     # MF's and the LSTM's ranking heads read the rating representation detached and train only

@@ -41,12 +41,6 @@ rating loss never reads them, and the ranking fit trains them alone."""
 RANKING_INITIAL_STD = 0.01
 """Standard deviation of the ranking head's own embeddings when the ranking fit starts."""
 
-IMPLICIT_RANK_DIM = 128
-"""The ranking head's own embedding size (a family config's ``rank_dim``) for implicit feedback:
-there the head carries what the lists know, where for ratings the rating factors it reads carry
-most of it (MovieLens 100K read as implicit, temporal hold-out, test NDCG@10: MF 0.174 at 32,
-0.186 at 128)."""
-
 Inputs = tuple[torch.Tensor, ...]
 """A batch of model inputs, in the order the family's module takes them."""
 
@@ -150,10 +144,7 @@ class Family(ABC):
         learns interactions against sampled non-interactions, each interaction ranks first against
         sampled items in the joint loss, and every held-out one is relevant to the ranking fit's
         validation NDCG@10."""
-        config = self.with_training(config, negative_targets=True, rank_positive_min=0.0, rank_relevant_min=0.0)
-        if any(f.name == "rank_dim" for f in dataclasses.fields(config)):
-            config = dataclasses.replace(config, rank_dim=max(config.rank_dim, IMPLICIT_RANK_DIM))
-        return config
+        return self.with_training(config, negative_targets=True, rank_positive_min=0.0, rank_relevant_min=0.0)
 
     def trained_config(self, config: Any, model: nn.Module) -> Any:
         """The config that builds a module of ``model``'s shape: ``config``, with whatever the fit
@@ -199,6 +190,16 @@ class Family(ABC):
         ranking head between both overrides it; the result must equal this one."""
         unit, logit = self.outputs(model, batch)
         return unit, logit, self.logits(model, self.with_items(batch, sampled))
+
+    def negative_outputs(self, model: nn.Module, batch: Inputs,
+                         negatives: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``outputs`` of a batch and of the same rows with ``negatives`` as their items: unit
+        ratings and logits [B] of both, what implicit feedback's loss reads. By default one pass
+        over the batch doubled (a sequence model then runs each history once); a family whose
+        module can share the users' side overrides it; the result must equal this one."""
+        both = tuple(torch.cat(pair) for pair in zip(batch, self.with_items(batch, negatives)))
+        units, logits = self.outputs(model, both)
+        return (*units.split(len(negatives)), *logits.split(len(negatives)))
 
     def ranking_factors(self, model: nn.Module,
                         users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
@@ -316,6 +317,14 @@ class PairFamily(Family):
         if hasattr(model, "with_sampled"):
             return model.with_sampled(batch[0], batch[1], sampled)
         return super().sampled_outputs(model, batch, sampled)
+
+    def negative_outputs(self, model: nn.Module, batch: Inputs,
+                         negatives: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The module's ``with_negatives(users, items, negatives)`` where it has one (the users'
+        side computed once), else the doubled batch."""
+        if hasattr(model, "with_negatives"):
+            return model.with_negatives(batch[0], batch[1], negatives)
+        return super().negative_outputs(model, batch, negatives)
 
 
 class RatedGraph(nn.Module):

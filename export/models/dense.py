@@ -66,6 +66,24 @@ class DenseNet(nn.Module):
         return (self._rating(users, items, u, i), self._logit(items, *user_side, i),
                 self._logit(sampled, *user_side, self.item_embedding(sampled)))
 
+    def with_negatives(self, users: torch.Tensor, items: torch.Tensor,
+                       negatives: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Unit ratings and logits [B] of ``items`` and of ``negatives`` for ``users``: ``forward``
+        of both, with the users' half of the hidden layer (``W_u e_u``, as the all-items graph
+        splits it) and of the ranking head computed once."""
+        u = self.user_embedding(users)
+        dim = u.shape[1]
+        user_hidden = u @ self.hidden.weight[:, :dim].T
+        user_side = self._ranking_user(users, u)
+        bias = self.global_mean + self.user_bias(users)[:, 0]
+        out = []
+        for chosen in (items, negatives):
+            i = self.item_embedding(chosen)
+            hidden = torch.relu(user_hidden + nn.functional.linear(i, self.hidden.weight[:, dim:], self.hidden.bias))
+            out.append((bias + self.item_bias(chosen)[:, 0] + self.output(hidden)[:, 0],
+                        self._logit(chosen, *user_side, i)))
+        return out[0][0], out[1][0], out[0][1], out[1][1]
+
     def ranking_logit(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """The ranking head alone: logit [B]."""
         return self._logit(items, *self._ranking_user(users, self.user_embedding(users)), self.item_embedding(items))

@@ -66,6 +66,19 @@ class BiasedMF(nn.Module):
                 rank_bias[0] + self._ranked(pq) + (rank_user * rank_items[0]).sum(-1),
                 rank_bias[1] + self._ranked(sampled_pq) + (rank_user * rank_items[1]).sum(-1))
 
+    def with_negatives(self, users: torch.Tensor, items: torch.Tensor,
+                       negatives: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Unit ratings and logits [B] of ``items`` and of ``negatives`` for ``users``: ``forward``
+        of both, each user's rows looked up once."""
+        p, rank_user, user_bias = self.user_embedding(users), self.rank_user_embedding(users), self.user_bias(users)[:, 0]
+        out = []
+        for chosen in (items, negatives):
+            pq = p * self.item_embedding(chosen)
+            out.append((self.global_mean + user_bias + self.item_bias(chosen)[:, 0] + pq.sum(-1),
+                        self.rank_item_bias(chosen)[:, 0] + self._ranked(pq)
+                        + (rank_user * self.rank_item_embedding(chosen)).sum(-1)))
+        return out[0][0], out[1][0], out[0][1], out[1][1]
+
     def ranking_logit(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """The ranking head alone: logit [B]."""
         return self._logit(users, items, self.user_embedding(users) * self.item_embedding(items))

@@ -42,10 +42,7 @@ def batch_loss(model: nn.Module, objective: Objective, batch: Inputs, targets: t
     sampled = torch.randint(0, objective.n_items, (config.rank_negatives, *targets.shape),
                             generator=generator).to(targets.device)
     if config.negative_targets:   # the first sampled item a non-interaction, its rating output pulled to 0
-        both = tuple(torch.cat(pair) for pair in zip(batch, family.with_items(batch, sampled[0])))
-        units, both_logits = family.outputs(model, both)   # one pass: a sequence model runs each history once
-        unit, negative = units.split(len(targets))
-        rated_logits, sampled_logits = both_logits.split(len(targets))
+        unit, negative, rated_logits, sampled_logits = family.negative_outputs(model, batch, sampled[0])
         mse = (torch.mean((unit - targets) ** 2) + torch.mean(negative ** 2)) / 2
     else:
         unit, rated_logits, sampled_logits = family.sampled_outputs(model, batch, sampled[0])
