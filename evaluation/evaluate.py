@@ -154,7 +154,8 @@ def evaluate_split(name: str, train: pd.DataFrame, test: pd.DataFrame, config: R
     vocab, test_i = dataset.vocab, dataset.test
     result: dict[str, Any] = {"name": name, "n_train": len(train), "n_test": len(test_i),
                               "cold_start_test_dropped": dataset.notes["cold_start_test_dropped"],
-                              "rating": {}, "ranking": {}, "learning_curves": {}, "histograms": {}}
+                              "rating": {}, "ranking": {}, "learning_curves": {}, "histograms": {},
+                              **({"ranking_tests": {}} if implicit else {})}
     full_train = Interactions.from_frame(train, vocab, dataset.scale)
     scale = dataset.scale
     if not implicit:
@@ -268,8 +269,9 @@ def run_evaluation(args: argparse.Namespace) -> dict[str, Any]:
 def print_summary(report: dict[str, Any]) -> None:
     for protocol, body in report["protocols"].items():
         print(f"\n{protocol}: mean over {len(body['splits'])} split(s)")
-        print(f"  {'method':22s} {'RMSE':>7s} {'MAE':>7s} {'RMSE[0,1]':>9s}")
-        for method, m in (body["mean_rating"] or {}).items():
+        if body["mean_rating"]:
+            print(f"  {'method':22s} {'RMSE':>7s} {'MAE':>7s} {'RMSE[0,1]':>9s}")
+        for method, m in body["mean_rating"].items():
             print(f"  {method:22s} {m['rmse_stars']:7.4f} {m['mae_stars']:7.4f} {m['rmse_unit']:9.4f}")
         kind = next(iter(next(iter(body["mean_ranking"].values()))))
         print(f"  {'top-10 (' + kind + ')':22s} {'P':>6s} {'R':>6s} {'NDCG':>6s} {'MAP':>6s} {'HR':>6s} {'R@20':>6s} "

@@ -46,3 +46,20 @@ def test_evaluate_writes_every_method_for_both_protocols(synthetic_dir, tmp_path
                 assert m["recall"] <= m["recall_at_20"] <= 1
     assert cv["mean_rating"]["user_item_bias"]["rmse_stars"] < cv["mean_rating"]["global_mean"]["rmse_stars"]
     assert "cross_validation: mean over 2 split(s)" in result.stdout
+
+
+def test_evaluate_on_implicit_feedback_counts_every_held_out_item_and_no_rating_error(synthetic_dir, tmp_path):
+    out = tmp_path / "evaluation.json"
+    result = run_cli("evaluation", "--feedback", "implicit", "--data-dir", str(synthetic_dir), "--folds", "1",
+                     "--models", "mf", "--max-epochs", "3", "--no-surprise", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    report = json.loads(out.read_text())
+    assert report["feedback"] == "implicit" and set(report["protocols"]) == {"temporal"}
+    temporal = report["protocols"]["temporal"]
+    assert temporal["mean_rating"] == {}
+    assert set(temporal["mean_ranking"]) == {"most_popular", "random", "mf", "ease", "implicit_als", "implicit_bpr",
+                                             "item_knn"}
+    assert all(set(kinds) == {"any_held_out"} for kinds in temporal["mean_ranking"].values())
+    (split,) = temporal["splits"]
+    assert 0 < split["ranking_tests"]["mf"]["ndcg_at_10"] <= 1
+    assert "top-10 (any_held_out)" in result.stdout
