@@ -22,7 +22,7 @@ SCORE_COLUMN = {EXPLICIT: "prediction", IMPLICIT: "score"}
 def confidence(weights: np.ndarray) -> np.ndarray:
     """Each interaction's confidence on (0, 1] from its summed weight ``w`` > 0: ``log(1 + w)``
     divided by the largest one in the file. Logarithmic, so that a pair played 1,000 times weighs
-    about ten times one played once, not a thousand; every pair of a file without a weight
-    column (each row weight 1) gets confidence 1."""
+    about ten times one played once, not a thousand. In a file without a weight column each row
+    weighs 1, so without repeated rows every pair gets confidence 1."""
     logs = np.log1p(np.asarray(weights, np.float64))
     return (logs / logs.max()).astype(np.float32) if len(logs) else logs.astype(np.float32)

@@ -85,7 +85,8 @@ class ItemAutoencoder(nn.Module):
     """``logit = sum_j r_uj A[j, i]`` and ``unit = mean + b_u + b_i + sum_j e_uj W[j, i] /
     (floor + sum_j |W[j, i]|)`` over the user's history ``j``, ``r_uj`` its ratings on [0, 1] and
     ``e_uj`` their residuals from the biases. Row ``n_items`` of ``A`` and ``W`` is the history's
-    padding, all zero."""
+    padding, all zero. With ``implicit`` the unit output is the logit plus ``b_u``, which is zero
+    there and only keeps the user input of the graphs."""
 
     def __init__(self, n_users: int, n_items: int, implicit: bool = False) -> None:
         super().__init__()
