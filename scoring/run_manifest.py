@@ -100,6 +100,6 @@ def run_manifest(run_id: str, created: datetime, digest: str, bundle: Bundle, op
         "drift": drift,
         "table_figures": figures,
         "feedback": bundle.feedback,
-        "table_descriptions": {t.name: t.description(bundle) for t in chosen(options.tables)
-                               if t.description(bundle) is not None},
+        "table_descriptions": {t.name: text for t in chosen(options.tables)
+                               if (text := t.description(bundle)) is not None},
     }

@@ -278,14 +278,7 @@ def test_a_family_s_shared_sampled_outputs_equal_the_separate_passes(family):
     models = build(family).train(), build(family).train()
     shared = family.sampled_outputs(models[0], batch, sampled)
     separate = (*family.outputs(models[1], batch), family.logits(models[1], family.with_items(batch, sampled)))
-    for got, want in zip(shared, separate, strict=True):
-        torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
-    sum(o.sum() * (k + 1) for k, o in enumerate(shared)).backward()
-    sum(o.sum() * (k + 1) for k, o in enumerate(separate)).backward()
-    grads = [{n: p.grad for n, p in m.named_parameters() if p.grad is not None} for m in models]
-    assert grads[0].keys() == grads[1].keys()
-    for name in grads[0]:
-        torch.testing.assert_close(grads[0][name], grads[1][name], rtol=1e-5, atol=1e-6)
+    assert_same_values_and_gradients(shared, separate, models)
 
 
 def test_a_family_s_negative_outputs_equal_the_separate_passes(family):
@@ -299,7 +292,12 @@ def test_a_family_s_negative_outputs_equal_the_separate_passes(family):
     models = build(family).train(), build(family).train()
     shared = family.negative_outputs(models[0], batch, negatives)
     rated, other = family.outputs(models[1], batch), family.outputs(models[1], family.with_items(batch, negatives))
-    separate = (rated[0], other[0], rated[1], other[1])
+    assert_same_values_and_gradients(shared, (rated[0], other[0], rated[1], other[1]), models)
+
+
+def assert_same_values_and_gradients(shared: tuple, separate: tuple, models: tuple) -> None:
+    """``shared`` (from ``models[0]``) equals ``separate`` (from ``models[1]``, built alike) in
+    value, and a loss over each gives every parameter the same gradient."""
     for got, want in zip(shared, separate, strict=True):
         torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
     sum(o.sum() * (k + 1) for k, o in enumerate(shared)).backward()
