@@ -270,12 +270,7 @@ def test_lstm_last_step_runs_each_shared_history_once_and_trains_like_the_forwar
 def test_a_family_s_shared_sampled_outputs_equal_the_separate_passes(family):
     # What the training loss reads: a family may share the users' side of the ranking head
     # between rated and sampled items (MF does), with the same values and gradients.
-    if family.closed_form:
-        pytest.skip("a closed-form family has no training loss")
-    users, items = np.array([0, 3, 3, 6]), np.array([1, 4, 9, 2])
-    batch = family.pair_inputs(users, items, history(family))
-    sampled = torch.tensor([5, 5, 0, 10])
-    models = build(family).train(), build(family).train()
+    batch, sampled, models = shared_pass_inputs(family)
     shared = family.sampled_outputs(models[0], batch, sampled)
     separate = (*family.outputs(models[1], batch), family.logits(models[1], family.with_items(batch, sampled)))
     assert_same_values_and_gradients(shared, separate, models)
@@ -284,15 +279,19 @@ def test_a_family_s_shared_sampled_outputs_equal_the_separate_passes(family):
 def test_a_family_s_negative_outputs_equal_the_separate_passes(family):
     # What implicit feedback's loss reads: the outputs of the rated items and of sampled
     # non-interactions; MF and the dense net share the users' side, with the same values and gradients.
-    if family.closed_form:
-        pytest.skip("a closed-form family has no training loss")
-    users, items = np.array([0, 3, 3, 6]), np.array([1, 4, 9, 2])
-    batch = family.pair_inputs(users, items, history(family))
-    negatives = torch.tensor([5, 5, 0, 10])
-    models = build(family).train(), build(family).train()
+    batch, negatives, models = shared_pass_inputs(family)
     shared = family.negative_outputs(models[0], batch, negatives)
     rated, other = family.outputs(models[1], batch), family.outputs(models[1], family.with_items(batch, negatives))
     assert_same_values_and_gradients(shared, (rated[0], other[0], rated[1], other[1]), models)
+
+
+def shared_pass_inputs(family) -> tuple:
+    """A batch of four rows, an item to score beside each, and two alike-built modules in
+    training mode; skipped for a closed-form family, which has no training loss."""
+    if family.closed_form:
+        pytest.skip("a closed-form family has no training loss")
+    batch = family.pair_inputs(np.array([0, 3, 3, 6]), np.array([1, 4, 9, 2]), history(family))
+    return batch, torch.tensor([5, 5, 0, 10]), (build(family).train(), build(family).train())
 
 
 def assert_same_values_and_gradients(shared: tuple, separate: tuple, models: tuple) -> None:
