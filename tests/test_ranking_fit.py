@@ -1,6 +1,7 @@
 """The ranking fit: it trains the ranking head alone (ratings unchanged), keeps the epoch with
-the best validation NDCG@10, replays that many epochs on training and validation ratings, and its
-softmax over a sample scores the same loss as over the catalogue where the sample is the catalogue."""
+the best validation NDCG@10, replays that many epochs on training and validation ratings; its
+softmax over a sample scores the same loss as over the catalogue where the sample is the
+catalogue, and its squared loss (implicit feedback) is each user's weighted row error."""
 from __future__ import annotations
 
 import dataclasses
@@ -10,12 +11,15 @@ import pytest
 import torch
 
 from bias_family import FAMILY as BIAS_FAMILY
+from contract.feedback import IMPLICIT_SCALE
 from export.config import RunConfig
 from export.data.loading import build_dataset
 from export.data.synthetic import planted_blocks
 from export.models import registry
 from export.models.base import init_parameters
-from export.training.ranking_fit import _loss, _sample, fit_ranking, fits_ranking, ranking_state, refit_ranking
+from export.data.dataset import Interactions
+from export.training.ranking_fit import (ROW_CELLS, _loss, _sample, _Squared, fit_ranking, fits_ranking, ranking_state,
+                                         refit_ranking)
 from export.training.ranking_metric import ndcg_of
 from export.training.trainer import train_model
 
@@ -35,11 +39,15 @@ def module_for(name: str, dataset, seed: int = 0):
     return family, config, module
 
 
+@pytest.mark.parametrize("loss", ("softmax", "squared"))
 @pytest.mark.parametrize("name", FAMILIES)
-def test_the_ranking_fit_moves_only_the_heads_own_parameters_and_improves_validation_ndcg(name):
+def test_the_ranking_fit_moves_only_the_heads_own_parameters_and_improves_validation_ndcg(name, loss):
     frame, _ = planted()
     dataset = build_dataset([frame], RunConfig(seed=1, models=(name,)), np.random.default_rng(0))
     family, config, module = module_for(name, dataset)
+    if loss == "squared":   # implicit feedback's settings
+        config = family.implicit_config(config)
+    assert config.training.rank_loss == loss
     training = dataclasses.replace(config.training, rank_fit_patience=2, max_epochs=30)
     before = {k: v.clone() for k, v in module.state_dict().items()}
     result = fit_ranking(module, family, dataset.train, dataset.validation, training, torch.Generator().manual_seed(0),
@@ -84,6 +92,46 @@ def test_a_sample_that_holds_the_whole_catalogue_scores_the_full_softmax():
     small = dataclasses.replace(config.training, rank_candidates=10)
     drawn = _sample(dataset.vocab.n_items, small, torch.Generator().manual_seed(0))
     assert drawn.shape == (10,) and int(drawn.max()) < dataset.vocab.n_items
+
+
+def test_the_squared_loss_is_each_users_weighted_row_error_plus_als_penalty():
+    frame, _ = planted()
+    dataset = build_dataset([frame], RunConfig(seed=1, models=("mf",)), np.random.default_rng(0))
+    family, config, module = module_for("mf", dataset)
+    training = family.implicit_config(config).training
+    n_items = dataset.vocab.n_items
+    ratings = dataset.train
+    examples = _Squared.of(ratings, n_items)
+    index = torch.tensor([0, 3])
+    loss, weight = examples.loss(module, family, index, training, torch.Generator())
+    expected = 0.0
+    with torch.no_grad():
+        items_side = family.ranking_factors(module, torch.zeros(1, dtype=torch.long))[1]
+        for user in examples.users[index.numpy()]:
+            confidence = np.zeros(n_items, np.float32)
+            mine = ratings.users == user
+            confidence[ratings.items[mine]] = ratings.unit[mine]
+            logits = module.ranking_logit(torch.full((n_items,), int(user)), torch.arange(n_items)).numpy()
+            user_vector = family.ranking_factors(module, torch.tensor([int(user)]))[0]
+            row = (1 + training.rank_positive_weight * confidence) * ((confidence > 0) - logits) ** 2
+            expected += row.sum() + training.rank_decay * float(user_vector.pow(2).sum())
+        expected += training.rank_decay * float(items_side.pow(2).sum()) * 2 / len(examples)
+    assert weight == 2.0
+    assert float(loss.detach()) == pytest.approx(expected / 2, rel=1e-4)
+    assert len(examples) == len(np.unique(ratings.users))
+    # a catalogue too wide for the configured users per step takes fewer
+    assert examples.batch_size(training, n_items) == training.rank_user_batch
+    assert examples.batch_size(training, ROW_CELLS // 3) == 3
+
+
+def test_the_squared_loss_rows_add_up_repeated_pairs_and_leave_zero_confidence_out():
+    ratings = Interactions(users=np.array([0, 0, 1, 2]), items=np.array([1, 1, 0, 2]),
+                           ratings=np.array([0.25, 0.5, 0.0, 1.0], np.float32), timestamps=np.zeros(4, np.int64),
+                           scale=IMPLICIT_SCALE)
+    examples = _Squared.of(ratings, 3)
+    assert examples.users.tolist() == [0, 2]
+    assert examples.rows(torch.tensor([0, 1])) == 2   # user 0's one pair (summed), user 2's one
+    assert examples.matrix.toarray().tolist() == [[0, 0.75, 0], [0, 0, 0], [0, 0, 1.0]]
 
 
 def test_a_family_without_a_product_head_is_left_to_its_joint_loss():

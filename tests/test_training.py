@@ -80,6 +80,8 @@ def test_refits_train_on_training_and_validation_for_the_epochs_they_promise(dat
 def test_configs_check_themselves_when_built():
     with pytest.raises(ConfigError, match=r"training refit: expected one of \['fresh', 'continue', 'none'\], got 'warm'"):
         TrainingConfig(refit="warm")
+    with pytest.raises(ConfigError, match=r"training rank_loss: expected one of \['softmax', 'squared'\], got 'hinge'"):
+        TrainingConfig(rank_loss="hinge")
     with pytest.raises(ConfigError, match="training batch_size: expected a positive number, got 0"):
         TrainingConfig(batch_size=0)
     with pytest.raises(ConfigError, match=r"training min_improvement: expected a number in \[0, 1\), got 1"):

@@ -10,6 +10,9 @@ from .ranking_metric import RELEVANT_MIN
 REFITS = ("fresh", "continue", "none")
 """The values of ``TrainingConfig.refit``."""
 
+RANK_LOSSES = ("softmax", "squared")
+"""The values of ``TrainingConfig.rank_loss``."""
+
 MIN_STEPS_PER_EPOCH = 64
 """An automatic batch size leaves at least this many steps per epoch (MovieLens 100K's 80K
 training ratings stay at 1,024)."""
@@ -49,10 +52,24 @@ class TrainingConfig:
     rank_learning_rate: float = 3e-3
     """Adam step size of the ranking fit at ``reference_batch`` (square-root rule above it)."""
     rank_decay: float = 1e-4
-    """L2 penalty of the ranking fit on each batch's user vectors and rated items' vectors."""
+    """L2 penalty of the ranking fit on each batch's user vectors and rated items' vectors
+    ("softmax", per rated item); with the "squared" loss, on each user's vector and on the item
+    vectors, in the units of the summed squared error of a user's row (ALS's regularisation)."""
     rank_candidates: int = 2048
     """The ranking fit's softmax runs over the whole catalogue up to this many items; over a
     larger one, over this many items drawn uniformly for each batch, plus each rating's own item."""
+    rank_loss: str = "softmax"
+    """The ranking fit's objective, one of ``RANK_LOSSES``. "softmax": the softmax above, each
+    rated item against the catalogue. "squared" (implicit feedback): the squared error of each
+    user's whole catalogue row of logits against 1 for the user's interactions and 0 elsewhere,
+    an interaction weighted ``1 + rank_positive_weight * confidence`` and every other pair 1 (the
+    objective of implicit-feedback ALS): every item a user has not touched counts against it, not a
+    sample, so that a list ranks what users pick above what they merely could."""
+    rank_positive_weight: float = 1.0
+    """The "squared" ranking loss's extra weight of an interaction, times its confidence."""
+    rank_user_batch: int = 64
+    """Users per step of the "squared" ranking loss (fewer where their catalogue rows would pass
+    ``ranking_fit.ROW_CELLS`` cells)."""
     rank_validation_users: int = 2000
     """At most this many validation users (a seeded sample) measure the ranking fit's NDCG@10."""
     negative_targets: bool = False
@@ -148,6 +165,8 @@ class TrainingConfig:
     refit. A cap on top of early stopping for catalogues too large to wait for; None: no limit."""
 
     def __post_init__(self) -> None:
+        if self.rank_loss not in RANK_LOSSES:
+            raise ConfigError(f"training rank_loss: expected one of {list(RANK_LOSSES)}, got {self.rank_loss!r}")
         if self.refit not in REFITS:
             raise ConfigError(f"training refit: expected one of {list(REFITS)}, got {self.refit!r}")
         positive = {"learning_rate": self.learning_rate, "batch_size": self.batch_size,
@@ -164,7 +183,7 @@ class TrainingConfig:
             raise ConfigError(f"training rank_cut_min_gain: expected a number in [0, 1), got {self.rank_cut_min_gain!r}")
         if not 0 <= self.min_improvement < 1:
             raise ConfigError(f"training min_improvement: expected a number in [0, 1), got {self.min_improvement!r}")
-        for name in ("rank_candidates", "rank_validation_users", "rank_learning_rate"):
+        for name in ("rank_candidates", "rank_validation_users", "rank_learning_rate", "rank_user_batch"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"training {name}: expected a positive number, got {getattr(self, name)!r}")
         if self.rank_negatives < 1:
@@ -174,7 +193,8 @@ class TrainingConfig:
         if not 0 <= self.rank_positive_min <= 1:
             raise ConfigError(f"training rank_positive_min: expected a number in [0, 1], got {self.rank_positive_min!r}")
         for name in ("embedding_decay", "bias_decay", "weight_decay", "rank_weight", "continue_epochs", "time_budget_s",
-                     "decay_steps", "plateau_step_floor", "rank_fit_patience", "rank_decay"):
+                     "decay_steps", "plateau_step_floor", "rank_fit_patience", "rank_decay",
+                     "rank_positive_weight"):
             if getattr(self, name) is not None and getattr(self, name) < 0:
                 raise ConfigError(f"training {name}: expected a number >= 0, got {getattr(self, name)!r}")
 
