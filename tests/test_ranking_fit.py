@@ -18,8 +18,8 @@ from export.data.synthetic import planted_blocks
 from export.models import registry
 from export.models.base import init_parameters
 from export.data.dataset import Interactions
-from export.training.ranking_fit import (ROW_CELLS, _loss, _sample, _Squared, fit_ranking, fits_ranking, ranking_state,
-                                         refit_ranking)
+from export.training.ranking_fit import (ROW_CELLS, _examples, _loss, _optimizer, _pass, _sample, _Squared, fit_ranking,
+                                         fits_ranking, pass_throughput, ranking_state, refit_ranking)
 from export.training.ranking_metric import ndcg_of
 from export.training.trainer import train_model
 
@@ -132,6 +132,19 @@ def test_the_squared_loss_rows_add_up_repeated_pairs_and_leave_zero_confidence_o
     assert examples.users.tolist() == [0, 2]
     assert examples.rows(torch.tensor([0, 1])) == 2   # user 0's one pair (summed), user 2's one
     assert examples.matrix.toarray().tolist() == [[0, 0.75, 0], [0, 0, 0], [0, 0, 1.0]]
+
+
+@pytest.mark.parametrize("implicit", (False, True))
+def test_a_pass_covers_every_training_row_once_and_the_bench_rate_counts_them(implicit):
+    frame, _ = planted()
+    dataset = build_dataset([frame], RunConfig(seed=1, models=("mf",)), np.random.default_rng(0))
+    family, config, module = module_for("mf", dataset)
+    training = (family.implicit_config(config) if implicit else config).training
+    examples = _examples(dataset.train, module, family, training)
+    optimizer, batch_size = _optimizer(module, family, training, examples)
+    _, out_of_time, rows = _pass(module, family, examples, optimizer, batch_size, training, torch.Generator(), None)
+    assert not out_of_time and rows == int((dataset.train.unit > 0).sum())
+    assert pass_throughput(module, family, dataset.train, training, torch.Generator(), 60.0) > 0
 
 
 def test_a_family_without_a_product_head_is_left_to_its_joint_loss():
