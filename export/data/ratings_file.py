@@ -4,10 +4,9 @@ optional timestamp, duplicates resolved as asked. Each failure names the file an
 or part file and row (Parquet), what was expected and what was found."""
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
-
-import logging
 
 import numpy as np
 import pandas as pd
