@@ -41,6 +41,28 @@ rating loss never reads them, and the ranking fit trains them alone."""
 RANKING_INITIAL_STD = 0.01
 """Standard deviation of the ranking head's own embeddings when the ranking fit starts."""
 
+@dataclasses.dataclass(frozen=True)
+class RankingBlocks:
+    """The ranking head as alternating least squares solves it (``export.training.ranking_als``):
+    ``logit[u, i] = <read_users[u] * scale, read_items[i]> + <users[u], items[i]> + offsets[i]``.
+    ``users``, ``items``, ``offsets`` and ``scale`` are views of the module's own parameters (the
+    solver writes them in place); ``read_users`` and ``read_items`` are the rating representation
+    the head reads, never moved (None, with ``scale``, where the head reads none while it is fitted)."""
+
+    users: torch.Tensor
+    """[n_users, k]"""
+    items: torch.Tensor
+    """[n_items, k]"""
+    offsets: torch.Tensor
+    """[n_items]"""
+    scale: torch.Tensor | None = None
+    """[d]"""
+    read_users: torch.Tensor | None = None
+    """[n_users, d]"""
+    read_items: torch.Tensor | None = None
+    """[n_items, d]"""
+
+
 Inputs = tuple[torch.Tensor, ...]
 """A batch of model inputs, in the order the family's module takes them."""
 
@@ -81,10 +103,11 @@ class RowInputs:
         return tuple(x[index] for x in self.inputs)
 
 
-IMPLICIT_RANKING_FIT = {"rank_loss": "squared", "rank_learning_rate": 1e-2, "rank_decay": 10.0, "rank_fit_patience": 10}
+IMPLICIT_RANKING_FIT = {"rank_loss": "squared", "rank_decay": 10.0, "rank_recency_window": 10.0}
 """The ranking fit for implicit feedback: the weighted squared loss over each user's catalogue row,
-with ALS's regularisation (10, as implicit's ALS chooses on MovieLens 100K) at a larger step
-than the softmax's, and more patience, for a validation NDCG@10 that climbs in small steps."""
+solved by alternating least squares, with ALS's regularisation (10, as implicit's ALS chooses on
+MovieLens 100K), and recent interactions weighted up over about a user's latest ten (the LSTM's
+window), by as much as each user's latest training interactions say."""
 
 
 class Family(ABC):
@@ -217,6 +240,12 @@ class Family(ABC):
         if not (hasattr(model, "ranking_user") and hasattr(model, "ranking_items")):
             return None
         return model.ranking_user(users), *model.ranking_items()
+
+    def ranking_blocks(self, model: nn.Module) -> RankingBlocks | None:
+        """The head's blocks (``RankingBlocks``) from the module's ``ranking_blocks()``, as the head
+        stands after ``restart_ranking``; None where the module has none, and then the "squared"
+        ranking fit does not apply."""
+        return model.ranking_blocks() if hasattr(model, "ranking_blocks") else None
 
     def ranking_parameters(self, model: nn.Module) -> dict[str, nn.Parameter]:
         """The ranking head's own parameters: the module's attributes named ``RANKING_PREFIX``...

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from ..training.config import TrainingConfig
-from .base import PairFamily
+from .base import PairFamily, RankingBlocks
 from .registry import register
 
 
@@ -98,6 +98,12 @@ class DenseNet(nn.Module):
         offsets ``c`` [n_items]: the logit is ``ranking_user(u) @ [e, t]^T + c``."""
         return (torch.cat([self.item_embedding.weight.detach(), self.rank_item_embedding.weight], 1),
                 self.rank_item_bias.weight[:, 0])
+
+    def ranking_blocks(self) -> RankingBlocks:
+        """The head's blocks: its own ``r``, ``t`` and ``c``; ``A`` is zero while the ranking fit
+        runs (``DenseFamily.ranking_fixed``), so the head reads nothing else."""
+        return RankingBlocks(self.rank_user_embedding.weight, self.rank_item_embedding.weight,
+                             self.rank_item_bias.weight[:, 0])
 
     def _rating(self, users: torch.Tensor, items: torch.Tensor, u: torch.Tensor, i: torch.Tensor) -> torch.Tensor:
         hidden = torch.relu(self.hidden(torch.cat([u, i], dim=-1)))

@@ -12,7 +12,7 @@ from contract.errors import ConfigError
 from ..data.dataset import Interactions
 from ..data.sequences import TRAINING_CONTEXTS, Contexts
 from ..training.config import TrainingConfig
-from .base import Family, FamilyOption, Inputs
+from .base import Family, FamilyOption, Inputs, RankingBlocks
 from .registry import register
 
 GATES = ("i", "f", "g", "o")
@@ -167,6 +167,14 @@ class SequenceLSTM(nn.Module):
         n_items = self.padding_index
         return (torch.cat([self.affinity_item_embedding.weight[:n_items].detach(),
                            self.rank_item_embedding.weight[:n_items]], 1), self.rank_item_bias.weight[:n_items, 0])
+
+    def ranking_blocks(self) -> RankingBlocks:
+        """The head's blocks: its own ``r``, ``t``, ``c`` and ``s``, reading the user and ``a``
+        (no padding rows)."""
+        n_items = self.padding_index
+        return RankingBlocks(self.rank_user_embedding.weight, self.rank_item_embedding.weight[:n_items],
+                             self.rank_item_bias.weight[:n_items, 0], self.rank_scale,
+                             self.user_embedding.weight.detach(), self.affinity_item_embedding.weight[:n_items].detach())
 
     def _logit(self, users: torch.Tensor, items: torch.Tensor, user: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
         """``user`` shaped to broadcast against ``factors``. The head reads the rating factors as

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from ..training.config import TrainingConfig
-from .base import PairFamily
+from .base import PairFamily, RankingBlocks
 from .registry import register
 
 
@@ -93,6 +93,12 @@ class BiasedMF(nn.Module):
         offsets ``c`` [n_items]: the logit is ``ranking_user(u) @ [q, t]^T + c``."""
         return (torch.cat([self.item_embedding.weight.detach(), self.rank_item_embedding.weight], 1),
                 self.rank_item_bias.weight[:, 0])
+
+    def ranking_blocks(self) -> RankingBlocks:
+        """The head's blocks: its own ``r``, ``t``, ``c`` and ``s``, reading ``p``, ``q``."""
+        return RankingBlocks(self.rank_user_embedding.weight, self.rank_item_embedding.weight,
+                             self.rank_item_bias.weight[:, 0], self.rank_scale,
+                             self.user_embedding.weight.detach(), self.item_embedding.weight.detach())
 
     def _rating(self, users: torch.Tensor, items: torch.Tensor, pq: torch.Tensor) -> torch.Tensor:
         return self.global_mean + self.user_bias(users)[:, 0] + self.item_bias(items)[:, 0] + pq.sum(-1)

@@ -50,7 +50,7 @@ class TrainingConfig:
     [0, 1], until this many epochs bring no better validation NDCG@10; 0: no ranking fit (the
     head as the joint loss above left it)."""
     rank_learning_rate: float = 3e-3
-    """Adam step size of the ranking fit at ``reference_batch`` (square-root rule above it)."""
+    """Adam step size of the "softmax" ranking fit at ``reference_batch`` (square-root rule above it)."""
     rank_decay: float = 1e-4
     """L2 penalty of the ranking fit on each batch's user vectors and rated items' vectors
     ("softmax", per rated item); with the "squared" loss, on each user's vector and on the item
@@ -62,14 +62,18 @@ class TrainingConfig:
     """The ranking fit's objective, one of ``RANK_LOSSES``. "softmax": the softmax above, each
     rated item against the catalogue. "squared" (implicit feedback): the squared error of each
     user's whole catalogue row of logits against 1 for the user's interactions and 0 elsewhere,
-    an interaction weighted ``1 + rank_positive_weight * confidence`` and every other pair 1 (the
-    objective of implicit-feedback ALS): every item a user has not touched counts against it, not a
+    an interaction weighted ``rank_positive_weight * confidence`` and every other pair 1, solved
+    by alternating least squares (``ranking_als``; an epoch is one sweep): implicit-feedback ALS's
+    objective and solver, where every item a user has not touched counts against it, not a
     sample, so that a list ranks what users pick above what they merely could."""
     rank_positive_weight: float = 1.0
-    """The "squared" ranking loss's extra weight of an interaction, times its confidence."""
-    rank_user_batch: int = 64
-    """Users per step of the "squared" ranking loss (fewer where their catalogue rows would pass
-    ``ranking_fit.ROW_CELLS`` cells)."""
+    """The "squared" loss's weight of an interaction, times its confidence (ALS's alpha)."""
+    rank_recency_window: float = 0.0
+    """The "squared" loss weighs each interaction up by how recent it is in its user's history,
+    ``1 + w * exp(-later / window)`` for ``later`` interactions after it, with ``w`` chosen per
+    run (``recency``); 0: no recency weighting."""
+    rank_tolerance: float = 1e-4
+    """The "squared" fit stops at the first sweep that lowers its objective by less than this share."""
     rank_validation_users: int = 2000
     """At most this many validation users (a seeded sample) measure the ranking fit's NDCG@10."""
     negative_targets: bool = False
@@ -183,7 +187,8 @@ class TrainingConfig:
             raise ConfigError(f"training rank_cut_min_gain: expected a number in [0, 1), got {self.rank_cut_min_gain!r}")
         if not 0 <= self.min_improvement < 1:
             raise ConfigError(f"training min_improvement: expected a number in [0, 1), got {self.min_improvement!r}")
-        for name in ("rank_candidates", "rank_validation_users", "rank_learning_rate", "rank_user_batch"):
+        for name in ("rank_candidates", "rank_validation_users", "rank_learning_rate", "rank_positive_weight",
+                     "rank_tolerance"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"training {name}: expected a positive number, got {getattr(self, name)!r}")
         if self.rank_negatives < 1:
@@ -194,7 +199,7 @@ class TrainingConfig:
             raise ConfigError(f"training rank_positive_min: expected a number in [0, 1], got {self.rank_positive_min!r}")
         for name in ("embedding_decay", "bias_decay", "weight_decay", "rank_weight", "continue_epochs", "time_budget_s",
                      "decay_steps", "plateau_step_floor", "rank_fit_patience", "rank_decay",
-                     "rank_positive_weight"):
+                     "rank_recency_window"):
             if getattr(self, name) is not None and getattr(self, name) < 0:
                 raise ConfigError(f"training {name}: expected a number >= 0, got {getattr(self, name)!r}")
 

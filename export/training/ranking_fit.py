@@ -24,14 +24,14 @@ from torch import nn
 from ..data.dataset import Interactions
 from ..models.base import Family
 from .config import TrainingConfig, batch_size_for, learning_rate_for
+from .ranking_als import WeightedPairs, objective, sweep
+from .recency import RECENCY_WEIGHTS, has_order, latest_split, recency_weights
 from .ranking_metric import ndcg_of
 
 log = logging.getLogger(__name__)
 
 SCORE_CHUNK = 1024
 """Users scored at a time for the validation figure."""
-ROW_CELLS = 1 << 22
-"""Most catalogue cells (users x items) one step of the "squared" ranking loss holds."""
 
 
 @dataclass
@@ -50,6 +50,10 @@ class RankingFitResult:
     """Items each user's or rated item's loss ran over (the catalogue, or ``rank_candidates`` sampled)."""
     seconds: float = 0.0
     out_of_time: bool = False
+    recency_weight: float = 0.0
+    """The "squared" loss's recency weight (``recency``), chosen on each user's latest training interactions."""
+    recency_ndcg: dict[str, float] = field(default_factory=dict)
+    """Each recency weight tried, and the NDCG@10 of its head on those latest interactions."""
 
     def to_dict(self) -> dict:
         def figure(value: float) -> float | None:
@@ -57,101 +61,98 @@ class RankingFitResult:
         return {"best_epoch": self.best_epoch, "validation_ndcg_at_10": figure(self.best_ndcg),
                 "initial_validation_ndcg_at_10": figure(self.initial_ndcg), "epochs": self.epochs,
                 "refit_epochs": self.refit_epochs, "candidates": self.candidates, "seconds": self.seconds,
-                "out_of_time": self.out_of_time}
+                "out_of_time": self.out_of_time, "recency_weight": self.recency_weight,
+                "recency_ndcg_at_10": self.recency_ndcg}
 
 
-@dataclass(frozen=True)
 class _Softmax:
-    """The "softmax" objective's examples: the rated pairs, with their weights (ratings on [0, 1];
-    zero left out)."""
+    """The "softmax" objective: the rated pairs with their weights (ratings on [0, 1]; zero left
+    out), its epoch one shuffled pass of Adam over them."""
 
-    users: torch.Tensor
-    items: torch.Tensor
-    weights: torch.Tensor
+    converges = False
+    """Its epochs approach the optimum noisily: the fit stops on validation NDCG@10."""
 
-    @classmethod
-    def of(cls, ratings: Interactions) -> "_Softmax":
+    def __init__(self, ratings: Interactions, model: nn.Module, family: Family, config: TrainingConfig) -> None:
         unit = ratings.unit
         keep = np.flatnonzero(unit > 0)
-        return cls(torch.as_tensor(ratings.users[keep]), torch.as_tensor(ratings.items[keep]),
-                   torch.as_tensor(unit[keep], dtype=torch.float32))
+        self.users, self.items = torch.as_tensor(ratings.users[keep]), torch.as_tensor(ratings.items[keep])
+        self.weights = torch.as_tensor(unit[keep], dtype=torch.float32)
+        self.config = config
+        self.batch_size = batch_size_for(config, len(keep))
+        # rank_learning_rate at reference_batch, by the square-root rule above it
+        step = config.rank_learning_rate * learning_rate_for(config, self.batch_size) / config.learning_rate
+        self.optimizer = torch.optim.Adam(list(family.ranking_fit_parameters(model).values()), lr=step)
 
     def __len__(self) -> int:
         return len(self.users)
 
-    def rows(self, index: torch.Tensor) -> int:
-        """Training rows (rated pairs) an example batch covers."""
-        return len(index)
+    def epoch(self, model: nn.Module, family: Family, generator: torch.Generator,
+              deadline: float | None) -> tuple[float, bool, int]:
+        """One shuffled pass: the mean weighted loss, whether time ran out, the rated pairs covered."""
+        model.train()
+        order = torch.randperm(len(self), generator=generator)
+        total, weight, rows = 0.0, 0.0, 0
+        for start in range(0, len(order), self.batch_size):
+            if deadline is not None and time.perf_counter() > deadline:
+                return total / max(weight, 1e-12), True, rows
+            index = order[start:start + self.batch_size]
+            loss, batch_weight = self.loss(model, family, index, generator)
+            self.optimizer.zero_grad()
+            loss.backward()
+            self.optimizer.step()
+            total += float(loss.detach()) * batch_weight
+            weight += batch_weight
+            rows += len(index)
+        return total / max(weight, 1e-12), False, rows
 
-    def batch_size(self, config: TrainingConfig, n_items: int) -> int:
-        return batch_size_for(config, len(self))
-
-    def step_size(self, config: TrainingConfig, batch_size: int) -> float:
-        """``rank_learning_rate`` at ``reference_batch``, by the square-root rule above it."""
-        return config.rank_learning_rate * learning_rate_for(config, batch_size) / config.learning_rate
-
-    def loss(self, model: nn.Module, family: Family, index: torch.Tensor, config: TrainingConfig,
+    def loss(self, model: nn.Module, family: Family, index: torch.Tensor,
              generator: torch.Generator) -> tuple[torch.Tensor, float]:
         """The batch's loss and its weight in the epoch's mean."""
         device = _device(model)
         users, items, weights = (x[index].to(device) for x in (self.users, self.items, self.weights))
-        sampled = _sample(_n_items(model, family), config, generator)
-        return (_loss(model, family, users, items, weights, config.rank_decay,
+        sampled = _sample(_n_items(model, family), self.config, generator)
+        return (_loss(model, family, users, items, weights, self.config.rank_decay,
                       None if sampled is None else sampled.to(device)), float(weights.sum()))
 
 
-@dataclass(frozen=True)
 class _Squared:
-    """The "squared" objective's examples: the users with interactions, and each one's row of
-    confidences over the catalogue."""
+    """The "squared" objective (``ranking_als``): each user's catalogue row of interactions, its
+    epoch one sweep of alternating least squares over the head's blocks."""
 
-    users: np.ndarray
-    matrix: sparse.csr_matrix
+    converges = True
+    """Each sweep lowers the objective: the fit runs it to convergence, as ALS does."""
 
-    @classmethod
-    def of(cls, ratings: Interactions, n_items: int) -> "_Squared":
-        unit = ratings.unit
-        keep = np.flatnonzero(unit > 0)
-        users = np.unique(ratings.users[keep])
-        matrix = sparse.csr_matrix((unit[keep], (ratings.users[keep], ratings.items[keep])),
-                                   shape=(int(users.max()) + 1 if len(users) else 0, n_items), dtype=np.float32)
+    def __init__(self, ratings: Interactions, n_items: int, config: TrainingConfig, recency_weight: float) -> None:
+        value = ratings.unit * recency_weights(ratings, recency_weight, config.rank_recency_window)
+        keep = np.flatnonzero(ratings.unit > 0)
+        n_rows = int(ratings.users[keep].max()) + 1 if len(keep) else 0
+        matrix = sparse.csr_matrix((value[keep], (ratings.users[keep], ratings.items[keep])),
+                                   shape=(n_rows, n_items), dtype=np.float64)
         matrix.sum_duplicates()
-        return cls(users, matrix)
+        self.pairs = WeightedPairs.of(matrix, config.rank_positive_weight)
+        self.decay = config.rank_decay
 
     def __len__(self) -> int:
-        return len(self.users)
+        return len(self.pairs.users)
 
-    def rows(self, index: torch.Tensor) -> int:
-        """Training rows (interactions) an example batch covers: its users' interactions."""
-        indptr = self.matrix.indptr
-        users = self.users[index.numpy()]
-        return int((indptr[users + 1] - indptr[users]).sum())
-
-    def batch_size(self, config: TrainingConfig, n_items: int) -> int:
-        return max(1, min(config.rank_user_batch, ROW_CELLS // max(n_items, 1)))
-
-    def step_size(self, config: TrainingConfig, batch_size: int) -> float:
-        return config.rank_learning_rate
-
-    def loss(self, model: nn.Module, family: Family, index: torch.Tensor, config: TrainingConfig,
-             generator: torch.Generator) -> tuple[torch.Tensor, float]:
-        """The batch's summed weighted squared error and penalty per user, and its user count."""
-        device = _device(model)
-        users = self.users[index.numpy()]
-        confidence = torch.as_tensor(self.matrix[users].toarray(), device=device)
-        target = (confidence > 0).to(confidence.dtype)
-        weight = 1.0 + config.rank_positive_weight * confidence
-        user, items_side, offsets = family.ranking_factors(model, torch.as_tensor(users, device=device))
-        error = (weight * (target - (user @ items_side.T + offsets)) ** 2).sum()
-        penalty = config.rank_decay * (user.pow(2).sum() + items_side.pow(2).sum() * len(users) / len(self))
-        return (error + penalty) / len(users), float(len(users))
+    def epoch(self, model: nn.Module, family: Family, generator: torch.Generator,
+              deadline: float | None) -> tuple[float, bool, int]:
+        """One sweep: the objective per user after it, whether time ran out, the interactions
+        covered (none, and no sweep, where time had already run out)."""
+        if deadline is not None and time.perf_counter() > deadline:
+            return float("nan"), True, 0
+        blocks = family.ranking_blocks(model)
+        sweep(blocks, self.pairs, self.decay)
+        loss = objective(blocks, self.pairs, self.decay) / max(len(self), 1)
+        return loss, deadline is not None and time.perf_counter() > deadline, self.pairs.nnz
 
 
-def _examples(ratings: Interactions, model: nn.Module, family: Family, config: TrainingConfig) -> _Softmax | _Squared:
-    """The ranking fit's examples for ``config.rank_loss``."""
+def _examples(ratings: Interactions, model: nn.Module, family: Family, config: TrainingConfig,
+              recency_weight: float = 0.0) -> _Softmax | _Squared:
+    """The ranking fit's objective for ``config.rank_loss``, ready to run epochs."""
     if config.rank_loss == "squared":
-        return _Squared.of(ratings, _n_items(model, family))
-    return _Softmax.of(ratings)
+        return _Squared(ratings, _n_items(model, family), config, recency_weight)
+    return _Softmax(ratings, model, family, config)
 
 
 def ranking_state(model: nn.Module, family: Family) -> dict[str, torch.Tensor]:
@@ -164,15 +165,19 @@ def fits_ranking(model: nn.Module, family: Family, config: TrainingConfig) -> bo
     parameters of its own."""
     if not config.rank_fit_patience or not family.ranking_fit_parameters(model):
         return False
+    if config.rank_loss == "squared" and family.ranking_blocks(model) is None:
+        return False
     with torch.no_grad():
         return family.ranking_factors(model, torch.zeros(1, dtype=torch.long, device=_device(model))) is not None
 
 
 def fit_ranking(model: nn.Module, family: Family, train: Interactions, validation: Interactions,
                 config: TrainingConfig, generator: torch.Generator, name: str) -> RankingFitResult:
-    """Train ``model``'s ranking head on ``train`` until ``config.rank_fit_patience`` epochs bring
-    no better NDCG@10 on ``validation`` (relevant: ``config.rank_relevant_min`` and up; seen: ``train``);
-    ``model`` keeps the best epoch's head (the one it had, if none is better)."""
+    """Train ``model``'s ranking head on ``train``: the softmax until ``config.rank_fit_patience``
+    epochs bring no better NDCG@10 on ``validation`` (relevant: ``config.rank_relevant_min`` and up;
+    seen: ``train``), keeping the best epoch's head (the one it had, where none ranks better); the
+    squared loss's sweeps until its objective falls by less than ``config.rank_tolerance``,
+    keeping the last."""
     started = time.perf_counter()
     n_items = _n_items(model, family)
     result = RankingFitResult(candidates=n_items if config.rank_loss == "squared" else min(config.rank_candidates, n_items))
@@ -182,26 +187,38 @@ def fit_ranking(model: nn.Module, family: Family, train: Interactions, validatio
         log.info("%s: no validation rating counts as relevant; the ranking head stays as the rating fit left it", name)
         return result
     best = ranking_state(model, family)
-    family.restart_ranking(model, generator)
     deadline = None if config.time_budget_s is None else started + config.time_budget_s
-    examples = _examples(train, model, family, config)
-    optimizer, batch_size = _optimizer(model, family, config, examples)
-    since_best, fit_best = 0, float("-inf")   # patience counts from the fit's own best, the head it started from aside
+    if config.rank_loss == "squared" and config.rank_recency_window and has_order(train):
+        result.recency_weight, result.recency_ndcg = _choose_recency(model, family, train, config, generator, deadline)
+        log.info("%s: recency weight %g (NDCG@10 on each user's latest training interactions: %s)", name,
+                 result.recency_weight, ", ".join(f"{k} {v:.4f}" for k, v in result.recency_ndcg.items()))
+    family.restart_ranking(model, generator)
+    examples = _examples(train, model, family, config, result.recency_weight)
+    since_best, fit_best, previous = 0, float("-inf"), float("inf")
     for epoch in range(1, config.max_epochs + 1):
         epoch_started = time.perf_counter()
-        loss, result.out_of_time = _epoch(model, family, examples, optimizer, batch_size, config, generator,
-                                          deadline)
+        loss, result.out_of_time, rows = examples.epoch(model, family, generator, deadline)
         ndcg = measure()
         result.epochs.append({"epoch": epoch, "train_loss": loss, "validation_ndcg_at_10": ndcg,
                               "train_seconds": time.perf_counter() - epoch_started})
-        improved = ndcg > result.best_ndcg
+        if examples.converges:
+            # each sweep's head is the objective's best yet: the fit keeps the last, where the
+            # objective has converged. Validation NDCG@10 is recorded, not obeyed: a split drawn at
+            # random in time cannot judge the recency weighting, chosen on each user's latest.
+            improved = rows > 0
+            done = _converged(previous, loss, config)
+        else:
+            # patience counts from the fit's own best, the head it started from aside
+            improved = ndcg > result.best_ndcg
+            since_best = 0 if ndcg > fit_best else since_best + 1
+            fit_best = max(fit_best, ndcg)
+            done = since_best >= config.rank_fit_patience
+        previous = loss
         log.info("%s ranking epoch %2d: loss %.4f, validation NDCG@10 %.4f%s", name, epoch, loss, ndcg,
                  " *" if improved else "")
         if improved:
             result.best_epoch, result.best_ndcg, best = epoch, ndcg, ranking_state(model, family)
-        since_best = 0 if ndcg > fit_best else since_best + 1
-        fit_best = max(fit_best, ndcg)
-        if since_best >= config.rank_fit_patience or result.out_of_time:
+        if done or result.out_of_time:
             break
     model.load_state_dict(best, strict=False)
     result.seconds = time.perf_counter() - started
@@ -220,10 +237,9 @@ def refit_ranking(model: nn.Module, family: Family, ratings: Interactions, resul
     started = time.perf_counter()
     family.restart_ranking(model, generator)
     deadline = None if config.time_budget_s is None else started + config.time_budget_s
-    examples = _examples(ratings, model, family, config)
-    optimizer, batch_size = _optimizer(model, family, config, examples)
+    examples = _examples(ratings, model, family, config, result.recency_weight)
     for epoch in range(1, result.best_epoch + 1):
-        loss, out_of_time = _epoch(model, family, examples, optimizer, batch_size, config, generator, deadline)
+        loss, out_of_time, _ = examples.epoch(model, family, generator, deadline)
         result.refit_epochs = epoch
         log.info("%s ranking refit epoch %2d of %d: loss %.4f", name, epoch, result.best_epoch, loss)
         if out_of_time:
@@ -241,40 +257,39 @@ def _n_items(model: nn.Module, family: Family) -> int:
         return int(family.ranking_factors(model, torch.zeros(1, dtype=torch.long, device=_device(model)))[2].shape[0])
 
 
-def _optimizer(model: nn.Module, family: Family, config: TrainingConfig,
-               examples: _Softmax | _Squared) -> tuple[torch.optim.Optimizer, int]:
-    batch_size = examples.batch_size(config, _n_items(model, family))
-    return (torch.optim.Adam(list(family.ranking_fit_parameters(model).values()),
-                             lr=examples.step_size(config, batch_size)), batch_size)
+def _converged(previous: float, loss: float, config: TrainingConfig) -> bool:
+    """Whether a sweep took the objective from ``previous`` to ``loss`` by less than ``rank_tolerance``."""
+    return bool(np.isfinite(previous)) and previous - loss <= config.rank_tolerance * abs(previous)
 
 
-def _epoch(model: nn.Module, family: Family, examples: _Softmax | _Squared, optimizer: torch.optim.Optimizer,
-           batch_size: int, config: TrainingConfig, generator: torch.Generator,
-           deadline: float | None) -> tuple[float, bool]:
-    """One shuffled pass over ``examples``: the mean weighted loss, and whether time ran out."""
-    loss, out_of_time, _ = _pass(model, family, examples, optimizer, batch_size, config, generator, deadline)
-    return loss, out_of_time
-
-
-def _pass(model: nn.Module, family: Family, examples: _Softmax | _Squared, optimizer: torch.optim.Optimizer,
-          batch_size: int, config: TrainingConfig, generator: torch.Generator,
-          deadline: float | None) -> tuple[float, bool, int]:
-    """``_epoch``, and the training rows it covered."""
-    model.train()
-    order = torch.randperm(len(examples), generator=generator)
-    total, weight, rows = 0.0, 0.0, 0
-    for start in range(0, len(order), batch_size):
-        if deadline is not None and time.perf_counter() > deadline:
-            return total / max(weight, 1e-12), True, rows
-        index = order[start:start + batch_size]
-        loss, batch_weight = examples.loss(model, family, index, config, generator)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        total += float(loss.detach()) * batch_weight
-        weight += batch_weight
-        rows += examples.rows(index)
-    return total / max(weight, 1e-12), False, rows
+def _choose_recency(model: nn.Module, family: Family, train: Interactions, config: TrainingConfig,
+                    generator: torch.Generator, deadline: float | None) -> tuple[float, dict[str, float]]:
+    """The weight of ``RECENCY_WEIGHTS`` whose head, fitted to convergence on ``train`` less each
+    user's latest interactions (``recency.latest_split``), ranks those best by NDCG@10 (the
+    smallest among equals), with each weight's figure."""
+    earlier, latest = latest_split(train)
+    if not len(latest):
+        return 0.0, {}
+    measure = _validation_measure(model, family, earlier, latest, config, generator)
+    figures: dict[str, float] = {}
+    for weight in RECENCY_WEIGHTS:
+        family.restart_ranking(model, generator)
+        examples = _examples(earlier, model, family, config, weight)
+        previous, swept = float("inf"), 0
+        for _ in range(config.max_epochs):
+            loss, out_of_time, rows = examples.epoch(model, family, generator, deadline)
+            swept += rows
+            if out_of_time or _converged(previous, loss, config):
+                break
+            previous = loss
+        if swept:
+            figures[f"{weight:g}"] = measure()
+        if out_of_time:
+            break
+    if not figures:
+        return 0.0, figures
+    best = max(figures, key=lambda k: (figures[k], -float(k)))
+    return float(best), figures
 
 
 def pass_throughput(model: nn.Module, family: Family, ratings: Interactions, config: TrainingConfig,
@@ -282,9 +297,8 @@ def pass_throughput(model: nn.Module, family: Family, ratings: Interactions, con
     """Training rows (rated pairs or interactions) per second of one pass of the ranking fit's
     objective over ``ratings``, cut off after ``seconds``: the figure ``make bench`` compares."""
     examples = _examples(ratings, model, family, config)
-    optimizer, batch_size = _optimizer(model, family, config, examples)
     started = time.perf_counter()
-    _, _, rows = _pass(model, family, examples, optimizer, batch_size, config, generator, started + seconds)
+    _, _, rows = examples.epoch(model, family, generator, started + seconds)
     return rows / (time.perf_counter() - started)
 
 
