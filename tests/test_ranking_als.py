@@ -14,7 +14,7 @@ from export.data.dataset import Interactions
 from export.models import registry
 from export.training import ranking_als
 from export.training.ranking_als import WeightedPairs, _solve_items, _solve_scale, _solve_users, objective, sweep
-from export.training.ranking_fit import _choose_recency, _Squared
+from export.training.ranking_fit import _choose_recency, _Squared, _users_sample
 from export.training.recency import has_order, latest_split, later_counts, recency_weights
 
 FAMILIES = ("mf", "dense", "lstm")
@@ -204,3 +204,12 @@ def test_a_recency_weight_is_chosen_where_the_latest_interactions_say_more():
     weight, figures = _choose_recency(module, family, ratings, config.training, torch.Generator().manual_seed(0), None)
     assert set(figures) == {"0", "1", "3", "10"}
     assert weight > 0 and figures[f"{weight:g}"] > figures["0"]
+
+
+def test_the_recency_choice_runs_on_a_seeded_sample_of_a_large_catalogues_users():
+    ratings = interactions(np.repeat(np.arange(50), 3), np.tile([0, 1, 2], 50), np.tile([1, 2, 3], 50))
+    assert _users_sample(ratings, 50, torch.Generator()) is ratings
+    sample = _users_sample(ratings, 20, torch.Generator().manual_seed(0))
+    assert len(np.unique(sample.users)) == 20 and len(sample) == 60
+    again = _users_sample(ratings, 20, torch.Generator().manual_seed(0))
+    assert np.array_equal(sample.users, again.users)
