@@ -67,12 +67,12 @@ def objective(blocks: RankingBlocks, pairs: WeightedPairs, decay: float) -> floa
     """The objective above. The sum over every pair of ``logit^2`` is ``trace(A^T A B^T B)`` for
     ``logit = A B^T`` with ``A = [g * s, r, 1]`` and ``B = [h, t, c]``; the interactions then
     replace their ``logit^2`` by ``w (1 - logit)^2``."""
-    users = torch.as_tensor(pairs.users)
+    users = torch.as_tensor(pairs.users, device=blocks.items.device)
     a, b = _sides(blocks, users)
     total = float(((a.T @ a) * (b.T @ b)).sum())
     csr = pairs.by_user
     for start, stop in _chunks(csr.indptr, a.shape[1]):
-        local, item, weight = _segment((csr.indices, csr.data), csr.indptr, start, stop)
+        local, item, weight = _segment((csr.indices, csr.data), csr.indptr, start, stop, a.device)
         logit = (a[local + start] * b[item]).sum(1)
         total += float((weight * (1.0 - logit) ** 2 - logit ** 2).sum())
     penalty = a[:, :-1].pow(2).sum() + blocks.items.double().pow(2).sum()
@@ -82,7 +82,7 @@ def objective(blocks: RankingBlocks, pairs: WeightedPairs, decay: float) -> floa
 def _sides(blocks: RankingBlocks, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``A = [g * s, r, 1]`` of ``users`` and ``B = [h, t, c]``, float64: ``logit = A B^T``."""
     read, h = _read(blocks, users)
-    a = [blocks.users[users].double(), torch.ones(len(users), 1, dtype=torch.float64)]
+    a = [blocks.users[users].double(), torch.ones(len(users), 1, dtype=torch.float64, device=users.device)]
     b = [blocks.items.double(), blocks.offsets.double()[:, None]]
     if read is not None:
         a, b = [read, *a], [h, *b]
@@ -118,11 +118,13 @@ def _chunks(indptr: np.ndarray, width: int) -> list[tuple[int, int]]:
     return bounds
 
 
-def _segment(major: np.ndarray, indptr: np.ndarray, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Rows ``start:stop`` of a compressed matrix: each stored pair's local row, its column, its weight."""
+def _segment(major: np.ndarray, indptr: np.ndarray, start: int, stop: int,
+             device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Rows ``start:stop`` of a compressed matrix: each stored pair's local row, its column, its
+    weight, on ``device``."""
     lo, hi = int(indptr[start]), int(indptr[stop])
     local = np.repeat(np.arange(stop - start), np.diff(indptr[start:stop + 1]))
-    return torch.as_tensor(local), torch.as_tensor(major[0][lo:hi]), torch.as_tensor(major[1][lo:hi])
+    return tuple(torch.as_tensor(x).to(device) for x in (local, major[0][lo:hi], major[1][lo:hi]))
 
 
 def _solve_rows(gram: torch.Tensor, b: torch.Tensor, start: torch.Tensor, pairs: sparse.csr_matrix | sparse.csc_matrix,
@@ -139,7 +141,7 @@ def _solve_rows(gram: torch.Tensor, b: torch.Tensor, start: torch.Tensor, pairs:
     def product(x: torch.Tensor) -> torch.Tensor:
         out = x @ gram
         for first, stop in _chunks(pairs.indptr, factors.shape[1]):
-            local, column, weight = _segment((pairs.indices, pairs.data), pairs.indptr, first, stop)
+            local, column, weight = _segment((pairs.indices, pairs.data), pairs.indptr, first, stop, factors.device)
             rows, f = local + first, factors[column]
             out.index_add_(0, rows, ((weight - 1.0) * (f * x[rows]).sum(1))[:, None] * f)
         return out
@@ -182,18 +184,18 @@ def _add_interactions(b: torch.Tensor, pairs: sparse.csr_matrix | sparse.csc_mat
     the blocks' right-hand sides, ``e = rest(row, column)`` the rest of the pair's logit and ``f``
     the column's factors; ``width``: numbers per pair that ``rest`` holds."""
     for start, stop in _chunks(pairs.indptr, factors.shape[1] + width):
-        local, column, weight = _segment((pairs.indices, pairs.data), pairs.indptr, start, stop)
+        local, column, weight = _segment((pairs.indices, pairs.data), pairs.indptr, start, stop, factors.device)
         rows = local + start
         e = rest(rows, column)
         b.index_add_(0, rows, (weight * (1.0 - e) + e)[:, None] * factors[column])
 
 
 def _solve_users(blocks: RankingBlocks, pairs: WeightedPairs, decay: float) -> None:
-    users = torch.as_tensor(pairs.users)
+    users = torch.as_tensor(pairs.users, device=blocks.items.device)
     t, c = blocks.items.double(), blocks.offsets.double()
     read, h = _read(blocks, users)
     k = t.shape[1]
-    gram = t.T @ t + decay * torch.eye(k, dtype=torch.float64)
+    gram = t.T @ t + decay * torch.eye(k, dtype=torch.float64, device=users.device)
     # sum over every item of (F_ui + c_i) t_i, the part of b_u an untouched item contributes
     b = -(c @ t).expand(len(users), k).clone()
     if read is not None:
@@ -205,11 +207,11 @@ def _solve_users(blocks: RankingBlocks, pairs: WeightedPairs, decay: float) -> N
 
 
 def _solve_items(blocks: RankingBlocks, pairs: WeightedPairs, decay: float) -> None:
-    users = torch.as_tensor(pairs.users)
+    users = torch.as_tensor(pairs.users, device=blocks.items.device)
     r, c = blocks.users[users].double(), blocks.offsets.double()
     read, h = _read(blocks, users)
     k = r.shape[1]
-    gram = r.T @ r + decay * torch.eye(k, dtype=torch.float64)
+    gram = r.T @ r + decay * torch.eye(k, dtype=torch.float64, device=users.device)
     # sum over every user of (F_ui + c_i) r_u, the part of b_i an untouched pair contributes
     b = -c[:, None] * r.sum(0)
     if read is not None:
@@ -220,7 +222,7 @@ def _solve_items(blocks: RankingBlocks, pairs: WeightedPairs, decay: float) -> N
 
 
 def _solve_scale(blocks: RankingBlocks, pairs: WeightedPairs, decay: float) -> None:
-    users = torch.as_tensor(pairs.users)
+    users = torch.as_tensor(pairs.users, device=blocks.items.device)
     g, h = blocks.read_users[users].double(), blocks.read_items.double()
     r, t, c = blocks.users[users].double(), blocks.items.double(), blocks.offsets.double()
     d = g.shape[1]
@@ -229,7 +231,7 @@ def _solve_scale(blocks: RankingBlocks, pairs: WeightedPairs, decay: float) -> N
     b = -(((r.T @ g) * (t.T @ h)).sum(0) + g.sum(0) * (c @ h))
     csr = pairs.by_user
     for start, stop in _chunks(csr.indptr, d + r.shape[1]):
-        local, item, weight = _segment((csr.indices, csr.data), csr.indptr, start, stop)
+        local, item, weight = _segment((csr.indices, csr.data), csr.indptr, start, stop, g.device)
         phi = g[local + start] * h[item]
         m = (r[local + start] * t[item]).sum(1) + c[item]
         b += phi.T @ (weight * (1.0 - m) + m)
@@ -239,7 +241,7 @@ def _solve_scale(blocks: RankingBlocks, pairs: WeightedPairs, decay: float) -> N
         def product(x: torch.Tensor) -> torch.Tensor:   # [1, d]: system x + sum_ui (w_ui - 1) phi_ui (phi_ui . x)
             out = x @ system
             for first, stop in _chunks(csr.indptr, d):
-                local, item, weight = _segment((csr.indices, csr.data), csr.indptr, first, stop)
+                local, item, weight = _segment((csr.indices, csr.data), csr.indptr, first, stop, g.device)
                 phi = g[local + first] * h[item]
                 out += (((weight - 1.0) * (phi @ x[0])) @ phi)[None]
             return out
