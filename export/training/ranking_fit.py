@@ -1,12 +1,14 @@
 """The ranking fit: after the rating fit, the ranking head's own parameters trained alone for
-top-N lists, with early stopping on validation NDCG@10.
+top-N lists.
 
 The objective (``TrainingConfig.rank_loss``) is, for ratings, a softmax over the catalogue (over
 a uniform sample of it, for a large one) of each rated item against every other, weighted by the
 rating on [0, 1]: a multinomial likelihood of what each user rates, and rates highly, among all
 items, which is what a top-N list is. For implicit feedback it is the weighted squared error of
 each user's whole catalogue row against its interactions (implicit-feedback ALS's objective),
-where every untouched item counts as a weak zero. The rating loss's sampled ranking term
+where every untouched item counts as a weak zero, solved by ALS (``ranking_als``) with recent
+interactions weighed up (``recency``). The softmax stops on validation NDCG@10; ALS runs to
+convergence. The rating loss's sampled ranking term
 (``TrainingConfig.rank_weight``) stays as a regulariser of the rating fit; this fit restarts the
 head and moves the head only, so that ratings are unchanged.
 """
