@@ -6,8 +6,8 @@ What a user did last says most about what they do next: a nightly job's lists ar
 next day's interactions, and the evaluation's temporal protocol on each user's latest 20%. An
 interaction with ``later`` interactions of the same user after it weighs
 ``1 + recency_weight * exp(-later / window)``; ``recency_weight`` is chosen from
-``RECENCY_WEIGHTS`` per run, on each user's latest ``HOLDOUT`` of the training interactions, so
-that data whose order says nothing gets 0.
+``RECENCY_WEIGHTS`` per run, on each user's latest ``HOLDOUT`` of the training interactions:
+data without an order gets 0, and data whose order says nothing should.
 """
 from __future__ import annotations
 
