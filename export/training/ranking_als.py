@@ -118,7 +118,7 @@ def _chunks(indptr: np.ndarray, width: int) -> list[tuple[int, int]]:
     return bounds
 
 
-def _segment(major: np.ndarray, indptr: np.ndarray, start: int, stop: int,
+def _segment(major: tuple[np.ndarray, np.ndarray], indptr: np.ndarray, start: int, stop: int,
              device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Rows ``start:stop`` of a compressed matrix: each stored pair's local row, its column, its
     weight, on ``device``."""
